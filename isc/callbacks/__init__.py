@@ -1,0 +1,3 @@
+from isc.callbacks.retrieval import RetrievalEvaluation
+
+__all__ = ["RetrievalEvaluation"]

@@ -1,0 +1,23 @@
+"""`isc-eval ckpt_path=... [overrides]`: score a checkpoint on a DISC-layout dataset."""
+
+from __future__ import annotations
+
+import json
+
+import hydra
+from omegaconf import DictConfig
+
+from isc.config import config_dir, quiet_third_party_loggers
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    quiet_third_party_loggers()
+    from isc.evaluate import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(cfg)
+    print(json.dumps(metrics))
+
+
+if __name__ == "__main__":
+    main()

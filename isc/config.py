@@ -1,0 +1,52 @@
+"""Where the Hydra configs live, and helpers shared by the command-line entry points."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def config_dir() -> Path:
+    """The `conf/` folder: inside the package for a wheel install, at the repo root for a checkout."""
+    for candidate in (_PACKAGE_DIR / "conf", _PACKAGE_DIR.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"isc cannot find its Hydra configs: looked for train.yaml in {_PACKAGE_DIR / 'conf'} and "
+        f"{_PACKAGE_DIR.parent / 'conf'}. Reinstall the package (`pip install .`) or run from a checkout."
+    )
+
+
+def quiet_third_party_loggers() -> None:
+    """Hide faiss' loader chatter (it reports every CPU-feature library it tries) from run logs, and let
+    Lightning's messages reach the console once, through Hydra's handlers, instead of twice."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    lightning_logger = logging.getLogger("lightning.pytorch")
+    for handler in list(lightning_logger.handlers):
+        lightning_logger.removeHandler(handler)
+
+
+def missing_metric_error(name: str, available: dict) -> KeyError:
+    """The error for an `optimized_metric` that the run did not produce (lists what it did produce)."""
+    names = ", ".join(sorted(available)) or "(none)"
+    return KeyError(
+        f"optimized_metric={name!r} is not a metric of this run. Available metrics: {names}. "
+        f"Set `optimized_metric=<one of them>` on the command line or in the experiment config."
+    )
+
+
+EVALUATION_METRICS = ("uAP", "recall_at_p90", "recall_at_rank1", "recall_at_rank10")
+
+
+def check_optimized_metric(name: str | None) -> None:
+    """Fail before training when `optimized_metric` names an evaluation metric that no run produces."""
+    if not name:
+        return
+    prefix, _, key = name.partition("/")
+    if prefix in ("val", "init", "best") and key not in EVALUATION_METRICS:
+        known = [f"{p}/{k}" for p in ("val", "init") for k in EVALUATION_METRICS] + ["best/uAP"]
+        raise missing_metric_error(name, dict.fromkeys(known))
+    if prefix == "best" and key != "uAP":
+        raise missing_metric_error(name, dict.fromkeys(["best/uAP"]))

@@ -1,0 +1,69 @@
+"""LightningModule: trains a DescriptorModel with an instance-discrimination loss."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import lightning as L
+import torch
+from torch import nn
+
+from isc.model import DescriptorModel
+from isc.optim import parameter_groups
+
+
+class CopyDetectionModule(L.LightningModule):
+    """`model` holds DescriptorModel's arguments (saved in the checkpoint so that isc-eval can rebuild it);
+    `loss` follows isc.losses' calling convention; `optimizer`/`scheduler` are partials; `config` is the
+    resolved run config, stored in the checkpoint."""
+
+    def __init__(
+        self,
+        model: dict,
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+        config: dict | None = None,
+    ):
+        super().__init__()
+        # The resolved run config travels in the checkpoint: isc-eval needs nothing else.
+        self.save_hyperparameters({"model": dict(model), "config": config or {}})
+        self.model = DescriptorModel(**model)
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        self.log("train/skipped_images", float(batch["skipped"]), on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True)
+        if "views" not in batch:  # every image of the batch was unreadable
+            return None
+        views = batch["views"]  # (B, V, 3, H, W)
+        b, v = views.shape[:2]
+        embeddings = self.model(views.flatten(0, 1))
+        labels = batch["label"].repeat_interleave(v)
+        out = self.loss(embeddings, labels)
+        if not torch.isfinite(out["loss"]):
+            raise FloatingPointError(f"training loss is {out['loss'].item()} at global step {self.global_step}")
+        self.log_dict({f"train/{k}": val.detach() for k, val in out.items()}, prog_bar=True, batch_size=b)
+        return out["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+        if "image" not in batch:
+            return {"embeddings": torch.empty(0, self.model.embedding_dim, device=self.device),
+                    "index": torch.empty(0, dtype=torch.long, device=self.device), "skipped": batch["skipped"]}
+        return {"embeddings": self.model(batch["image"]), "index": batch["index"], "skipped": batch["skipped"]}
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(parameter_groups(self))
+        if self.scheduler_factory is None:
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        if self.scheduler_interval == "epoch":
+            total = self.trainer.max_epochs
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}

@@ -1,0 +1,103 @@
+"""`train(cfg)`: config → objects → Lightning trainer → metrics (and files in the output folder)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from isc.augment import eval_transform
+from isc.callbacks import RetrievalEvaluation
+from isc.data.datamodule import DiscDataModule
+from isc.module import CopyDetectionModule
+
+log = logging.getLogger(__name__)
+
+
+def build_datamodule(cfg: DictConfig) -> DiscDataModule:
+    return DiscDataModule(
+        dataset=cfg.dataset,
+        train_transform=instantiate(cfg.augmentation),
+        eval_transform=eval_transform(cfg.data.eval_size),
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers,
+        n_views=cfg.data.n_views,
+        draft_size=cfg.data.draft_size,
+        skip_bad_eval_images=cfg.data.skip_bad_eval_images,
+    )
+
+
+def model_arguments(cfg: DictConfig) -> dict:
+    """DescriptorModel's arguments from the `backbone` group and the `model` block."""
+    return {
+        "backbone": cfg.backbone.name,
+        "pretrained": cfg.backbone.pretrained,
+        "weights_file": cfg.backbone.weights_file,
+        **OmegaConf.to_container(cfg.model, resolve=True),
+    }
+
+
+def build_module(cfg: DictConfig) -> CopyDetectionModule:
+    return CopyDetectionModule(
+        model=model_arguments(cfg),
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        scheduler_interval=cfg.get("scheduler_interval", "step"),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(output_dir))
+
+
+def _floats(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _evaluation_metrics(evaluation: RetrievalEvaluation, prefix: str) -> dict[str, float | None]:
+    """The last validation's metrics, exactly as computed (recall_at_p90 is None if P90 is never reached)."""
+    if evaluation.last_metrics is None:
+        return {}
+    keys = ("uAP", "recall_at_p90", "recall_at_rank1", "recall_at_rank10")
+    values = evaluation.last_metrics.to_dict()
+    return {f"{prefix}/{k}": values[k] for k in keys}
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train as configured and return the metrics: `init/*` (before training, if enabled), `val/*` after the
+    last epoch, `best/uAP` of the monitored checkpoint. Writes config.yaml and metrics.json to paths.output_dir."""
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg)
+    trainer = build_trainer(cfg, output_dir)
+    evaluation = next((c for c in trainer.callbacks if isinstance(c, RetrievalEvaluation)), None)
+    if evaluation is None:
+        log.warning("no RetrievalEvaluation callback configured: no val/* metrics will be computed")
+
+    metrics: dict[str, float] = {}
+    if evaluation is not None and cfg.validate_before_training and not cfg.get("ckpt_path"):
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        metrics.update(_evaluation_metrics(evaluation, "init"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics.update(_floats(trainer.callback_metrics))
+    if evaluation is not None:
+        metrics.update(_evaluation_metrics(evaluation, "val"))  # full precision, and null-aware
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        metrics["best/uAP"] = float(checkpoint.best_model_score)
+        log.info("best checkpoint: %s", checkpoint.best_model_path)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return metrics

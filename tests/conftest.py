@@ -1,0 +1,36 @@
+"""Shared fixtures: composing the real configs, and one tiny mini-DISC per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from isc.config import config_dir
+
+CONF = config_dir()
+
+
+def compose_config(name: str = "train", overrides: list[str] | tuple = ()) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """Session-wide data folder: the tiny mini-DISC of `debug=smoke` is built there once."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture
+def smoke_cfg(data_dir, tmp_path):
+    """A composed `debug=smoke` training config writing into this test's tmp_path."""
+
+    def make(*overrides: str) -> DictConfig:
+        cfg = compose_config("train", ["debug=smoke", f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path / 'run'}", *overrides])
+        OmegaConf.resolve(cfg)
+        return cfg
+
+    return make

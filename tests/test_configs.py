@@ -1,0 +1,100 @@
+"""Every option of every config group composes and instantiates into a working object."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from PIL import Image
+
+from isc.config import check_optimized_metric
+from isc.model import DescriptorModel
+from tests.conftest import CONF, compose_config
+
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
+
+
+def test_groups_found():
+    assert {"augmentation", "backbone", "callbacks", "dataset", "debug", "logger", "loss", "optimizer", "paths", "scheduler", "trainer"} <= set(GROUPS)
+
+
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_option_composes_and_instantiates(group, option, tmp_path):
+    cfg = compose_config("train", [f"{group}={option}", f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path}"])
+    if group not in ("experiment", "debug"):  # these are @package _global_ overlays
+        assert cfg[group] is not None
+    if group == "augmentation":
+        policy = instantiate(cfg.augmentation)
+        out = policy(Image.new("RGB", (120, 80), (200, 30, 30)))
+        assert out.shape == (3, cfg.data.train_size, cfg.data.train_size) and out.dtype == torch.float32
+    elif group == "loss":
+        loss = instantiate(cfg.loss)
+        embeddings = torch.nn.functional.normalize(torch.randn(8, 16, requires_grad=True), dim=1)
+        out = loss(embeddings, torch.arange(4).repeat_interleave(2))
+        assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
+    elif group in ("optimizer", "scheduler"):
+        optimizer = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(3))])
+        scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=100)
+        for _ in range(3):
+            optimizer.step()
+            scheduler.step()
+        assert optimizer.param_groups[0]["lr"] >= 0
+    elif group == "backbone":
+        model = DescriptorModel(cfg.backbone.name, embedding_dim=16, pretrained=False)
+        with torch.no_grad():
+            out = model.eval()(torch.randn(2, 3, 64, 64))
+        assert out.shape == (2, 16)
+        assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+    elif group in ("callbacks", "logger"):
+        objects = [instantiate(node) for node in cfg[group].values() if node is not None]
+        assert len(objects) == len([n for n in cfg[group].values() if n is not None])
+    elif group == "trainer":
+        trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, callbacks=[])
+        assert trainer.max_epochs == cfg.trainer.max_epochs
+    elif group == "debug":
+        assert cfg.backbone.name == "test_resnet" and cfg.trainer.max_epochs <= 2
+    elif group == "dataset":
+        assert cfg.dataset.kind == option
+        if option == "disc21":
+            assert OmegaConf.is_missing(cfg.dataset, "root")
+
+
+def test_eval_config_composes_with_every_dataset(tmp_path):
+    for dataset in ("mini_disc", "disc21"):
+        cfg = compose_config("eval", [f"dataset={dataset}", "ckpt_path=x.ckpt", f"paths.output_dir={tmp_path}"])
+        # eval scores the whole ground truth, whatever the dataset's in-loop validation subset is
+        assert cfg.dataset.validation.max_queries is None and cfg.dataset.validation.max_references is None
+
+
+def test_unknown_option_lists_the_available_ones():
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config("train", ["loss=no_such_loss"])
+    assert "ntxent" in str(error.value) and "no_such_loss" in str(error.value)
+
+
+def test_optimized_metric_is_checked_before_training():
+    check_optimized_metric("val/uAP")
+    check_optimized_metric("best/uAP")
+    with pytest.raises(KeyError, match="val/uAP"):
+        check_optimized_metric("val/uap")
+    with pytest.raises(KeyError, match="best/uAP"):
+        check_optimized_metric("best/recall_at_rank1")
+
+
+def test_wheel_ships_the_configs(tmp_path):
+    """A plain (non-editable) install must find conf/ (lightning-hydra-template issue #525)."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(CONF.parent)],
+        check=True,
+    )
+    (wheel,) = tmp_path.glob("isc_research-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    expected = {f"isc/conf/{p.relative_to(CONF).as_posix()}" for p in CONF.rglob("*.yaml")}
+    assert expected <= set(names)

@@ -1,0 +1,62 @@
+"""GeM pooling, the descriptor model, and loading backbone weights from a local file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from isc.model import DescriptorModel, GeM, create_backbone
+
+
+def naive_gem(x: torch.Tensor, p: float, eps: float = 1e-6) -> torch.Tensor:
+    b, c, h, w = x.shape
+    out = torch.empty(b, c, dtype=x.dtype)
+    for i in range(b):
+        for j in range(c):
+            values = [max(float(v), eps) ** p for v in x[i, j].flatten()]
+            out[i, j] = (sum(values) / (h * w)) ** (1.0 / p)
+    return out
+
+
+@pytest.mark.parametrize("p", [1.0, 3.0, 7.5])
+def test_gem_matches_naive_formula(p):
+    x = torch.rand(2, 3, 4, 5, dtype=torch.float64) * 2 - 0.2  # some negatives are clamped to eps
+    assert torch.allclose(GeM(p).double()(x), naive_gem(x, p), atol=1e-10)
+
+
+def test_gem_limits_and_learnable_p():
+    x = torch.rand(2, 3, 6, 6, dtype=torch.float64) + 0.1
+    assert torch.allclose(GeM(1.0).double()(x), x.mean(dim=(2, 3)))
+    assert torch.allclose(GeM(200.0).double()(x), x.amax(dim=(2, 3)), rtol=2e-2)
+    gem = GeM(3.0, learnable=True)
+    gem(torch.rand(1, 2, 3, 3)).sum().backward()
+    assert gem.p.grad is not None and gem.p.requires_grad
+    assert not GeM(3.0).p.requires_grad
+    with pytest.raises(ValueError, match="p must be > 0"):
+        GeM(0.0)
+
+
+def test_descriptor_model_outputs_unit_vectors():
+    model = DescriptorModel("test_resnet", embedding_dim=24).eval()
+    with torch.no_grad():
+        out = model(torch.randn(3, 3, 48, 48))
+    assert out.shape == (3, 24)
+    assert torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_backbone_weights_from_local_file(tmp_path):
+    torch.manual_seed(1)
+    source = create_backbone("test_resnet")
+    path = tmp_path / "weights.pth"
+    torch.save(source.state_dict(), path)
+    torch.manual_seed(2)
+    loaded = create_backbone("test_resnet", weights_file=str(path))
+    for (name, a), b in zip(source.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_backbone_errors_are_actionable(tmp_path):
+    with pytest.raises(FileNotFoundError, match="weights_file"):
+        create_backbone("test_resnet", weights_file=str(tmp_path / "missing.pth"))
+    with pytest.raises((ValueError, RuntimeError), match="not_a_model"):
+        create_backbone("not_a_model")
