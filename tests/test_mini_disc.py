@@ -14,9 +14,10 @@ from PIL import Image
 
 from isc.cli.make_dataset import main as make_dataset
 from isc.data import mini_disc as md
+from isc.data.edits import EDIT_NAMES, EDITS, EditContext, make_query
 from isc.data.mini_disc import (
-    EDIT_NAMES, EDITS, EditContext, MiniDiscError, MiniDiscSpec, SourcePool, base_image, build_mini_disc,
-    embedded_source_images, ensure_mini_disc, make_query, read_manifest,
+    MiniDiscError, MiniDiscSpec, SourcePool, base_image, build_mini_disc, embedded_source_images, ensure_mini_disc,
+    read_manifest,
 )
 
 TINY = MiniDiscSpec(n_references=12, n_training=20, n_queries=10, image_size=96)

@@ -1,0 +1,30 @@
+# The two commands of the README: `make train` and `make test`. Everything lives in .venv at the repo root.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup train test test-fast clean-venv
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install isc with its dev tools (torch <= 2.14.1)
+
+train: $(STAMP) ## set up, build the mini-DISC if missing, train the default experiment, print µAP (ARGS=overrides)
+	$(BIN)/isc-train $(ARGS)
+
+test: $(STAMP) ## run the whole test suite
+	$(BIN)/python -m pytest -n 2 --durations=10 $(ARGS)
+
+test-fast: $(STAMP) ## the tests not marked slow
+	$(BIN)/python -m pytest -n 2 -m "not slow" $(ARGS)
+
+clean-venv: ## remove .venv (data/ and outputs/ are kept)
+	rm -rf $(VENV)

@@ -1,0 +1,92 @@
+"""Torch datasets over image records: augmented training views, and plain images for evaluation."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, default_collate
+
+from isc.data.records import ImageRecord
+from isc.images import ImageLoadError, load_image
+
+log = logging.getLogger(__name__)
+
+
+class TrainingViews(Dataset):
+    """`n_views` augmentations of one training image, labelled with the image's index (its instance class).
+
+    `transform` is one policy for every view or a tuple with one per view (see isc.augment). Views that
+    overlay other images get them from this dataset. An unreadable image yields None and is dropped (and
+    counted) by `collate_skipping`.
+    """
+
+    def __init__(self, records: Sequence[ImageRecord], transform: Callable | Sequence[Callable], n_views: int = 2,
+                 draft_size: int | None = None):
+        if n_views < 2:
+            raise ValueError(f"n_views must be >= 2 for instance discrimination, got {n_views}")
+        views = list(transform) if isinstance(transform, (tuple, list)) else [transform] * n_views
+        if len(views) != n_views:
+            raise ValueError(f"the augmentation policy defines {len(views)} views but data.n_views={n_views}")
+        self.records = list(records)
+        self.views = views
+        self.n_views = n_views
+        self.draft_size = draft_size
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def other_image(self) -> Image.Image:
+        """A random readable training image (for overlay augmentations); torch's RNG, so seeded per worker."""
+        for _ in range(10):
+            record = self.records[int(torch.randint(len(self.records), ()))]
+            try:
+                return load_image(record.path, draft_size=self.draft_size)
+            except ImageLoadError as error:
+                log.warning("skipping training image (as overlay): %s", error)
+        raise ImageLoadError("10 random training images in a row were unreadable; check the training folder")
+
+    def __getitem__(self, index: int) -> dict | None:
+        record = self.records[index]
+        try:
+            image = load_image(record.path, draft_size=self.draft_size)
+        except ImageLoadError as error:
+            log.warning("skipping training image: %s", error)
+            return None
+        views = [view(image, other=self.other_image) if getattr(view, "needs_other_images", False) else view(image)
+                 for view in self.views]
+        return {"views": torch.stack(views), "label": index}
+
+
+class EvalImages(Dataset):
+    """Query/reference images for descriptor extraction; `index` points back into `records`."""
+
+    def __init__(self, records: Sequence[ImageRecord], transform: Callable, skip_bad_images: bool = False, draft_size: int | None = None):
+        self.records = list(records)
+        self.transform = transform
+        self.skip_bad_images = skip_bad_images
+        self.draft_size = draft_size
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict | None:
+        record = self.records[index]
+        try:
+            image = load_image(record.path, draft_size=self.draft_size)
+        except ImageLoadError as error:
+            if not self.skip_bad_images:
+                raise ImageLoadError(f"{error} (set eval.skip_bad_images=true to skip such images)") from error
+            log.warning("skipping %s image: %s", record.split, error)
+            return None
+        return {"image": self.transform(image), "index": index}
+
+
+def collate_skipping(batch: list[dict | None]) -> dict:
+    """Collate the readable samples; `skipped` counts the unreadable ones."""
+    kept = [sample for sample in batch if sample is not None]
+    out = default_collate(kept) if kept else {}
+    out["skipped"] = len(batch) - len(kept)
+    return out

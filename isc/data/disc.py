@@ -1,0 +1,109 @@
+"""Resolve a dataset config into image records and ground truth (mini-DISC or a real DISC21 folder)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from isc.data.records import ImageRecord, layout_help, list_split
+from isc.formats import read_ground_truth
+from isc.metric import GroundTruth
+
+
+@dataclass(frozen=True)
+class DiscData:
+    """Training images, and the validation queries/references with their ground truth."""
+
+    root: Path
+    training: list[ImageRecord]
+    queries: list[ImageRecord]
+    references: list[ImageRecord]
+    ground_truth: GroundTruth
+
+
+def resolve_root(dataset_cfg) -> Path:
+    """The dataset folder; for the mini-DISC it is built on first use inside `root`."""
+    if dataset_cfg.kind == "mini_disc":
+        from isc.data.mini_disc import MiniDiscSpec, ensure_mini_disc
+
+        spec = MiniDiscSpec(**dataset_cfg.build)
+        return ensure_mini_disc(Path(dataset_cfg.root).expanduser() / spec.name(), spec)
+    if dataset_cfg.kind == "disc21":
+        if dataset_cfg.root in (None, "", "???"):
+            raise ValueError("dataset=disc21 needs the download folder: add dataset.root=/path/to/DISC21")
+        root = Path(dataset_cfg.root).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"dataset.root={str(root)!r} is not a folder.\n{_help(dataset_cfg, root)}")
+        return root
+    raise ValueError(f"dataset.kind={dataset_cfg.kind!r} is unknown; use mini_disc or disc21.")
+
+
+def _help(dataset_cfg, root: Path) -> str:
+    dirs = {"query": dataset_cfg.query_dir, "reference": dataset_cfg.reference_dir, "training": dataset_cfg.training_dir}
+    return layout_help(root, dirs, dataset_cfg.ground_truth)
+
+
+def load_disc(dataset_cfg) -> DiscData:
+    """Records of every split plus the ground truth, restricted to the configured validation subset."""
+    root = resolve_root(dataset_cfg)
+    help_text = _help(dataset_cfg, root)
+    gt_path = root / dataset_cfg.ground_truth
+    if not gt_path.is_file():
+        raise FileNotFoundError(f"Ground-truth file {gt_path} is missing.\n{help_text}")
+    training = list_split(root, dataset_cfg.training_dir, "training", help_text=help_text)
+    queries = list_split(root, dataset_cfg.query_dir, "query", help_text=help_text)
+    references = list_split(root, dataset_cfg.reference_dir, "reference", help_text=help_text)
+    gt = read_ground_truth(gt_path)
+    val = dataset_cfg.validation
+    queries, references, gt = select_validation(
+        queries, references, gt, max_queries=val.max_queries, max_references=val.max_references, seed=val.seed,
+        gt_path=gt_path,
+    )
+    if dataset_cfg.get("max_training"):
+        training = training[: int(dataset_cfg.max_training)]
+    return DiscData(root, training, queries, references, gt)
+
+
+def select_validation(
+    queries: list[ImageRecord],
+    references: list[ImageRecord],
+    gt: GroundTruth,
+    *,
+    max_queries: int | None,
+    max_references: int | None,
+    seed: int,
+    gt_path: Path,
+) -> tuple[list[ImageRecord], list[ImageRecord], GroundTruth]:
+    """Keep the queries listed in the ground truth (optionally a random subset) and the references they
+    match, topped up with random other references up to `max_references`."""
+    query_by_id = {r.id: r for r in queries}
+    reference_by_id = {r.id: r for r in references}
+    missing = [q for q in gt.query_ids if q not in query_by_id]
+    if missing:
+        raise FileNotFoundError(
+            f"{gt_path} lists {len(missing)} queries without an image (e.g. {missing[0]}). "
+            f"Point dataset.query_dir at the folder holding them, or use the ground truth of your query set."
+        )
+    missing_refs = sorted({r for r in gt.matches.values() if r not in reference_by_id})
+    if missing_refs:
+        raise FileNotFoundError(
+            f"{gt_path} matches {len(missing_refs)} references that have no image (e.g. {missing_refs[0]}). "
+            f"Check dataset.reference_dir."
+        )
+    rng = np.random.default_rng(seed)
+    query_ids = list(gt.query_ids)
+    if max_queries and max_queries < len(query_ids):
+        keep = set(rng.choice(len(query_ids), size=int(max_queries), replace=False).tolist())
+        query_ids = [q for i, q in enumerate(query_ids) if i in keep]
+    matches = {q: gt.matches[q] for q in query_ids if q in gt.matches}
+    needed = sorted(set(matches.values()))
+    needed_set = set(needed)
+    others = [r.id for r in references if r.id not in needed_set]
+    if max_references and max_references < len(references):
+        n_extra = max(0, int(max_references) - len(needed))
+        others = sorted(rng.choice(others, size=min(n_extra, len(others)), replace=False).tolist())
+    reference_ids = sorted(needed + others)
+    subset_gt = GroundTruth.from_pairs(query_ids, matches)
+    return [query_by_id[q] for q in sorted(query_ids)], [reference_by_id[r] for r in reference_ids], subset_gt

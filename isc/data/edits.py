@@ -1,0 +1,341 @@
+"""Copy edits used to make mini-DISC queries and, as an augmentation, training views.
+
+`make_query` applies 1-3 edits drawn by `sample_edits` from `EDITS` (AugLy transforms plus meme and
+perspective equivalents); the helpers that pick fonts, emoji, colours and words are shared with the
+mini-DISC builder (`isc.data.mini_disc`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import pickle
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+__all__ = ["EDITS", "EDIT_NAMES", "EditContext", "make_query", "sample_edits"]
+
+Box = tuple[int, int, int, int]
+
+_WORDS = (
+    "SALE", "hello", "summer", "2021", "travel", "NEW", "photo", "best day", "cats", "coffee", "sunset",
+    "wow", "love", "weekend", "city", "news", "garden", "free", "open", "music", "party", "home", "art",
+    "ocean", "team", "go!", "food", "OMG", "retro", "vibes", "look", "this", "is", "fine", "me", "today",
+)
+_LATIN_FONT_PREFIXES = (
+    "Impact", "Raleway-", "Montserrat-", "OpenSans-", "IBMPlexSans-", "IBMPlexSerif-", "SourceSansPro-",
+    "Ubuntu-", "NotoSans-Regular", "NotoSerif-Regular", "Titillium-", "Quicksand-", "PlayfairDisplay-",
+    "Lobster", "Pacifico", "Chunkfive", "LeagueSpartan", "KaushanScript", "DancingScript", "OstrichSans-",
+)
+
+
+def _package_dir(package: str, *parts: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
+
+
+# ----------------------------------------------------------------------------------- drawing assets
+
+
+def _augly_assets() -> Path | None:
+    d = _package_dir("augly", "assets")
+    return d if d is not None and d.is_dir() else None
+
+
+@lru_cache(maxsize=1)
+def _emoji_files() -> tuple[str, ...]:
+    d = _augly_assets()
+    return tuple(str(p) for p in sorted((d / "twemojis").rglob("*.png"))) if d else ()
+
+
+@lru_cache(maxsize=1)
+def _glyph_fonts() -> tuple[str, ...]:
+    """AugLy fonts that have the glyph list (.pkl) `overlay_text` needs."""
+    d = _augly_assets()
+    return tuple(str(p) for p in sorted((d / "fonts").glob("*.ttf")) if p.with_suffix(".pkl").is_file()) if d else ()
+
+
+@lru_cache(maxsize=1)
+def _latin_fonts() -> tuple[str, ...]:
+    return tuple(f for f in _glyph_fonts() if Path(f).name.startswith(_LATIN_FONT_PREFIXES))
+
+
+@lru_cache(maxsize=128)
+def _font(path: str | None, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.truetype(path, size) if path else ImageFont.load_default(size)
+
+
+@lru_cache(maxsize=256)
+def _emoji(path: str) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGBA")
+
+
+def _pick(rng: np.random.Generator, items: Sequence):
+    return items[int(rng.integers(len(items)))]
+
+
+def _colour(rng: np.random.Generator, lo: int = 0, hi: int = 256) -> tuple[int, int, int]:
+    return tuple(int(v) for v in rng.integers(lo, hi, 3))
+
+
+def _text(rng: np.random.Generator, max_words: int = 3) -> str:
+    return " ".join(_pick(rng, _WORDS) for _ in range(int(rng.integers(1, max_words + 1))))
+
+
+# ------------------------------------------------------------------------------------------- edits
+
+
+def _default_other(j: int) -> Image.Image:
+    """A plain gradient image, used when an edit needs another image and no generator is given."""
+    y, x = np.mgrid[0:192, 0:256]
+    a = np.stack([x, y, (x + y + 60 * j) // 2], axis=-1) % 256
+    return Image.fromarray(a.astype(np.uint8), "RGB")
+
+
+@dataclass
+class EditContext:
+    """State shared by the edits of one query: a source of other (non-reference) images and the box
+    (query pixels) of the pasted source content, set by compositing edits."""
+
+    other: Callable[[int], Image.Image] = _default_other
+    box: Box | None = None
+
+
+def _F():
+    import augly.image.functional as F  # imported lazily: slow import, only the edits need it
+
+    return F
+
+
+def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(rng.uniform(lo, hi))
+
+
+def _edit_crop(img, rng, ctx):
+    fw, fh = _u(rng, 0.4, 0.9), _u(rng, 0.4, 0.9)
+    x1, y1 = _u(rng, 0, 1 - fw), _u(rng, 0, 1 - fh)
+    return _F().crop(img, x1=x1, y1=y1, x2=x1 + fw, y2=y1 + fh)
+
+
+def _edit_rotate(img, rng, ctx):
+    if rng.random() < 0.35:
+        return img.transpose(_pick(rng, (Image.ROTATE_90, Image.ROTATE_180, Image.ROTATE_270)))
+    out = _F().rotate(img, degrees=_u(rng, 5, 40) * _pick(rng, (-1.0, 1.0)))
+    return out if min(out.size) >= 8 else img.transpose(Image.ROTATE_90)
+
+
+def _edit_hflip(img, rng, ctx):
+    return _F().hflip(img)
+
+
+def _edit_vflip(img, rng, ctx):
+    return _F().vflip(img)
+
+
+def _edit_perspective(img, rng, ctx):
+    """Random corner displacement (up to 20 % of each side), canvas grown to hold the warped image."""
+    import cv2
+
+    w, h = img.size
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    dst = src + rng.uniform(-1, 1, (4, 2)).astype(np.float32) * np.float32(_u(rng, 0.05, 0.2)) * [w, h]
+    dst -= dst.min(axis=0)
+    out_w, out_h = (int(math.ceil(v)) for v in dst.max(axis=0))
+    m = cv2.getPerspectiveTransform(src, dst.astype(np.float32))
+    fill = _colour(rng) if rng.random() < 0.3 else (0, 0, 0)
+    warped = cv2.warpPerspective(np.asarray(img), m, (max(out_w, 8), max(out_h, 8)), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+    return Image.fromarray(warped, "RGB")
+
+
+def _edit_pad(img, rng, ctx):
+    colour = _pick(rng, ((0, 0, 0), (255, 255, 255), _colour(rng)))
+    return _F().pad(img, w_factor=_u(rng, 0.05, 0.35), h_factor=_u(rng, 0.05, 0.35), color=colour)
+
+
+def _edit_meme(img, rng, ctx):
+    """Meme-style caption band above the image (AugLy's meme_format crashes on Pillow >= 10)."""
+    w, h = img.size
+    band = max(12, round(h * _u(rng, 0.18, 0.35)))
+    bg = (255, 255, 255) if rng.random() < 0.7 else _colour(rng)
+    fg = (0, 0, 0) if sum(bg) > 380 else (255, 255, 255)
+    text = _text(rng) if rng.random() < 0.6 else f"{_text(rng, 2)}\n{_text(rng, 2)}"
+    text = text.upper() if rng.random() < 0.5 else text
+    fonts = [f for f in _latin_fonts() if "Impact" in f or "Bold" in f] or list(_latin_fonts())
+    font_path = _pick(rng, fonts) if fonts else None
+    out = Image.new("RGB", (w, h + band), bg)
+    out.paste(img, (0, band))
+    draw = ImageDraw.Draw(out)
+    size = max(6, round(band * 0.8 / (text.count("\n") + 1)))
+    while True:
+        font = _font(font_path, size)
+        x0, y0, x1, y1 = draw.multiline_textbbox((0, 0), text, font=font, align="center")
+        if (x1 - x0 <= 0.94 * w and y1 - y0 <= 0.85 * band) or size <= 6:
+            break
+        size = max(6, int(size * 0.85))
+    draw.multiline_text(((w - (x1 - x0)) / 2 - x0, (band - (y1 - y0)) / 2 - y0), text, font=font, fill=fg,
+                        align="center")
+    return out
+
+
+def _edit_overlay_onto_background(img, rng, ctx):
+    """Paste the image, scaled to 30-80 % of a background's size, onto another image."""
+    bg = ctx.other(0)
+    (bw, bh), (w, h) = bg.size, img.size
+    frac = _u(rng, 0.3, 0.8) * min(1.0, (bw / w) / (bh / h))  # keep the pasted width inside too
+    nh = max(1, int(bh * frac))  # AugLy's own arithmetic, so that the box is exact
+    nw = max(1, int(w * nh / h))
+    x_pos, y_pos = _u(rng, 0, max(0.0, 1 - nw / bw)), _u(rng, 0, max(0.0, 1 - nh / bh))
+    out = _F().overlay_onto_background_image(img, background_image=bg, overlay_size=frac, x_pos=x_pos,
+                                             y_pos=y_pos)
+    x, y = int(bw * x_pos), int(bh * y_pos)
+    ctx.box = (x, y, min(bw, x + nw), min(bh, y + nh))
+    return out.convert("RGB")
+
+
+def _edit_screenshot(img, rng, ctx):
+    """AugLy overlay_onto_screenshot (web or mobile template); the box follows AugLy's arithmetic."""
+    tdir = _augly_assets() / "screenshot_templates"
+    template = tdir / _pick(rng, ("web.png", "mobile.png"))
+    bboxes = tdir / "bboxes.json"
+    bx0, by0, bx1, by1 = json.loads(bboxes.read_text())[template.name]
+    bw, bh = bx1 - bx0, by1 - by0
+    factor = min(bw / img.width, bh / img.height)
+    sw, sh = int(img.width * factor), int(img.height * factor)
+    if min(sw, sh) < 1:  # AugLy cannot scale a sliver this far; pad it first
+        img = ImageOps.pad(img, (max(img.size),) * 2, color=(0, 0, 0))
+        factor = min(bw / img.width, bh / img.height)
+        sw, sh = int(img.width * factor), int(img.height * factor)
+    out = _F().overlay_onto_screenshot(img, template_filepath=str(template), template_bboxes_filepath=str(bboxes))
+    dx, dy = max(0, (bw - sw) // 2), max(0, (bh - sh) // 2)
+    ctx.box = (bx0 + dx, by0 + dy, bx0 + dx + sw, by0 + dy + sh)
+    return out.convert("RGB")
+
+
+@lru_cache(maxsize=64)
+def _printable_glyphs(font_file: str) -> tuple[int, ...]:
+    """Indices into the font's AugLy glyph list that are printable (a CR there crashes libraqm)."""
+    with open(Path(font_file).with_suffix(".pkl"), "rb") as f:
+        chars = pickle.load(f)
+    return tuple(i for i, c in enumerate(chars) if c >= 0x20 and not 0x7F <= c < 0xA0 and chr(c).isprintable())
+
+
+def _edit_overlay_text(img, rng, ctx):
+    """AugLy overlay_text: 1-2 lines of random glyphs of a random AugLy font."""
+    font_file = _pick(rng, _glyph_fonts())
+    glyphs = _printable_glyphs(font_file)
+    lines = [[int(glyphs[int(i)]) for i in rng.integers(0, len(glyphs), int(rng.integers(3, 11)))]
+             for _ in range(int(rng.integers(1, 3)))]
+    return _F().overlay_text(img, text=lines, font_file=font_file, font_size=_u(rng, 0.08, 0.22),
+                             opacity=_u(rng, 0.6, 1.0), color=_colour(rng), x_pos=_u(rng, 0, 0.5),
+                             y_pos=_u(rng, 0, 0.8)).convert("RGB")
+
+
+def _edit_overlay_emoji(img, rng, ctx):
+    return _F().overlay_emoji(img, emoji_path=_pick(rng, _emoji_files()), opacity=_u(rng, 0.7, 1.0),
+                              emoji_size=_u(rng, 0.15, 0.45), x_pos=_u(rng, 0, 0.75),
+                              y_pos=_u(rng, 0, 0.75)).convert("RGB")
+
+
+def _edit_overlay_image(img, rng, ctx):
+    return _F().overlay_image(img, overlay=ctx.other(1), opacity=_u(rng, 0.5, 1.0), overlay_size=_u(rng, 0.2, 0.5),
+                              x_pos=_u(rng, 0, 0.7), y_pos=_u(rng, 0, 0.7)).convert("RGB")
+
+
+def _edit_blur(img, rng, ctx):
+    return _F().blur(img, radius=_u(rng, 0.8, 3.5) * max(1.0, min(img.size) / 256))
+
+
+def _edit_jpeg(img, rng, ctx):
+    return _F().encoding_quality(img, quality=int(rng.integers(5, 31)))
+
+
+def _edit_grayscale(img, rng, ctx):
+    return _F().grayscale(img).convert("RGB")
+
+
+def _edit_pixelize(img, rng, ctx):
+    return _F().pixelization(img, ratio=_u(rng, 0.12, 0.45))
+
+
+def _edit_color_jitter(img, rng, ctx):
+    return _F().color_jitter(img, brightness_factor=_u(rng, 0.6, 1.5), contrast_factor=_u(rng, 0.6, 1.5),
+                             saturation_factor=_u(rng, 0.0, 2.0))
+
+
+_GEOMETRIC = ("crop", "rotate", "hflip", "vflip", "perspective", "pad", "meme")
+_COMPOSITING = ("overlay_onto_background", "screenshot")
+_PHOTOMETRIC = ("overlay_text", "overlay_emoji", "overlay_image", "blur", "grayscale", "pixelize", "color_jitter",
+                "jpeg")
+EDIT_NAMES: tuple[str, ...] = _GEOMETRIC + _COMPOSITING + _PHOTOMETRIC
+_WEIGHTS = {
+    "crop": 2.0, "rotate": 1.0, "hflip": 1.0, "vflip": 0.5, "perspective": 1.0, "pad": 1.0, "meme": 0.7,
+    "overlay_onto_background": 1.6, "screenshot": 0.6, "overlay_text": 1.0, "overlay_emoji": 1.0,
+    "overlay_image": 1.0, "blur": 1.0, "grayscale": 0.8, "pixelize": 0.6, "color_jitter": 1.4, "jpeg": 1.0,
+}
+_MIN_EDIT_SIDE = 32
+
+
+def _robust(fn: Callable) -> Callable[[Image.Image, np.random.Generator, EditContext], Image.Image]:
+    """Make an edit accept any PIL image (any mode, slivers, tiny) and always return RGB."""
+
+    def edit(img: Image.Image, rng: np.random.Generator, ctx: EditContext | None = None) -> Image.Image:
+        img = img if img.mode == "RGB" else img.convert("RGB")
+        if min(img.size) < _MIN_EDIT_SIDE:
+            img = img.resize((max(img.width, _MIN_EDIT_SIDE), max(img.height, _MIN_EDIT_SIDE)), Image.BILINEAR)
+        out = fn(img, rng, ctx if ctx is not None else EditContext())
+        return out if out.mode == "RGB" else out.convert("RGB")
+
+    edit.__name__ = edit.__qualname__ = fn.__name__.removeprefix("_edit_")
+    edit.__doc__ = fn.__doc__
+    return edit
+
+
+EDITS: dict[str, Callable[[Image.Image, np.random.Generator, EditContext], Image.Image]] = {
+    name: _robust(globals()[f"_edit_{name}"]) for name in EDIT_NAMES
+}
+
+
+def sample_edits(rng: np.random.Generator) -> list[str]:
+    """1-3 distinct edit names in application order: geometric, then at most one compositing edit
+    (so the recorded box stays exact), then photometric ones with the JPEG re-encode last."""
+    names = list(EDIT_NAMES)
+    p = np.array([_WEIGHTS[n] for n in names])
+    k = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
+    drawn = [str(n) for n in rng.choice(names, size=len(names), replace=False, p=p / p.sum())]
+    chosen = []
+    for n in drawn:
+        if n in _COMPOSITING and any(c in _COMPOSITING for c in chosen):
+            continue
+        chosen.append(n)
+        if len(chosen) == k:
+            break
+    rank = {n: (0 if n in _GEOMETRIC else 1 if n in _COMPOSITING else 3 if n == "jpeg" else 2) for n in chosen}
+    return sorted(chosen, key=lambda n: rank[n])  # stable: random order within a group
+
+
+def make_query(img: Image.Image, rng: np.random.Generator, other: Callable[[int], Image.Image],
+               max_side: int) -> tuple[Image.Image, list[str], Box | None]:
+    """Apply 1-3 random edits; returns (query, edit names, box of the pasted content or None)."""
+    names = sample_edits(rng)
+    ctx = EditContext(other=other)
+    for name in names:
+        img = EDITS[name](img, rng, ctx)
+    box = ctx.box
+    if max(img.size) > max_side:
+        s = max_side / max(img.size)
+        img = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.LANCZOS)
+        if box is not None:
+            box = (math.floor(box[0] * s), math.floor(box[1] * s), math.ceil(box[2] * s), math.ceil(box[3] * s))
+    if box is not None:
+        box = (max(0, box[0]), max(0, box[1]), min(img.width, box[2]), min(img.height, box[3]))
+    return img, names, box

@@ -1,0 +1,58 @@
+"""Image records and the DISC21 folder layout (query / reference / training)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+SPLITS = ("query", "reference", "training")
+_ID_PATTERN = {"query": re.compile(r"^Q\d{5,}$"), "reference": re.compile(r"^R\d{6,}$"), "training": re.compile(r"^T\d{6,}$")}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a split; `id` is the file name without extension, as in the ISC2021 formats."""
+
+    id: str
+    split: str
+    path: Path
+
+
+def layout_help(root: Path, dirs: dict[str, str], ground_truth: str | None) -> str:
+    lines = [f"Expected DISC21 layout under {root}:"]
+    examples = {"query": "Q00000.jpg", "reference": "R000000.jpg", "training": "T000000.jpg"}
+    for split in SPLITS:
+        if dirs.get(split):
+            lines.append(f"  {dirs[split]}/{examples[split]} ...   ({split} images)")
+    if ground_truth:
+        lines.append(f"  {ground_truth}   (CSV with header query_id,reference_id; empty reference = no match)")
+    return "\n".join(lines)
+
+
+def list_split(root: Path, pattern: str, split: str, *, help_text: str) -> list[ImageRecord]:
+    """Records of every image in the folders matching `pattern` (a glob relative to root), sorted by id."""
+    folders = sorted(p for p in root.glob(pattern) if p.is_dir())
+    if not folders:
+        raise FileNotFoundError(f"No {split} folder matches {pattern!r} in {root}.\n{help_text}")
+    records: dict[str, ImageRecord] = {}
+    id_pattern = _ID_PATTERN[split]
+    for folder in folders:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                stem, suffix = os.path.splitext(entry.name)
+                if suffix.lower() not in IMAGE_SUFFIXES or not entry.is_file():
+                    continue
+                if not id_pattern.match(stem):
+                    raise ValueError(
+                        f"{Path(entry.path)}: file name {entry.name!r} is not a DISC21 {split} id "
+                        f"(expected e.g. {id_pattern.pattern}). Move foreign files out of {folder}."
+                    )
+                if stem in records:
+                    raise ValueError(f"{split} id {stem} appears twice: {records[stem].path} and {entry.path}")
+                records[stem] = ImageRecord(stem, split, Path(entry.path))
+    if not records:
+        raise FileNotFoundError(f"The {split} folder(s) {[str(f) for f in folders]} contain no images.\n{help_text}")
+    return [records[k] for k in sorted(records)]

@@ -1,0 +1,108 @@
+"""End to end on a tiny mini-DISC: train → checkpoint → isc-eval → isc-score, plus bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from isc.cli.score import main as score_main
+from isc.data.disc import load_disc
+from isc.evaluate import evaluate_checkpoint
+from isc.images import ImageLoadError
+from isc.train import train
+from tests.conftest import compose_config
+
+pytestmark = pytest.mark.slow
+EVAL_KEYS = ("uAP", "recall_at_p90", "recall_at_rank1", "recall_at_rank10")
+
+
+def test_smoke_training_end_to_end(smoke_cfg, tmp_path, capsys):
+    cfg = smoke_cfg()
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+
+    for prefix in ("init", "val"):
+        for key in EVAL_KEYS:
+            assert f"{prefix}/{key}" in metrics
+        assert 0.0 <= metrics[f"{prefix}/uAP"] <= 1.0
+    assert metrics["train/skipped_images"] == 0
+    assert json.loads((run / "metrics.json").read_text())["val/uAP"] == pytest.approx(metrics["val/uAP"])
+    assert OmegaConf.load(run / "config.yaml").backbone.name == "test_resnet"
+    assert (run / "csv" / "metrics.csv").is_file()
+
+    # The last checkpoint, evaluated by isc-eval, gives the µAP that validation logged after the last epoch.
+    last = run / "checkpoints" / "last.ckpt"
+    eval_cfg = compose_config("eval", [f"ckpt_path={last}", f"paths.output_dir={tmp_path / 'eval'}",
+                                       f"paths.data_dir={cfg.paths.data_dir}", *_smoke_dataset()])
+    scores = evaluate_checkpoint(eval_cfg)
+    assert scores["uAP"] == pytest.approx(metrics["val/uAP"], abs=1e-6)
+    assert scores["recall_at_rank10"] == pytest.approx(metrics["val/recall_at_rank10"], abs=1e-6)
+
+    # Its files are valid ISC2021 files: isc-score reproduces the numbers from them.
+    gt = Path(load_disc(eval_cfg.dataset).root) / "ground_truth.csv"
+    for flag, name in (("--predictions", "predictions.csv"), ("--descriptors", "descriptors.h5")):
+        capsys.readouterr()
+        assert score_main(["--gt", str(gt), flag, str(tmp_path / "eval" / name)]) == 0
+        assert json.loads(capsys.readouterr().out)["uAP"] == pytest.approx(scores["uAP"], abs=1e-5)
+
+
+def _smoke_dataset() -> list[str]:
+    smoke = OmegaConf.load(Path(__file__).parents[1] / "conf" / "debug" / "smoke.yaml")
+    return [f"dataset.build.{k}={v}" for k, v in smoke.dataset.build.items()]
+
+
+def test_training_improves_over_initialisation(smoke_cfg):
+    """A few epochs of the copy-edit policy must beat the untrained model on the tiny set's ranking."""
+    metrics = train(smoke_cfg("augmentation=copy_edits", "trainer.max_epochs=6", "data.batch_size=16", "optimizer.lr=0.003"))
+    assert metrics["val/recall_at_rank10"] > metrics["init/recall_at_rank10"]
+
+
+def _copy_with_bad_images(smoke_cfg, tmp_path) -> Path:
+    """A DISC21-layout copy of the tiny mini-DISC with one corrupt training image and one truncated query."""
+    source = load_disc(smoke_cfg().dataset).root
+    root = tmp_path / "disc"
+    shutil.copytree(source, root)
+    (root / "training" / "T000003.jpg").write_bytes(b"not a jpeg at all")
+    query = root / "query" / "Q00002.jpg"
+    query.write_bytes(query.read_bytes()[:200])
+    return root
+
+
+def _disc21(root: Path) -> list[str]:
+    return ["dataset=disc21", f"dataset.root={root}", "dataset.query_dir=query", "dataset.reference_dir=reference",
+            "dataset.training_dir=training", "dataset.ground_truth=ground_truth.csv"]
+
+
+def test_bad_images_are_skipped_in_training_and_named_in_evaluation(smoke_cfg, tmp_path):
+    root = _copy_with_bad_images(smoke_cfg, tmp_path)
+    with pytest.raises(ImageLoadError, match="Q00002.jpg"):
+        train(smoke_cfg(*_disc21(root), "trainer.max_epochs=1"))
+    metrics = train(smoke_cfg(*_disc21(root), "trainer.max_epochs=1", "data.skip_bad_eval_images=true",
+                              "validate_before_training=false"))
+    assert metrics["train/skipped_images"] == 1  # the corrupt training image, counted once in the epoch
+    assert "val/uAP" in metrics
+
+
+def test_missing_dataset_folder_shows_the_expected_layout(smoke_cfg, tmp_path):
+    cfg = smoke_cfg(*_disc21(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=r"(?s)is not a folder.*Q00000\.jpg.*R000000\.jpg"):
+        load_disc(cfg.dataset)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="ground_truth.csv"):
+        load_disc(smoke_cfg(*_disc21(tmp_path / "empty")).dataset)
+
+
+def test_cli_returns_the_optimized_metric_and_rejects_unknown_names(data_dir, tmp_path):
+    base = [sys.executable, "-m", "isc.cli.train", "debug=smoke", f"paths.data_dir={data_dir}"]
+    bad = subprocess.run([*base, f"paths.output_dir={tmp_path / 'a'}", "optimized_metric=val/mAP"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "val/mAP" in bad.stderr and "val/uAP" in bad.stderr
+    ok = subprocess.run([*base, f"paths.output_dir={tmp_path / 'b'}", "trainer.max_epochs=1"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "at initialisation" in ok.stderr + ok.stdout
