@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -72,6 +74,17 @@ def _evaluation_metrics(evaluation: RetrievalEvaluation, prefix: str) -> dict[st
     return {f"{prefix}/{k}": values[k] for k in keys}
 
 
+def configure_threads(setting: int | str | None, num_workers: int) -> None:
+    """torch's intra-op threads in the training process. `auto` leaves one core to each data worker, so
+    that on a small CPU machine the model and the augmentations do not fight over the same cores."""
+    if setting is None:
+        return
+    if setting == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        setting = max(1, cores - num_workers)
+    torch.set_num_threads(int(setting))
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train as configured and return the metrics: `init/*` (before training, if enabled), `val/*` after the
     last epoch, `best/uAP` of the monitored checkpoint. Writes config.yaml and metrics.json to paths.output_dir."""
@@ -79,6 +92,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
+    configure_threads(cfg.get("torch_threads"), cfg.data.num_workers)
 
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
@@ -93,6 +107,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(_evaluation_metrics(evaluation, "init"))
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics.update(_floats(trainer.callback_metrics))
+    if evaluation is not None and evaluation.scored_at_step != trainer.global_step:
+        # check_val_every_n_epoch skipped the last epoch: score the final weights, so val/* is "after training"
+        trainer.validate(module, datamodule=datamodule, verbose=False)
     if evaluation is not None:
         metrics.update(_evaluation_metrics(evaluation, "val"))  # full precision, and null-aware
     checkpoint = trainer.checkpoint_callback

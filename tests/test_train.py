@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
@@ -57,10 +58,15 @@ def _smoke_dataset() -> list[str]:
     return [f"dataset.build.{k}={v}" for k, v in smoke.dataset.build.items()]
 
 
-def test_training_improves_over_initialisation(smoke_cfg):
-    """A few epochs of the copy-edit policy must beat the untrained model on the tiny set's ranking."""
-    metrics = train(smoke_cfg("augmentation=copy_edits", "trainer.max_epochs=6", "data.batch_size=16", "optimizer.lr=0.003"))
-    assert metrics["val/recall_at_rank10"] > metrics["init/recall_at_rank10"]
+def test_training_reduces_the_loss(smoke_cfg):
+    """Ten epochs on the tiny set: the mean NT-Xent loss of the last epochs is clearly below the first's."""
+    cfg = smoke_cfg("trainer.max_epochs=10", "data.batch_size=16", "validate_before_training=false",
+                    "trainer.check_val_every_n_epoch=10")
+    train(cfg)
+    rows = pd.read_csv(Path(cfg.paths.output_dir) / "csv" / "metrics.csv").dropna(subset=["train/loss"])
+    per_epoch = rows.groupby("epoch")["train/loss"].mean()
+    assert len(per_epoch) == 10
+    assert per_epoch.iloc[-3:].mean() < 0.9 * per_epoch.iloc[:2].mean()
 
 
 def _copy_with_bad_images(smoke_cfg, tmp_path) -> Path:

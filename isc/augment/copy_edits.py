@@ -20,12 +20,15 @@ OtherImages = Callable[[], Image.Image]  # returns a random other training image
 
 
 class CopyEditView:
-    """One hard view: random copy edits, then a square resize. Needs other images (overlays)."""
+    """One hard view: random copy edits, colour jitter and grayscale (as lyakaap's hard view), then a
+    square resize. Needs other images (overlays)."""
 
     needs_other_images = True
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, jitter: tuple[float, float, float, float] = (0.7, 0.7, 0.7, 0.2),
+                 jitter_p: float = 1.0, grayscale_p: float = 0.25):
         self.size = size
+        self.colour = T.Compose([T.RandomApply([T.ColorJitter(*jitter)], p=jitter_p), T.RandomGrayscale(grayscale_p)])
         self.finish = eval_transform(size)
 
     def __call__(self, image: Image.Image, other: OtherImages) -> torch.Tensor:
@@ -34,7 +37,7 @@ class CopyEditView:
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))  # follows torch's per-worker seeding
         image = self._shrink(image)  # edit at ~2× the output size: same result, a fraction of the cost
         edited, _, _ = make_query(image, rng, other=lambda _: self._shrink(other()), max_side=max(image.size))
-        return self.finish(edited)
+        return self.finish(self.colour(edited))
 
     def _shrink(self, image: Image.Image) -> Image.Image:
         scale = 2 * self.size / max(image.size)
@@ -43,11 +46,18 @@ class CopyEditView:
         return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
 
 
-def copy_edits(size: int, moderate_scale: tuple[float, float] = (0.7, 1.0)) -> tuple[Callable, CopyEditView]:
-    """(moderate view, hard view): RandomResizedCrop(scale=moderate_scale) + flip, and the copy edits."""
+def copy_edits(
+    size: int,
+    moderate_scale: tuple[float, float] = (0.7, 1.0),
+    jitter: tuple[float, float, float, float] = (0.7, 0.7, 0.7, 0.2),
+    jitter_p: float = 1.0,
+    grayscale_p: float = 0.25,
+) -> tuple[Callable, CopyEditView]:
+    """(moderate view, hard view): RandomResizedCrop(scale=moderate_scale) + flip, and the copy edits
+    followed by colour jitter (probability jitter_p) and grayscale (probability grayscale_p)."""
     moderate = T.Compose([
         T.RandomResizedCrop(size, scale=tuple(moderate_scale), antialias=True),
         T.RandomHorizontalFlip(),
         *_to_normalised_tensor(),
     ])
-    return moderate, CopyEditView(size)
+    return moderate, CopyEditView(size, tuple(jitter), jitter_p, grayscale_p)

@@ -31,6 +31,7 @@ class RetrievalEvaluation(L.Callback):
         self.prefix = prefix
         self.last_metrics: Metrics | None = None
         self.last_predictions: Predictions | None = None
+        self.scored_at_step: int | None = None  # trainer.global_step of the last evaluation
         self._reset()
 
     def _reset(self) -> None:
@@ -59,6 +60,7 @@ class RetrievalEvaluation(L.Callback):
         embeddings = embeddings[first]
         metrics, predictions = self.score(trainer.datamodule, indices, embeddings, skipped)
         self.last_metrics, self.last_predictions = metrics, predictions
+        self.scored_at_step = trainer.global_step
         values = {
             # DrivenData's convention: 0 when precision never reaches 0.9 (the JSON files keep null).
             "recall_at_p90": metrics.recall_at_p90 or 0.0,
