@@ -32,8 +32,11 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
         assert cfg[group] is not None
     if group == "augmentation":
         policy = instantiate(cfg.augmentation)
-        out = policy(Image.new("RGB", (120, 80), (200, 30, 30)))
-        assert out.shape == (3, cfg.data.train_size, cfg.data.train_size) and out.dtype == torch.float32
+        views = policy if isinstance(policy, tuple) else (policy,)
+        image, other = Image.new("RGB", (120, 80), (200, 30, 30)), Image.new("RGB", (90, 90), (0, 0, 255))
+        for view in views:
+            out = view(image, other=lambda: other) if getattr(view, "needs_other_images", False) else view(image)
+            assert out.shape == (3, cfg.data.train_size, cfg.data.train_size) and out.dtype == torch.float32
     elif group == "loss":
         loss = instantiate(cfg.loss)
         embeddings = torch.nn.functional.normalize(torch.randn(8, 16, requires_grad=True), dim=1)

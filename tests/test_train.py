@@ -59,14 +59,15 @@ def _smoke_dataset() -> list[str]:
 
 
 def test_training_reduces_the_loss(smoke_cfg):
-    """Ten epochs on the tiny set: the mean NT-Xent loss of the last epochs is clearly below the first's."""
-    cfg = smoke_cfg("trainer.max_epochs=10", "data.batch_size=16", "validate_before_training=false",
+    """Ten epochs on the tiny set: the optimiser must drive NT-Xent clearly down. With identical views
+    (augmentation=none) this is possible in 30 steps; a broken gradient path or optimiser fails it."""
+    cfg = smoke_cfg("augmentation=none", "trainer.max_epochs=10", "data.batch_size=16", "validate_before_training=false",
                     "trainer.check_val_every_n_epoch=10")
     train(cfg)
     rows = pd.read_csv(Path(cfg.paths.output_dir) / "csv" / "metrics.csv").dropna(subset=["train/loss"])
     per_epoch = rows.groupby("epoch")["train/loss"].mean()
     assert len(per_epoch) == 10
-    assert per_epoch.iloc[-3:].mean() < 0.9 * per_epoch.iloc[:2].mean()
+    assert per_epoch.iloc[-3:].mean() < 0.7 * per_epoch.iloc[:2].mean()
 
 
 def _copy_with_bad_images(smoke_cfg, tmp_path) -> Path:

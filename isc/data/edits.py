@@ -145,6 +145,9 @@ def _edit_perspective(img, rng, ctx):
     """Random corner displacement (up to 20 % of each side), canvas grown to hold the warped image."""
     import cv2
 
+    if cv2.getNumThreads() != 1:  # no OpenCV thread pool: one made before a fork (DataLoader workers) can hang
+        cv2.setNumThreads(1)      # the children; set once, before the first parallel call
+
     w, h = img.size
     src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
     dst = src + rng.uniform(-1, 1, (4, 2)).astype(np.float32) * np.float32(_u(rng, 0.05, 0.2)) * [w, h]

@@ -377,12 +377,6 @@ _WORKER: dict = {}
 
 
 def _init_worker(spec: MiniDiscSpec, entries: list[SourceEntry], out: str) -> None:
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:  # only the perspective edit needs OpenCV
-        pass
     _WORKER.update(spec=spec, sources=SourcePool(entries, max(512, 3 * spec.image_size)), out=Path(out))
 
 
@@ -422,7 +416,9 @@ def _parallel_map(fn: Callable, items: Sequence, workers: int, initializer=None,
                 progress.update()
         return out
     chunk = max(1, min(16, len(items) // (workers * 8)))
-    with multiprocessing.get_context().Pool(workers, initializer, initargs) as pool:
+    # spawn, not fork: forking a process whose OpenCV/torch thread pools are running can hang the children
+    # (seen when the builder ran inside a test process that had already trained a model).
+    with multiprocessing.get_context("spawn").Pool(workers, initializer, initargs) as pool:
         out = []
         for r in pool.imap(fn, items, chunksize=chunk):
             out.append(r)
