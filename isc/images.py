@@ -137,3 +137,11 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageLoadError(p, f"unreadable image header ({e})", "Re-download or re-export it.") from None
     return (h, w) if orientation in _ROTATED_ORIENTATIONS else (w, h)
+
+
+def fit_long_side(img: Image.Image, max_side: int, resample: int = Image.LANCZOS) -> Image.Image:
+    """`img` scaled down so that its longer side is at most `max_side` (unchanged if it already fits)."""
+    if max(img.size) <= max_side:
+        return img
+    s = max_side / max(img.size)
+    return img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), resample)

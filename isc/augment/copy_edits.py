@@ -15,6 +15,7 @@ from PIL import Image
 from torchvision.transforms import v2 as T
 
 from isc.augment.policies import eval_transform, _to_normalised_tensor
+from isc.images import fit_long_side
 
 OtherImages = Callable[[], Image.Image]  # returns a random other training image
 
@@ -40,10 +41,7 @@ class CopyEditView:
         return self.finish(self.colour(edited))
 
     def _shrink(self, image: Image.Image) -> Image.Image:
-        scale = 2 * self.size / max(image.size)
-        if scale >= 1:
-            return image
-        return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+        return fit_long_side(image, 2 * self.size, Image.BILINEAR)
 
 
 def copy_edits(

@@ -32,7 +32,6 @@ class TrainingViews(Dataset):
             raise ValueError(f"the augmentation policy defines {len(views)} views but data.n_views={n_views}")
         self.records = list(records)
         self.views = views
-        self.n_views = n_views
         self.draft_size = draft_size
 
     def __len__(self) -> int:
@@ -78,7 +77,8 @@ class EvalImages(Dataset):
             image = load_image(record.path, draft_size=self.draft_size)
         except ImageLoadError as error:
             if not self.skip_bad_images:
-                raise ImageLoadError(f"{error} (set eval.skip_bad_images=true to skip such images)") from error
+                raise ImageLoadError(f"{error} (to skip and count such images set data.skip_bad_eval_images=true "
+                                     f"for isc-train, eval.skip_bad_images=true for isc-eval)") from error
             log.warning("skipping %s image: %s", record.split, error)
             return None
         return {"image": self.transform(image), "index": index}

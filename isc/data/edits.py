@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from isc.images import fit_long_side
+
 __all__ = ["EDITS", "EDIT_NAMES", "EditContext", "make_query", "sample_edits"]
 
 Box = tuple[int, int, int, int]
@@ -336,7 +338,7 @@ def make_query(img: Image.Image, rng: np.random.Generator, other: Callable[[int]
     box = ctx.box
     if max(img.size) > max_side:
         s = max_side / max(img.size)
-        img = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.LANCZOS)
+        img = fit_long_side(img, max_side)
         if box is not None:
             box = (math.floor(box[0] * s), math.floor(box[1] * s), math.ceil(box[2] * s), math.ceil(box[3] * s))
     if box is not None:

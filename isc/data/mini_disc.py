@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw, ImageOps
 from isc.data.edits import (
     _colour, _emoji, _emoji_files, _font, _latin_fonts, _package_dir, _pick, _text, make_query,
 )
-from isc.images import ImageLoadError, load_image
+from isc.images import ImageLoadError, fit_long_side, load_image
 
 __all__ = [
     "MiniDiscError", "MiniDiscSpec", "SourcePool", "base_image", "build_mini_disc", "collect_sources",
@@ -222,9 +222,7 @@ class SourcePool:
         if i not in self._cache:
             e = self.entries[i]
             img = load_image(e, draft_size=self.max_side) if isinstance(e, (str, Path)) else e().convert("RGB")
-            if max(img.size) > self.max_side:
-                s = self.max_side / max(img.size)
-                img = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.LANCZOS)
+            img = fit_long_side(img, self.max_side)
             a = np.asarray(img, dtype=np.int16)
             is_grey = bool(np.abs(a[..., 0] - a[..., 1]).max() <= 2 and np.abs(a[..., 1] - a[..., 2]).max() <= 2)
             self._cache[i] = (img, is_grey)
