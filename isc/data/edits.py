@@ -7,91 +7,20 @@ mini-DISC builder (`isc.data.mini_disc`).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
+from isc.assets import augly_assets, colour, emoji_files, glyph_fonts, latin_fonts, load_font, pick, printable_glyphs, words
 from isc.images import fit_long_side
 
 __all__ = ["EDITS", "EDIT_NAMES", "EditContext", "make_query", "sample_edits"]
 
 Box = tuple[int, int, int, int]
-
-_WORDS = (
-    "SALE", "hello", "summer", "2021", "travel", "NEW", "photo", "best day", "cats", "coffee", "sunset",
-    "wow", "love", "weekend", "city", "news", "garden", "free", "open", "music", "party", "home", "art",
-    "ocean", "team", "go!", "food", "OMG", "retro", "vibes", "look", "this", "is", "fine", "me", "today",
-)
-_LATIN_FONT_PREFIXES = (
-    "Impact", "Raleway-", "Montserrat-", "OpenSans-", "IBMPlexSans-", "IBMPlexSerif-", "SourceSansPro-",
-    "Ubuntu-", "NotoSans-Regular", "NotoSerif-Regular", "Titillium-", "Quicksand-", "PlayfairDisplay-",
-    "Lobster", "Pacifico", "Chunkfive", "LeagueSpartan", "KaushanScript", "DancingScript", "OstrichSans-",
-)
-
-
-def _package_dir(package: str, *parts: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)), *parts)
-
-
-# ----------------------------------------------------------------------------------- drawing assets
-
-
-def _augly_assets() -> Path | None:
-    d = _package_dir("augly", "assets")
-    return d if d is not None and d.is_dir() else None
-
-
-@lru_cache(maxsize=1)
-def _emoji_files() -> tuple[str, ...]:
-    d = _augly_assets()
-    return tuple(str(p) for p in sorted((d / "twemojis").rglob("*.png"))) if d else ()
-
-
-@lru_cache(maxsize=1)
-def _glyph_fonts() -> tuple[str, ...]:
-    """AugLy fonts that have the glyph list (.pkl) `overlay_text` needs."""
-    d = _augly_assets()
-    return tuple(str(p) for p in sorted((d / "fonts").glob("*.ttf")) if p.with_suffix(".pkl").is_file()) if d else ()
-
-
-@lru_cache(maxsize=1)
-def _latin_fonts() -> tuple[str, ...]:
-    return tuple(f for f in _glyph_fonts() if Path(f).name.startswith(_LATIN_FONT_PREFIXES))
-
-
-@lru_cache(maxsize=128)
-def _font(path: str | None, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.truetype(path, size) if path else ImageFont.load_default(size)
-
-
-@lru_cache(maxsize=256)
-def _emoji(path: str) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGBA")
-
-
-def _pick(rng: np.random.Generator, items: Sequence):
-    return items[int(rng.integers(len(items)))]
-
-
-def _colour(rng: np.random.Generator, lo: int = 0, hi: int = 256) -> tuple[int, int, int]:
-    return tuple(int(v) for v in rng.integers(lo, hi, 3))
-
-
-def _text(rng: np.random.Generator, max_words: int = 3) -> str:
-    return " ".join(_pick(rng, _WORDS) for _ in range(int(rng.integers(1, max_words + 1))))
-
 
 # ------------------------------------------------------------------------------------------- edits
 
@@ -130,8 +59,8 @@ def _edit_crop(img, rng, ctx):
 
 def _edit_rotate(img, rng, ctx):
     if rng.random() < 0.35:
-        return img.transpose(_pick(rng, (Image.ROTATE_90, Image.ROTATE_180, Image.ROTATE_270)))
-    out = _F().rotate(img, degrees=_u(rng, 5, 40) * _pick(rng, (-1.0, 1.0)))
+        return img.transpose(pick(rng, (Image.ROTATE_90, Image.ROTATE_180, Image.ROTATE_270)))
+    out = _F().rotate(img, degrees=_u(rng, 5, 40) * pick(rng, (-1.0, 1.0)))
     return out if min(out.size) >= 8 else img.transpose(Image.ROTATE_90)
 
 
@@ -156,33 +85,33 @@ def _edit_perspective(img, rng, ctx):
     dst -= dst.min(axis=0)
     out_w, out_h = (int(math.ceil(v)) for v in dst.max(axis=0))
     m = cv2.getPerspectiveTransform(src, dst.astype(np.float32))
-    fill = _colour(rng) if rng.random() < 0.3 else (0, 0, 0)
+    fill = colour(rng) if rng.random() < 0.3 else (0, 0, 0)
     warped = cv2.warpPerspective(np.asarray(img), m, (max(out_w, 8), max(out_h, 8)), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
     return Image.fromarray(warped, "RGB")
 
 
 def _edit_pad(img, rng, ctx):
-    colour = _pick(rng, ((0, 0, 0), (255, 255, 255), _colour(rng)))
-    return _F().pad(img, w_factor=_u(rng, 0.05, 0.35), h_factor=_u(rng, 0.05, 0.35), color=colour)
+    fill = pick(rng, ((0, 0, 0), (255, 255, 255), colour(rng)))
+    return _F().pad(img, w_factor=_u(rng, 0.05, 0.35), h_factor=_u(rng, 0.05, 0.35), color=fill)
 
 
 def _edit_meme(img, rng, ctx):
     """Meme-style caption band above the image (AugLy's meme_format crashes on Pillow >= 10)."""
     w, h = img.size
     band = max(12, round(h * _u(rng, 0.18, 0.35)))
-    bg = (255, 255, 255) if rng.random() < 0.7 else _colour(rng)
+    bg = (255, 255, 255) if rng.random() < 0.7 else colour(rng)
     fg = (0, 0, 0) if sum(bg) > 380 else (255, 255, 255)
-    text = _text(rng) if rng.random() < 0.6 else f"{_text(rng, 2)}\n{_text(rng, 2)}"
+    text = words(rng) if rng.random() < 0.6 else f"{words(rng, 2)}\n{words(rng, 2)}"
     text = text.upper() if rng.random() < 0.5 else text
-    fonts = [f for f in _latin_fonts() if "Impact" in f or "Bold" in f] or list(_latin_fonts())
-    font_path = _pick(rng, fonts) if fonts else None
+    fonts = [f for f in latin_fonts() if "Impact" in f or "Bold" in f] or list(latin_fonts())
+    font_path = pick(rng, fonts) if fonts else None
     out = Image.new("RGB", (w, h + band), bg)
     out.paste(img, (0, band))
     draw = ImageDraw.Draw(out)
     size = max(6, round(band * 0.8 / (text.count("\n") + 1)))
     while True:
-        font = _font(font_path, size)
+        font = load_font(font_path, size)
         x0, y0, x1, y1 = draw.multiline_textbbox((0, 0), text, font=font, align="center")
         if (x1 - x0 <= 0.94 * w and y1 - y0 <= 0.85 * band) or size <= 6:
             break
@@ -209,8 +138,8 @@ def _edit_overlay_onto_background(img, rng, ctx):
 
 def _edit_screenshot(img, rng, ctx):
     """AugLy overlay_onto_screenshot (web or mobile template); the box follows AugLy's arithmetic."""
-    tdir = _augly_assets() / "screenshot_templates"
-    template = tdir / _pick(rng, ("web.png", "mobile.png"))
+    tdir = augly_assets() / "screenshot_templates"
+    template = tdir / pick(rng, ("web.png", "mobile.png"))
     bboxes = tdir / "bboxes.json"
     bx0, by0, bx1, by1 = json.loads(bboxes.read_text())[template.name]
     bw, bh = bx1 - bx0, by1 - by0
@@ -226,27 +155,19 @@ def _edit_screenshot(img, rng, ctx):
     return out.convert("RGB")
 
 
-@lru_cache(maxsize=64)
-def _printable_glyphs(font_file: str) -> tuple[int, ...]:
-    """Indices into the font's AugLy glyph list that are printable (a CR there crashes libraqm)."""
-    with open(Path(font_file).with_suffix(".pkl"), "rb") as f:
-        chars = pickle.load(f)
-    return tuple(i for i, c in enumerate(chars) if c >= 0x20 and not 0x7F <= c < 0xA0 and chr(c).isprintable())
-
-
 def _edit_overlay_text(img, rng, ctx):
     """AugLy overlay_text: 1-2 lines of random glyphs of a random AugLy font."""
-    font_file = _pick(rng, _glyph_fonts())
-    glyphs = _printable_glyphs(font_file)
+    font_file = pick(rng, glyph_fonts())
+    glyphs = printable_glyphs(font_file)
     lines = [[int(glyphs[int(i)]) for i in rng.integers(0, len(glyphs), int(rng.integers(3, 11)))]
              for _ in range(int(rng.integers(1, 3)))]
     return _F().overlay_text(img, text=lines, font_file=font_file, font_size=_u(rng, 0.08, 0.22),
-                             opacity=_u(rng, 0.6, 1.0), color=_colour(rng), x_pos=_u(rng, 0, 0.5),
+                             opacity=_u(rng, 0.6, 1.0), color=colour(rng), x_pos=_u(rng, 0, 0.5),
                              y_pos=_u(rng, 0, 0.8)).convert("RGB")
 
 
 def _edit_overlay_emoji(img, rng, ctx):
-    return _F().overlay_emoji(img, emoji_path=_pick(rng, _emoji_files()), opacity=_u(rng, 0.7, 1.0),
+    return _F().overlay_emoji(img, emoji_path=pick(rng, emoji_files()), opacity=_u(rng, 0.7, 1.0),
                               emoji_size=_u(rng, 0.15, 0.45), x_pos=_u(rng, 0, 0.75),
                               y_pos=_u(rng, 0, 0.75)).convert("RGB")
 

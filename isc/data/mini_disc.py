@@ -35,9 +35,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from isc.data.edits import (
-    _colour, _emoji, _emoji_files, _font, _latin_fonts, _package_dir, _pick, _text, make_query,
-)
+from isc.assets import colour, emoji_files, emoji_image, latin_fonts, load_font, package_dir, pick, words
+from isc.data.edits import make_query
 from isc.images import ImageLoadError, fit_long_side, load_image
 
 __all__ = [
@@ -136,9 +135,9 @@ def _source_problem(img: Image.Image) -> str | None:
 
 def _embedded_candidates() -> list[Path]:
     dirs = [
-        _package_dir("skimage", "data"),
-        _package_dir("sklearn", "datasets", "images"),
-        _package_dir("matplotlib", "mpl-data", "sample_data"),
+        package_dir("skimage", "data"),
+        package_dir("sklearn", "datasets", "images"),
+        package_dir("matplotlib", "mpl-data", "sample_data"),
     ]
     return [
         p for d in dirs if d is not None and d.is_dir()
@@ -255,7 +254,7 @@ def _random_crop(src: Image.Image, rng: np.random.Generator, size: tuple[int, in
 def _vary_colour(img: Image.Image, rng: np.random.Generator, grey: bool) -> Image.Image:
     """Duotone for grey sources, then hue rotation, saturation and gamma changes."""
     if grey and rng.random() < 0.7:
-        img = ImageOps.colorize(img.convert("L"), black=_colour(rng, 0, 110), white=_colour(rng, 150, 256))
+        img = ImageOps.colorize(img.convert("L"), black=colour(rng, 0, 110), white=colour(rng, 150, 256))
     shift = int(rng.integers(256)) if rng.random() < 0.5 else int(rng.integers(-12, 13))
     sat = rng.uniform(0.6, 1.5)
     hsv = np.array(img.convert("HSV"))
@@ -269,7 +268,7 @@ def _vary_colour(img: Image.Image, rng: np.random.Generator, grey: bool) -> Imag
 def _add_second_source(img: Image.Image, rng: np.random.Generator, sources: SourcePool) -> Image.Image:
     other = sources.get(int(rng.integers(len(sources))))[0]
     w, h = img.size
-    mode = _pick(rng, ("blend", "inset", "split"))
+    mode = pick(rng, ("blend", "inset", "split"))
     if mode == "blend":
         return Image.blend(img, _random_crop(other, rng, img.size), float(rng.uniform(0.2, 0.45)))
     out = img.copy()
@@ -277,7 +276,7 @@ def _add_second_source(img: Image.Image, rng: np.random.Generator, sources: Sour
         iw, ih = max(8, round(w * rng.uniform(0.25, 0.5))), max(8, round(h * rng.uniform(0.25, 0.5)))
         inset = _random_crop(other, rng, (iw, ih))
         if rng.random() < 0.5:
-            inset = ImageOps.expand(inset, border=int(rng.integers(2, 5)), fill=_colour(rng))
+            inset = ImageOps.expand(inset, border=int(rng.integers(2, 5)), fill=colour(rng))
         out.paste(inset, (int(rng.integers(0, w - iw + 1)), int(rng.integers(0, h - ih + 1))))
         return out
     t = rng.uniform(0.3, 0.7)
@@ -291,10 +290,10 @@ def _add_shapes(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     for _ in range(int(rng.integers(1, 5))):
-        fill = (*_colour(rng), int(rng.integers(140, 256)))
+        fill = (*colour(rng), int(rng.integers(140, 256)))
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
         rx, ry = w * rng.uniform(0.05, 0.22), h * rng.uniform(0.05, 0.22)
-        kind = _pick(rng, ("ellipse", "rectangle", "polygon", "line"))
+        kind = pick(rng, ("ellipse", "rectangle", "polygon", "line"))
         if kind == "ellipse":
             draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=fill)
         elif kind == "rectangle":
@@ -308,24 +307,24 @@ def _add_shapes(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 
 def _add_emoji(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    files = _emoji_files()
+    files = emoji_files()
     if not files:
         return _add_shapes(img, rng)
     side = max(8, round(min(img.size) * rng.uniform(0.15, 0.35)))
-    emoji = _emoji(_pick(rng, files)).resize((side, side), Image.BILINEAR)
+    emoji = emoji_image(pick(rng, files)).resize((side, side), Image.BILINEAR)
     out = img.copy()
     out.paste(emoji, (int(rng.integers(0, img.width - side + 1)), int(rng.integers(0, img.height - side + 1))), emoji)
     return out
 
 
 def _add_text(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    fonts = _latin_fonts()
-    font = _font(_pick(rng, fonts) if fonts else None, max(8, round(img.height * rng.uniform(0.07, 0.16))))
+    fonts = latin_fonts()
+    font = load_font(pick(rng, fonts) if fonts else None, max(8, round(img.height * rng.uniform(0.07, 0.16))))
     out = img.copy()
     xy = (rng.uniform(0, img.width * 0.6), rng.uniform(0, img.height * 0.85))
     stroke = int(rng.integers(0, 3))
-    ImageDraw.Draw(out).text(xy, _text(rng), font=font, fill=_colour(rng), stroke_width=stroke,
-                             stroke_fill=_colour(rng))
+    ImageDraw.Draw(out).text(xy, words(rng), font=font, fill=colour(rng), stroke_width=stroke,
+                             stroke_fill=colour(rng))
     return out
 
 
@@ -342,7 +341,7 @@ def base_image(spec: MiniDiscSpec, kind: str, index: int, sources: SourcePool) -
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
     img = _vary_colour(img, rng, grey)
     chosen = [name for name, p in (("second", 0.5), ("shapes", 0.45), ("emoji", 0.3), ("text", 0.35))
-              if rng.random() < p] or [_pick(rng, ("second", "shapes", "emoji", "text"))]
+              if rng.random() < p] or [pick(rng, ("second", "shapes", "emoji", "text"))]
     for name in chosen:
         if name == "second":
             img = _add_second_source(img, rng, sources)
