@@ -1,10 +1,14 @@
 """Augmentation policies. A policy is a callable PIL image → float tensor (3, size, size), normalised
 with the ImageNet statistics that timm backbones expect, applied to every view; or a tuple of such
-callables, one per view (asymmetric policies). A view transform with `needs_other_images = True` is called
-as `view(image, other=...)`, where `other()` returns a random other training image (for overlays).
-Hydra configs in conf/augmentation/ build them."""
+callables, one per view (asymmetric policies). A view with `needs_other_images = True` is called as
+`view(image, other=...)`, where `other()` returns a random other training image (for overlays).
+Hydra configs in conf/augmentation/ build them; conf/batch_mix/ adds SSCD's batch-level mixup/CutMix."""
 
 from isc.augment.copy_edits import copy_edits
+from isc.augment.lyakaap import lyakaap
 from isc.augment.policies import eval_transform, none, simclr
+from isc.augment.s_square import s_square
+from isc.augment.sscd import sscd_advanced
+from isc.augment.visionforce import visionforce
 
-__all__ = ["copy_edits", "eval_transform", "none", "simclr"]
+__all__ = ["copy_edits", "eval_transform", "lyakaap", "none", "s_square", "simclr", "sscd_advanced", "visionforce"]
