@@ -139,9 +139,12 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return (h, w) if orientation in _ROTATED_ORIENTATIONS else (w, h)
 
 
-def fit_long_side(img: Image.Image, max_side: int, resample: int = Image.LANCZOS) -> Image.Image:
-    """`img` scaled down so that its longer side is at most `max_side` (unchanged if it already fits)."""
+def fit_long_side(img: Image.Image, max_side: int, resample: int = Image.LANCZOS,
+                  reducing_gap: float | None = None) -> Image.Image:
+    """`img` scaled down so that its longer side is at most `max_side` (unchanged if it already fits).
+    `reducing_gap` (e.g. 2.0): PIL first box-reduces by an integer factor, much faster for big shrinks."""
     if max(img.size) <= max_side:
         return img
     s = max_side / max(img.size)
-    return img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), resample)
+    return img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), resample,
+                      reducing_gap=reducing_gap)

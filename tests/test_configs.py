@@ -37,6 +37,11 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
         for view in views:
             out = view(image, other=lambda: other) if getattr(view, "needs_other_images", False) else view(image)
             assert out.shape == (3, cfg.data.train_size, cfg.data.train_size) and out.dtype == torch.float32
+    elif group == "batch_mix":
+        torch.manual_seed(0)
+        images, labels = torch.randn(8, 3, 16, 16), torch.arange(4).repeat_interleave(2)
+        mixed, pairs = instantiate(cfg.batch_mix)(images, labels)
+        assert mixed.shape == images.shape and pairs.shape == (8, 2) and torch.equal(pairs[:, 0], labels)
     elif group == "loss":
         loss = instantiate(cfg.loss)
         embeddings = torch.nn.functional.normalize(torch.randn(8, 16, requires_grad=True), dim=1)

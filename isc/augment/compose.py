@@ -127,7 +127,7 @@ class PolicyView:
         if min(img.size) < 2:  # a 1-pixel strip: make it 2 px thick so every op has an inside
             img = img.resize((max(2, img.width), max(2, img.height)), Image.NEAREST)
         if self.work_side is not None:
-            img = fit_long_side(img, self.work_side, Image.BILINEAR)
+            img = fit_long_side(img, self.work_side, Image.BILINEAR, reducing_gap=2.0)
         img = self.ops(img, rng, ctx)
         if img.size != (self.size, self.size):
             img = img.resize((self.size, self.size), Image.BILINEAR)

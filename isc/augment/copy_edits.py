@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2 as T
 
-from isc.augment.policies import eval_transform, _to_normalised_tensor
+from isc.augment.policies import ToRGB, _to_normalised_tensor, eval_transform
 from isc.images import fit_long_side
 
 OtherImages = Callable[[], Image.Image]  # returns a random other training image
@@ -54,6 +54,7 @@ def copy_edits(
     """(moderate view, hard view): RandomResizedCrop(scale=moderate_scale) + flip, and the copy edits
     followed by colour jitter (probability jitter_p) and grayscale (probability grayscale_p)."""
     moderate = T.Compose([
+        ToRGB(),
         T.RandomResizedCrop(size, scale=tuple(moderate_scale), antialias=True),
         T.RandomHorizontalFlip(),
         *_to_normalised_tensor(),

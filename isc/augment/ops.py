@@ -37,15 +37,17 @@ def random_colour(rng: np.random.Generator) -> Colour:
 
 
 def rotate_and_crop(img: Image.Image, degrees: float) -> Image.Image:
-    """AugLy `rotate`: rotate with expansion, then crop the largest axis-aligned rectangle inside
-    (no black corners). Bilinear instead of AugLy's nearest-neighbour resampling."""
-    out = img.rotate(degrees, resample=Image.BILINEAR, expand=True)
-    wr, hr = _largest_inner_rectangle(img.width, img.height, degrees)
-    cx, cy = out.width / 2, out.height / 2
-    box = (int(cx - wr / 2), int(cy - hr / 2), int(cx + wr / 2), int(cy + hr / 2))
-    if box[2] - box[0] < 1 or box[3] - box[1] < 1:
-        return out
-    return out.crop(box)
+    """AugLy `rotate`: rotate (counter-clockwise, as PIL) and keep the largest axis-aligned rectangle inside
+    the rotated image (no black corners). One OpenCV affine warp straight into that rectangle, bilinear
+    (AugLy rotates the whole expanded canvas with nearest-neighbour resampling, then crops)."""
+    w, h = img.size
+    wr, hr = _largest_inner_rectangle(w, h, degrees)
+    out_w, out_h = max(1, int(wr)), max(1, int(hr))
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    m[:, 2] += (out_w / 2 - w / 2, out_h / 2 - h / 2)  # centre of the image → centre of the output
+    _single_threaded_cv2()
+    return Image.fromarray(cv2.warpAffine(np.asarray(img), m, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                                          borderMode=cv2.BORDER_REPLICATE))
 
 
 def _largest_inner_rectangle(w: int, h: int, degrees: float) -> tuple[float, float]:
@@ -77,7 +79,7 @@ def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator, s
         cw, ch = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
         if 0 < cw <= w and 0 < ch <= h:
             x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-            return img.resize((size, size), Image.BILINEAR, box=(x, y, x + cw, y + ch))
+            return crop_resize(img, (x, y, x + cw, y + ch), size)
     in_ratio = w / h
     if in_ratio < min(ratio):
         cw, ch = w, int(round(w / min(ratio)))
@@ -86,7 +88,13 @@ def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator, s
     else:
         cw, ch = w, h
     x, y = (w - cw) // 2, (h - ch) // 2
-    return img.resize((size, size), Image.BILINEAR, box=(x, y, x + cw, y + ch))
+    return crop_resize(img, (x, y, x + cw, y + ch), size)
+
+
+def crop_resize(img: Image.Image, box: tuple[int, int, int, int], size: int) -> Image.Image:
+    """Crop `box` and resize it to size×size in one antialiased bilinear pass (PIL; OpenCV's area
+    resampling measured slower for these non-integer ratios)."""
+    return img.resize((size, size), Image.BILINEAR, box=box, reducing_gap=2.0)
 
 
 def perspective(img: Image.Image, rng: np.random.Generator, distortion_scale: float = 0.5) -> Image.Image:
@@ -140,7 +148,7 @@ def paste(base: Image.Image, top: Image.Image, size: float, opacity: float, x: f
     w, h = base.size
     new_h = max(1, int(h * size))
     new_w = max(1, int(top.width * new_h / top.height))
-    top = top.resize((new_w, new_h), Image.BILINEAR)
+    top = top.resize((new_w, new_h), Image.BICUBIC)
     alpha = top.getchannel("A") if top.mode == "RGBA" else Image.new("L", top.size, 255)
     mask = alpha.point(lambda a: int(a * opacity))
     out = base.copy()
@@ -177,9 +185,13 @@ def text(img: Image.Image, rng: np.random.Generator, lines: tuple[int, int], gly
     for i in range(int(rng.integers(lines[0], lines[1] + 1))):
         n = int(rng.integers(glyphs[0], glyphs[1] + 1))
         line = "".join(chars[int(j)] for j in rng.integers(0, len(chars), n))
-        if fit:
-            while len(line) > 1 and x0 + font.getlength(line) > img.width:
-                line = line[:-1]
+        if fit and line:  # keep the glyphs that fit: cut at the average glyph width, then trim
+            room = img.width - x0
+            length = font.getlength(line)
+            if length > room:
+                line = line[:max(1, int(len(line) * room / length))]
+                while len(line) > 1 and font.getlength(line) > room:
+                    line = line[:-1]
         alpha = int(round(255 * float(rng.uniform(*opacity))))
         draw.text((x0, y0 + i * (px + 5)), line, fill=alpha, font=font)
     out = img.copy()

@@ -2,20 +2,47 @@
 
 from __future__ import annotations
 
-from torchvision.transforms import v2 as T
+import numpy as np
 import torch
+from PIL import Image
+from torchvision.transforms import v2 as T
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class ToNormalisedTensor:
+    """PIL RGB image (or uint8 CHW tensor) → float32 (3, H, W) normalised with the ImageNet statistics:
+    x / 255 − mean) / std as one multiply and one subtract in place (torchvision's ToDtype + Normalize
+    make three passes)."""
+
+    def __init__(self):
+        std = torch.tensor(IMAGENET_STD)[:, None, None]
+        self.scale = 1.0 / (255.0 * std)
+        self.shift = torch.tensor(IMAGENET_MEAN)[:, None, None] / std
+
+    def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        if isinstance(image, Image.Image):
+            image = torch.from_numpy(np.array(image.convert("RGB") if image.mode != "RGB" else image)).permute(2, 0, 1)
+        return image.to(torch.float32).contiguous().mul_(self.scale).sub_(self.shift)
+
+
+class ToRGB:
+    """Any PIL image (grayscale, palette, RGBA, 16-bit, CMYK) → 8-bit RGB, as isc.images.to_rgb."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        from isc.images import to_rgb
+
+        return to_rgb(image)
+
+
 def _to_normalised_tensor() -> list:
-    return [T.PILToTensor(), T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return [ToNormalisedTensor()]
 
 
 def eval_transform(size: int) -> T.Compose:
     """Square resize without keeping the aspect ratio (lyakaap's inference, RECIPES §2.4)."""
-    return T.Compose([T.Resize((size, size), antialias=True), *_to_normalised_tensor()])
+    return T.Compose([ToRGB(), T.Resize((size, size), antialias=True), *_to_normalised_tensor()])
 
 
 def none(size: int) -> T.Compose:
@@ -37,6 +64,7 @@ def simclr(
     kernel = 2 * (size // 20) + 1  # ~10 % of the image side, odd, as in SimCLR
     return T.Compose(
         [
+            ToRGB(),
             T.RandomResizedCrop(size, scale=tuple(crop_scale), antialias=True),
             T.RandomHorizontalFlip(flip_p),
             T.RandomApply([T.ColorJitter(*jitter)], p=jitter_p),

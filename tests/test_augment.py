@@ -1,0 +1,308 @@
+"""Augmentation policies: every policy on odd inputs, determinism under a seed, the AugLy equivalents
+pixel for pixel, the fast ops against the AugLy/torchvision ops they replace, mixup/CutMix, the PNG grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from PIL import Image, ImageFont
+
+import augly.image.functional as AF
+from isc.augment import ops
+from isc.augment.augly_compat import _multiline_size, meme_format, perspective_transform
+from isc.augment.compose import Context, PolicyView
+from isc.augment.mixup import BatchMix, cutmix_box
+from isc.data.datasets import TrainingViews
+from isc.data.records import ImageRecord
+from tests.conftest import CONF, compose_config
+
+POLICIES = sorted(p.stem for p in (CONF / "augmentation").glob("*.yaml"))
+SIZE = 32
+
+
+def _policy_views(name: str, size: int = SIZE) -> list:
+    cfg = compose_config("train", [f"augmentation={name}", f"data.train_size={size}"])
+    policy = instantiate(cfg.augmentation)
+    return list(policy) if isinstance(policy, tuple) else [policy]
+
+
+def _apply(view, image: Image.Image, other: Image.Image) -> torch.Tensor:
+    return view(image, other=lambda: other) if getattr(view, "needs_other_images", False) else view(image)
+
+
+def _gradient(w: int = 160, h: int = 120) -> Image.Image:
+    y, x = np.mgrid[0:h, 0:w]
+    return Image.fromarray(np.stack([x * 255 // w, y * 255 // h, (x + y) * 255 // (w + h)], -1).astype(np.uint8))
+
+
+def _odd_inputs() -> dict[str, Image.Image]:
+    rgb = _gradient()
+    return {
+        "1x1": Image.new("RGB", (1, 1), (10, 200, 30)),
+        "3x3": Image.new("RGB", (3, 3), (200, 10, 30)),
+        "strip_1x300": rgb.resize((1, 300)),
+        "strip_300x1": rgb.resize((300, 1)),
+        "strip_2x500": rgb.resize((2, 500)),
+        "grayscale_L": rgb.convert("L"),
+        "palette_P": rgb.convert("P"),
+        "rgba": rgb.convert("RGBA"),
+        "la": rgb.convert("LA"),
+        "16bit": Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)),
+        "cmyk": rgb.convert("CMYK"),
+        "huge_4000x3000": rgb.resize((4000, 3000)),
+    }
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_policy_survives_odd_inputs(name):
+    torch.manual_seed(0)
+    views = _policy_views(name)
+    other = _gradient(90, 140)
+    for label, image in _odd_inputs().items():
+        for _ in range(3):
+            for view in views:
+                out = _apply(view, image, other)
+                assert out.shape == (3, SIZE, SIZE) and out.dtype == torch.float32, (label, out.shape)
+                assert torch.isfinite(out).all(), label
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_policy_is_deterministic_under_a_seed(name):
+    views = _policy_views(name)
+    image, other = _gradient(), _gradient(90, 140).transpose(Image.FLIP_LEFT_RIGHT)
+
+    def run(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        return torch.stack([_apply(v, image, other) for _ in range(4) for v in views])
+
+    assert torch.equal(run(1), run(1))
+    if name != "none":
+        assert not torch.equal(run(1), run(2))
+
+
+def test_views_in_dataloader_workers_repeat_with_the_same_seed(tmp_path):
+    paths = []
+    for i in range(6):
+        path = tmp_path / f"{i}.jpg"
+        _gradient(100 + 10 * i, 80).save(path)
+        paths.append(path)
+    records = [ImageRecord(str(i), "training", p) for i, p in enumerate(paths)]
+    dataset = TrainingViews(records, instantiate(compose_config("train", ["augmentation=lyakaap_v98",
+                                                                          f"data.train_size={SIZE}"]).augmentation))
+
+    def epoch(seed: int) -> torch.Tensor:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=2,
+                                             generator=torch.Generator().manual_seed(seed))
+        return torch.cat([batch["views"] for batch in loader])
+
+    assert torch.equal(epoch(5), epoch(5))
+    assert not torch.equal(epoch(5), epoch(6))
+
+
+def test_overlay_policies_draw_other_images():
+    calls = []
+
+    def other():
+        calls.append(1)
+        return Image.new("RGB", (50, 50), (0, 0, 255))
+
+    cfg = compose_config("train", ["augmentation=s_square", f"data.train_size={SIZE}", "augmentation.p.overlay=1.0",
+                                   "augmentation.intensity=1.0"])
+    _, query = instantiate(cfg.augmentation)
+    assert query.needs_other_images
+    torch.manual_seed(0)
+    query(_gradient(), other=other)
+    assert calls
+    with pytest.raises(ValueError, match="other"):
+        query(_gradient())
+
+
+def test_s_square_intensity_zero_disables_the_scaled_steps():
+    cfg = compose_config("train", ["augmentation=s_square", f"data.train_size={SIZE}", "augmentation.intensity=0.0"])
+    _, query = instantiate(cfg.augmentation)
+    probabilities = {getattr(op.op, "func", op.op).__name__: op.p for op in query.ops.ops}
+    assert probabilities["random_rotation"] == 0.0 and probabilities["meme_unless_overlaid"] == 0.0
+    assert probabilities["scale"] == pytest.approx(0.10) and probabilities["hflip"] == pytest.approx(0.5)
+    with pytest.raises(InstantiationException, match="intensity must be in"):
+        instantiate(compose_config("train", ["augmentation=s_square", "augmentation.intensity=1.5"]).augmentation)
+    with pytest.raises(InstantiationException, match="missing from augmentation.p: .'meme'"):
+        instantiate(compose_config("train", ["augmentation=s_square", "~augmentation.p.meme"]).augmentation)
+
+
+# ----------------------------------------------------------------------------- AugLy working equivalents
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # AugLy's np.matrix
+def test_perspective_transform_matches_augly_pixel_for_pixel(monkeypatch):
+    monkeypatch.setattr(np, "float", float, raising=False)  # what AugLy 1.0.0 needs, gone since NumPy 1.24
+    image = _gradient()
+    for sigma, crop in ((10.0, False), (25.0, False), (8.0, True)):
+        expected = AF.perspective_transform(image, sigma=sigma, seed=3, crop_out_black_border=crop)
+        got = perspective_transform(image, sigma=sigma, rng=np.random.RandomState(3), crop_out_black_border=crop)
+        assert got.size == expected.size
+        assert np.array_equal(np.asarray(got), np.asarray(expected))
+
+
+def test_augly_perspective_still_crashes_without_the_shim():
+    if hasattr(np, "float"):
+        pytest.skip("this NumPy still has np.float")
+    with pytest.raises(AttributeError):
+        AF.perspective_transform(_gradient(), sigma=10.0)
+
+
+def test_meme_format_matches_augly_pixel_for_pixel(monkeypatch):
+    # Pillow >= 10 removed FreeTypeFont.getsize_multiline; give AugLy the same measurement we use.
+    monkeypatch.setattr(ImageFont.FreeTypeFont, "getsize_multiline", _multiline_size, raising=False)
+    image = _gradient(200, 150)
+    for text, height in (("LOL", 60), ("two\nlines", 80), ("a much longer caption here", 40)):
+        expected = AF.meme_format(image, text=text, caption_height=height, text_color=(10, 20, 30))
+        got = meme_format(image, text=text, caption_height=height, text_color=(10, 20, 30))
+        assert got.size == (200, 150 + height)
+        assert np.array_equal(np.asarray(got), np.asarray(expected))
+
+
+def test_meme_text_fits_its_band():
+    image = _gradient(120, 90)
+    out = np.asarray(meme_format(image, text="WIDE CAPTION TEXT", caption_height=30), dtype=int)
+    band = out[:30]
+    assert (band < 128).any()  # text was drawn
+    assert np.array_equal(out[30:], np.asarray(image))  # the image is untouched below the band
+
+
+# ------------------------------------------------------------------------- fast ops vs the ops they replace
+
+
+def test_rotate_and_crop_matches_augly_rotate():
+    image = _gradient(400, 300)
+    for degrees in (10, 35, 90, 137, 200, 330):
+        expected = AF.rotate(image, degrees=degrees)
+        got = ops.rotate_and_crop(image, degrees)
+        assert abs(got.width - expected.width) <= 1 and abs(got.height - expected.height) <= 1
+        diff = np.abs(np.asarray(expected.resize(got.size), float) - np.asarray(got, float)).mean(axis=(0, 1))
+        assert diff.max() < 1.5, (degrees, diff)  # bilinear vs AugLy's nearest-neighbour on a smooth image
+
+
+def test_colour_jitter_blends_match_torchvision():
+    image = _gradient()
+    a = np.array(image)
+    tensor = torch.from_numpy(a).permute(2, 0, 1)
+    for f in (0.3, 1.0, 1.7):
+        assert np.abs(ops._blend_lut(a, f, 0.0).astype(int) - TF.adjust_brightness(tensor, f).permute(1, 2, 0).numpy()).max() <= 1
+        mean = float(ops._gray(a).mean())
+        assert np.abs(ops._blend_lut(a, f, mean).astype(int) - TF.adjust_contrast(tensor, f).permute(1, 2, 0).numpy()).max() <= 1
+    for shift in (-0.2, 0.05, 0.2):
+        expected = np.asarray(TF.adjust_hue(image, shift), int)
+        assert np.abs(ops._shift_hue(a, shift).astype(int) - expected).mean() < 2.0
+
+
+def test_colour_jitter_applies_all_four_in_random_order():
+    rng = np.random.default_rng(0)
+    image = _gradient()
+    assert np.array_equal(np.asarray(ops.color_jitter(image, rng, 0, 0, 0, 0)), np.asarray(image))
+    outs = {ops.color_jitter(image, np.random.default_rng(s), 0.5, 0.5, 0.5, 0.1).tobytes() for s in range(5)}
+    assert len(outs) == 5
+
+
+def test_pixelize_pad_jpeg_paste_equal_augly():
+    image, top = _gradient(), _gradient(60, 90).convert("RGBA")
+    assert np.array_equal(np.asarray(ops.pixelize(image, 0.3)), np.asarray(AF.pixelization(image, ratio=0.3)))
+    assert np.array_equal(np.asarray(ops.pad(image, 0.1, 0.2, (1, 2, 3))),
+                          np.asarray(AF.pad(image, w_factor=0.1, h_factor=0.2, color=(1, 2, 3))))
+    assert np.array_equal(np.asarray(ops.jpeg(image, 20)), np.asarray(AF.encoding_quality(image, quality=20)))
+    expected = AF.overlay_image(image, overlay=top, opacity=0.6, overlay_size=0.5, x_pos=0.2, y_pos=0.3).convert("RGB")
+    assert np.array_equal(np.asarray(ops.paste(image, top, 0.5, 0.6, 0.2, 0.3)), np.asarray(expected))
+    opaque = np.asarray(AF.opacity(image, level=0.4).convert("RGB"), int)
+    assert np.abs(np.asarray(ops.opacity(image, 0.4), int) - opaque).max() <= 1
+
+
+def test_shuffle_pixels_moves_only_the_chosen_fraction():
+    image = Image.fromarray(np.arange(100 * 3, dtype=np.uint8).reshape(10, 10, 3))
+    out = np.asarray(ops.shuffle_pixels(image, np.random.default_rng(0), 0.3)).reshape(-1, 3)
+    before = np.asarray(image).reshape(-1, 3)
+    assert sorted(map(tuple, out)) == sorted(map(tuple, before))  # a permutation of the pixels
+    assert (out != before).any(axis=1).sum() <= 30
+
+
+def test_text_draws_and_fits_inside():
+    image = Image.new("RGB", (120, 60), (255, 255, 255))
+    out = ops.text(image, np.random.default_rng(1), lines=(1, 1), glyphs=(40, 40), font_size=(0.5, 0.5), x=(0.5, 0.5),
+                   y=(0.1, 0.1), fit=True)
+    changed = (np.asarray(out) != 255).any(axis=2)
+    assert changed.sum() > 20
+    assert not changed[:, :55].any()  # nothing left of the start position
+
+
+def test_policy_view_shrinks_big_images_before_the_ops():
+    seen = []
+
+    def record(img, rng, ctx):
+        seen.append(img.size)
+        return img
+
+    PolicyView([record], size=32, work_side=64)(Image.new("RGB", (1000, 500)))
+    assert seen == [(64, 32)]
+    assert Context().flags == set()
+
+
+# ----------------------------------------------------------------------------------------- mixup / CutMix
+
+
+def test_batch_mix_labels_and_pixels():
+    torch.manual_seed(0)
+    images = torch.arange(6, dtype=torch.float32)[:, None, None, None].expand(6, 3, 8, 8).clone()
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    out, pairs = BatchMix(prob=1.0, switch_prob=0.0)(images, labels)  # mixup everywhere
+    assert pairs.shape == (6, 2) and torch.equal(pairs[:, 0], labels)
+    assert torch.equal(pairs[:, 1], labels.flip(0))
+    for i in range(6):  # a convex combination of the image and its mirror
+        lam = (out[i, 0, 0, 0] - (5 - i)) / (i - (5 - i)) if i != 5 - i else 1.0
+        assert torch.allclose(out[i], lam * images[i] + (1 - lam) * images[5 - i])
+    out, pairs = BatchMix(prob=0.0)(images, labels)
+    assert torch.equal(out, images) and (pairs[:, 1] == -1).all()
+    torch.manual_seed(1)
+    out, _ = BatchMix(prob=1.0, switch_prob=1.0)(images, labels)  # CutMix: pixels come from one of the two
+    for i in range(6):
+        assert set(out[i].unique().tolist()) <= {float(i), float(5 - i)}
+
+
+def test_cutmix_box_area():
+    torch.manual_seed(0)
+    y0, y1, x0, x1 = cutmix_box(0.75, 100, 100)
+    assert 0 <= y0 < y1 <= 100 and 0 <= x0 < x1 <= 100
+    assert (y1 - y0) * (x1 - x0) <= 0.25 * 100 * 100 + 1
+
+
+def test_batch_mix_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="prob"):
+        BatchMix(prob=1.5)
+    with pytest.raises(ValueError, match="alpha"):
+        BatchMix(mixup_alpha=0)
+
+
+# ----------------------------------------------------------------------------------------- isc-show-augs
+
+
+SMOKE_DATASET = ["dataset.build.n_references=24", "dataset.build.n_training=48", "dataset.build.n_queries=16",
+                 "dataset.build.image_size=96"]  # the debug=smoke mini-DISC, shared with the other tests
+
+
+def test_show_augs_writes_a_grid_and_never_overwrites(data_dir, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "grid.png"
+    cmd = [sys.executable, "-m", "isc.cli.show_augs", "augmentation=lyakaap_v98", f"paths.data_dir={data_dir}",
+           f"paths.output_dir={tmp_path / 'run'}", *SMOKE_DATASET, "show.n_images=3", "show.draws=2", "show.cell=64",
+           f"show.out={out}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    grid = Image.open(out)
+    assert grid.size == (64 * (1 + 2 * 2), 2 * 22 + 3 * 64)  # original + 2 draws × 2 views; title + labels
+    pixels = np.asarray(grid.convert("L"))
+    assert pixels[44:, 64:].std() > 10  # the views hold pictures, not blank cells
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode != 0 and "exists" in again.stderr
