@@ -15,6 +15,7 @@ import augly.image.functional as AF
 from isc.augment import ops
 from isc.augment.augly_compat import _multiline_size, meme_format, perspective_transform
 from isc.augment.compose import Context, PolicyView
+from isc.augment.grid import save_new
 from isc.augment.mixup import BatchMix, cutmix_box
 from isc.data.datasets import TrainingViews
 from isc.data.records import ImageRecord
@@ -304,5 +305,5 @@ def test_show_augs_writes_a_grid_and_never_overwrites(data_dir, tmp_path):
     assert grid.size == (64 * (1 + 2 * 2), 2 * 22 + 3 * 64)  # original + 2 draws × 2 views; title + labels
     pixels = np.asarray(grid.convert("L"))
     assert pixels[44:, 64:].std() > 10  # the views hold pictures, not blank cells
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert again.returncode != 0 and "exists" in again.stderr
+    with pytest.raises(FileExistsError, match="exists"):
+        save_new(grid, out)  # what a second run with the same show.out hits
