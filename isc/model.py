@@ -27,6 +27,54 @@ class GeM(nn.Module):
         return f"p={self.p.item():.3f}, learnable={self.p.requires_grad}"
 
 
+def set_last_stride(backbone: nn.Module, stride: int) -> None:
+    """Set the stride of a ResNet's last stage (`layer4`) — 1 doubles the final feature map (VisionForce, D²LV,
+    RECIPES §4–5). Only ResNet-family timm models have `layer4`."""
+    stage = getattr(backbone, "layer4", None)
+    if stage is None:
+        raise ValueError(f"backbone.last_stride needs a ResNet-style timm model with a `layer4` stage; "
+                         f"{type(backbone).__name__} has none (use last_stride: null)")
+    block = stage[0]
+    for conv in (getattr(block, "conv2", None), getattr(block, "conv1", None)):
+        if isinstance(conv, nn.Conv2d) and conv.stride != (1, 1):
+            conv.stride = (stride, stride)
+            break
+    downsample = getattr(block, "downsample", None)
+    for layer in (downsample.modules() if downsample is not None else ()):
+        if isinstance(layer, nn.Conv2d) and layer.stride != (1, 1):
+            layer.stride = (stride, stride)
+        elif isinstance(layer, nn.AvgPool2d) and layer.stride != 1:  # timm's avg_down variants
+            layer.stride, layer.kernel_size = stride, stride
+
+
+class WaveBlock(nn.Module):
+    """VisionForce's WaveBlock (RECIPES §4): in training, a random horizontal band of `band` × height keeps its
+    values and the rest of the feature map is multiplied by `factor`; identity at evaluation."""
+
+    def __init__(self, band: float = 0.3, factor: float = 1.5):
+        super().__init__()
+        self.band, self.factor = band, factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        h = x.shape[-2]
+        rows = max(1, round(h * self.band))
+        start = int(torch.randint(0, h - rows + 1, ()))
+        mask = torch.full((h, 1), self.factor, dtype=x.dtype, device=x.device)
+        mask[start:start + rows] = 1.0
+        return x * mask
+
+
+def add_wave_blocks(backbone: nn.Module, stages: tuple[str, ...] = ("layer2", "layer3"), **kwargs) -> None:
+    """Append a WaveBlock after each named stage of a ResNet-style backbone (VisionForce: layer2 and layer3)."""
+    for name in stages:
+        stage = getattr(backbone, name, None)
+        if stage is None:
+            raise ValueError(f"backbone.wave_block needs a ResNet-style timm model with a `{name}` stage")
+        setattr(backbone, name, nn.Sequential(stage, WaveBlock(**kwargs)))
+
+
 def create_backbone(name: str, pretrained: bool = False, weights_file: str | None = None) -> nn.Module:
     """A timm model without classifier and pooling; weights from the hub or from a local file."""
     kwargs: dict = {"num_classes": 0, "global_pool": ""}
@@ -56,8 +104,28 @@ def create_backbone(name: str, pretrained: bool = False, weights_file: str | Non
         raise
 
 
+NECKS = ("linear", "linear_nobias", "linear_bn")
+
+
+def make_neck(kind: str, in_features: int, embedding_dim: int) -> nn.Module:
+    """The projection after pooling: `linear` (with bias; SSCD, S-square neck A), `linear_nobias` (S-square
+    neck F), `linear_bn` (Linear without bias, Xavier-normal init, then BatchNorm1d: lyakaap, RECIPES §2.1)."""
+    if kind == "linear":
+        return nn.Linear(in_features, embedding_dim)
+    if kind == "linear_nobias":
+        return nn.Linear(in_features, embedding_dim, bias=False)
+    if kind == "linear_bn":
+        linear = nn.Linear(in_features, embedding_dim, bias=False)
+        nn.init.xavier_normal_(linear.weight)
+        return nn.Sequential(linear, nn.BatchNorm1d(embedding_dim))
+    raise ValueError(f"model.neck={kind!r} is unknown; use one of {NECKS}")
+
+
 class DescriptorModel(nn.Module):
-    """Maps images (B, 3, H, W) to L2-normalised descriptors (B, embedding_dim)."""
+    """Maps images (B, 3, H, W) to L2-normalised descriptors (B, embedding_dim): backbone → GeM → neck → L2.
+
+    `gem_eval_p` (if set) replaces p at evaluation (lyakaap's --gem-eval-p); `last_stride` and `wave_block`
+    modify ResNet backbones as VisionForce (RECIPES §4)."""
 
     def __init__(
         self,
@@ -67,15 +135,28 @@ class DescriptorModel(nn.Module):
         weights_file: str | None = None,
         gem_p: float = 3.0,
         gem_learnable: bool = False,
+        gem_eval_p: float | None = None,
+        neck: str = "linear",
+        last_stride: int | None = None,
+        wave_block: bool = False,
     ):
         super().__init__()
         self.backbone = create_backbone(backbone, pretrained, weights_file)
+        if last_stride is not None:
+            set_last_stride(self.backbone, last_stride)
+        if wave_block:
+            add_wave_blocks(self.backbone)
         self.pool = GeM(gem_p, gem_learnable)
-        self.projection = nn.Linear(self.backbone.num_features, embedding_dim)
+        self.gem_eval_p = gem_eval_p
+        self.projection = make_neck(neck, self.backbone.num_features, embedding_dim)
         self.embedding_dim = embedding_dim
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.backbone.forward_features(images)
         if features.ndim == 3:  # transformers give (B, tokens, C): pool over tokens as a 1×N map
             features = features.transpose(1, 2).unsqueeze(-1)
-        return F.normalize(self.projection(self.pool(features)), dim=-1)
+        if self.gem_eval_p is not None and not self.training:
+            pooled = features.clamp(min=self.pool.eps).pow(self.gem_eval_p).mean(dim=(-2, -1)).pow(1.0 / self.gem_eval_p)
+        else:
+            pooled = self.pool(features)
+        return F.normalize(self.projection(pooled), dim=-1)

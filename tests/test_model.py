@@ -60,3 +60,42 @@ def test_backbone_errors_are_actionable(tmp_path):
         create_backbone("test_resnet", weights_file=str(tmp_path / "missing.pth"))
     with pytest.raises((ValueError, RuntimeError), match="not_a_model"):
         create_backbone("not_a_model")
+
+
+def test_last_stride_one_doubles_the_final_feature_map():
+    x = torch.randn(1, 3, 64, 64)
+    plain = DescriptorModel("test_resnet", 8).backbone.forward_features(x)
+    stride1 = DescriptorModel("test_resnet", 8, last_stride=1).backbone.forward_features(x)
+    assert stride1.shape[-1] == 2 * plain.shape[-1] and stride1.shape[1] == plain.shape[1]
+    with pytest.raises(ValueError, match="layer4"):
+        DescriptorModel("mobilenetv3_small_050", 8, last_stride=1)
+
+
+def test_wave_block_scales_all_but_one_band_in_training_only():
+    from isc.model import WaveBlock
+
+    block = WaveBlock(band=0.3, factor=1.5)
+    x = torch.ones(2, 4, 10, 6)
+    torch.manual_seed(0)
+    out = block.train()(x)
+    rows = out[0, 0, :, 0]
+    assert (rows == 1.0).sum() == 3 and (rows == 1.5).sum() == 7
+    ones = torch.nonzero(rows == 1.0).flatten()
+    assert (ones.diff() == 1).all()  # one contiguous band
+    assert torch.equal(block.eval()(x), x)
+    model = DescriptorModel("test_resnet", 8, wave_block=True)
+    assert isinstance(model.backbone.layer2[1], WaveBlock) and isinstance(model.backbone.layer3[1], WaveBlock)
+
+
+def test_necks_and_evaluation_gem_p():
+    x = torch.randn(4, 3, 32, 32)
+    bn = DescriptorModel("test_resnet", 8, neck="linear_bn")
+    assert isinstance(bn.projection[1], torch.nn.BatchNorm1d) and bn.projection[0].bias is None
+    assert DescriptorModel("test_resnet", 8, neck="linear_nobias").projection.bias is None
+    with pytest.raises(ValueError, match="neck"):
+        DescriptorModel("test_resnet", 8, neck="mlp")
+    model = DescriptorModel("test_resnet", 8, gem_p=3.0, gem_eval_p=1.0).eval()
+    features = model.backbone.forward_features(x)
+    expected = torch.nn.functional.normalize(model.projection(features.clamp(min=1e-6).mean(dim=(-2, -1))), dim=-1)
+    with torch.no_grad():
+        assert torch.allclose(model(x), expected, atol=1e-6)
