@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from isc.config import check_optimized_metric
+from isc.losses.build import build_loss
 from isc.model import DescriptorModel
 from tests.conftest import CONF, compose_config
 
@@ -38,8 +39,8 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
             out = view(image, other=lambda: other) if getattr(view, "needs_other_images", False) else view(image)
             assert out.shape == (3, cfg.data.train_size, cfg.data.train_size) and out.dtype == torch.float32
     elif group == "loss":
-        loss = instantiate(cfg.loss)
-        embeddings = torch.nn.functional.normalize(torch.randn(8, 16, requires_grad=True), dim=1)
+        loss, _ = build_loss(cfg.loss, num_classes=4)  # as isc.train does: num_classes null = training images
+        embeddings = torch.nn.functional.normalize(torch.randn(8, cfg.model.embedding_dim, requires_grad=True), dim=1)
         out = loss(embeddings, torch.arange(4).repeat_interleave(2))
         assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
     elif group in ("optimizer", "scheduler"):
