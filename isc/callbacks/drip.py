@@ -56,11 +56,15 @@ class ArcFaceDrip(L.Callback):
             if datamodule.train_pairs is not None:
                 raise ValueError("ArcFace drip training classifies training images: set data.gt_pairs.enabled=false")
             datamodule.limit_classes = True
+            # read when an epoch's sampler starts, which may precede on_train_start (worker prefetch); a resumed
+            # run restores the loss buffers before any loader is iterated
+            datamodule.class_limit = lambda: int(self.loss.active_classes)
+            if int(self.loss.stage) < 0:
+                self.loss.active_classes.fill_(self.stages[0]["classes"])
 
     def on_train_start(self, trainer, pl_module) -> None:
         if int(self.loss.stage) < 0:  # a fresh run (a resumed one restores stage and weights)
             self._enter(trainer, pl_module, 0)
-        trainer.datamodule.class_limit = int(self.loss.active_classes)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if outputs is not None:
@@ -82,7 +86,6 @@ class ArcFaceDrip(L.Callback):
             log.info("ArcFace drip: stage %d (%d classes) after epoch %d, mean loss %.3f",
                      current + 1, upcoming["classes"], trainer.current_epoch, mean_loss)
             self._enter(trainer, pl_module, current + 1)
-            trainer.datamodule.class_limit = int(self.loss.active_classes)
 
     @torch.no_grad()
     def _enter(self, trainer, pl_module, stage: int) -> None:

@@ -68,9 +68,9 @@ class DiscDataModule(L.LightningDataModule):
         self.seed = seed
         self.data: DiscData | None = None
         self.train_pairs = None
-        # Set by isc.callbacks.ArcFaceDrip before the loaders are built: train on the first `class_limit` images.
+        # Set by isc.callbacks.ArcFaceDrip before the loaders are built: train on the first `class_limit()` images.
         self.limit_classes = False
-        self.class_limit: int | None = None
+        self.class_limit: Callable[[], int] | None = None
 
     def prepare_data(self) -> None:
         resolve_root(self.dataset_cfg)  # builds the mini-DISC once, on one process
@@ -127,7 +127,7 @@ class DiscDataModule(L.LightningDataModule):
         if len(dataset) < self.batch_size:
             raise ValueError(f"data.batch_size={self.batch_size} is larger than the {len(dataset)} training samples.")
         if self.limit_classes:
-            sampler = PrefixSampler(len(dataset), lambda: self.class_limit, self.seed)
+            sampler = PrefixSampler(len(dataset), lambda: self.class_limit() if self.class_limit else None, self.seed)
             return self._loader(dataset, self.batch_size, shuffle=False, drop_last=True, sampler=sampler)
         return self._loader(dataset, self.batch_size, shuffle=True, drop_last=True)
 
