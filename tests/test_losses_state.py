@@ -19,7 +19,10 @@ from isc.module import CopyDetectionModule, training_inputs
 from isc.optim import parameter_groups
 from isc.train import build_datamodule, build_module, train
 
-FAST = ("validate_before_training=false", "trainer.max_epochs=1")
+# training only: no µAP evaluation (last.ckpt is still written after every epoch)
+NO_EVAL = ("validate_before_training=false", "callbacks.retrieval_evaluation=null", "callbacks.model_checkpoint=null",
+           "+trainer.limit_val_batches=0")
+FAST = (*NO_EVAL, "trainer.max_epochs=1")
 
 
 def checkpoint_state(run: Path) -> dict:
@@ -36,8 +39,8 @@ def test_memory_bank_survives_checkpoint_and_resume(smoke_cfg):
     assert int(first["loss.iteration"]) == steps and int(first["loss.filled"]) == steps * 16
     assert int(first["loss.pointer"]) == steps * 16 and first["loss.memory"][: steps * 16].norm(dim=1).min() > 0.99
 
-    train(smoke_cfg("loss=contrastive_xbm", "loss.memory_size=500", "validate_before_training=false",
-                    "trainer.max_epochs=2", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"))
+    train(smoke_cfg("loss=contrastive_xbm", "loss.memory_size=500", *NO_EVAL, "trainer.max_epochs=2",
+                    f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"))
     second = checkpoint_state(run)
     assert int(second["loss.iteration"]) == 2 * steps and int(second["loss.filled"]) == 2 * steps * 16
     # the resumed run appended after the restored rows instead of refilling from slot 0
@@ -49,7 +52,7 @@ def test_memory_bank_survives_checkpoint_and_resume(smoke_cfg):
 def test_arcface_drip_grows_classes_and_checkpoints_the_stage(smoke_cfg):
     stages = "loss.callbacks.drip.stages=[{classes: 0.5},{classes: null, epoch: 1}]"
     # a data worker prefetches at iterator creation: the sampler must already see stage 0's class count
-    cfg = smoke_cfg("loss=arcface", stages, "validate_before_training=false", "trainer.max_epochs=2", "data.num_workers=1")
+    cfg = smoke_cfg("loss=arcface", stages, *NO_EVAL, "trainer.max_epochs=2", "data.num_workers=1")
     metrics = train(cfg)
     state = checkpoint_state(Path(cfg.paths.output_dir))
     assert int(state["loss.stage"]) == 1 and int(state["loss.active_classes"]) == 48
