@@ -12,6 +12,24 @@ from isc.model import DescriptorModel
 from isc.optim import parameter_groups
 
 
+def training_inputs(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (B·V [+ B·K], 3, H, W) and labels of a training batch: the V views of each image share its label
+    ((B,) instance ids, or (B, S) label sets of mixed samples); extra negatives (B, K, …) follow with their own
+    labels (padded to S columns with -1)."""
+    views = batch["views"]  # (B, V, 3, H, W)
+    v = views.shape[1]
+    images, labels = views.flatten(0, 1), batch["label"].repeat_interleave(v, dim=0)
+    if "negatives" in batch:
+        negative_labels = batch["negative_label"].flatten()
+        if labels.ndim == 2:
+            padded = negative_labels.new_full((len(negative_labels), labels.shape[1]), -1)
+            padded[:, 0] = negative_labels
+            negative_labels = padded
+        images = torch.cat([images, batch["negatives"].flatten(0, 1)])
+        labels = torch.cat([labels, negative_labels])
+    return images, labels
+
+
 class CopyDetectionModule(L.LightningModule):
     """`model` holds DescriptorModel's arguments (saved in the checkpoint so that isc-eval can rebuild it);
     `loss` follows isc.losses' calling convention; `optimizer`/`scheduler` are partials; `config` is the
@@ -42,11 +60,9 @@ class CopyDetectionModule(L.LightningModule):
         self.log("train/skipped_images", float(batch["skipped"]), on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True)
         if "views" not in batch:  # every image of the batch was unreadable
             return None
-        views = batch["views"]  # (B, V, 3, H, W)
-        b, v = views.shape[:2]
-        embeddings = self.model(views.flatten(0, 1))
-        labels = batch["label"].repeat_interleave(v)
-        out = self.loss(embeddings, labels)
+        images, labels = training_inputs(batch)
+        b = batch["views"].shape[0]
+        out = self.loss(self.model(images), labels)
         if not torch.isfinite(out["loss"]):
             raise FloatingPointError(f"training loss is {out['loss'].item()} at global step {self.global_step}")
         self.log_dict({f"train/{k}": val.detach() for k, val in out.items()}, prog_bar=True, batch_size=b)

@@ -8,11 +8,14 @@ from torch.optim.lr_scheduler import ConstantLR, CosineAnnealingLR, LinearLR, Se
 
 
 def parameter_groups(module: nn.Module) -> list[dict]:
-    """Weight decay on weight matrices/kernels only; biases, norm layers and GeM's p are not decayed."""
+    """Weight decay on weight matrices/kernels only; biases, norm layers and GeM's p are not decayed, nor the
+    parameters a submodule names in its `no_decay_parameters` tuple (e.g. ArcFace class weights, RECIPES §3.1).
+    The loss is a child module of the LightningModule, so its parameters are included."""
+    exempt = {id(getattr(sub, name)) for sub in module.modules() for name in getattr(sub, "no_decay_parameters", ())}
     decay, no_decay = [], []
     for param in module.parameters():
         if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
+            (no_decay if param.ndim <= 1 or id(param) in exempt else decay).append(param)
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from isc.augment import eval_transform
 from isc.callbacks import RetrievalEvaluation
 from isc.data.datamodule import DiscDataModule
+from isc.losses.build import build_loss
 from isc.module import CopyDetectionModule
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,10 @@ def build_datamodule(cfg: DictConfig) -> DiscDataModule:
         n_views=cfg.data.n_views,
         draft_size=cfg.data.draft_size,
         skip_bad_eval_images=cfg.data.skip_bad_eval_images,
+        extra_negatives=cfg.data.get("extra_negatives", 0),
+        gt_pairs=cfg.data.get("gt_pairs"),
+        plain_transform=eval_transform(cfg.data.train_size),
+        seed=cfg.seed,
     )
 
 
@@ -44,10 +49,10 @@ def model_arguments(cfg: DictConfig) -> dict:
     }
 
 
-def build_module(cfg: DictConfig) -> CopyDetectionModule:
+def build_module(cfg: DictConfig, loss: torch.nn.Module) -> CopyDetectionModule:
     return CopyDetectionModule(
         model=model_arguments(cfg),
-        loss=instantiate(cfg.loss),
+        loss=loss,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         scheduler_interval=cfg.get("scheduler_interval", "step"),
@@ -55,8 +60,9 @@ def build_module(cfg: DictConfig) -> CopyDetectionModule:
     )
 
 
-def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
+def build_trainer(cfg: DictConfig, output_dir: Path, extra_callbacks: list | tuple = ()) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks += list(extra_callbacks)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(output_dir))
 
@@ -95,8 +101,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     configure_threads(cfg.get("torch_threads"), cfg.data.num_workers)
 
     datamodule = build_datamodule(cfg)
-    module = build_module(cfg)
-    trainer = build_trainer(cfg, output_dir)
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # the loss may need the number of training classes
+    loss, loss_callbacks = build_loss(cfg.loss, num_classes=datamodule.num_train_labels)
+    module = build_module(cfg, loss)
+    trainer = build_trainer(cfg, output_dir, loss_callbacks)
     evaluation = next((c for c in trainer.callbacks if isinstance(c, RetrievalEvaluation)), None)
     if evaluation is None:
         log.warning("no RetrievalEvaluation callback configured: no val/* metrics will be computed")

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from isc.config import check_optimized_metric
+from isc.losses.build import build_loss
 from isc.model import DescriptorModel
 from tests.conftest import CONF, compose_config
 
@@ -43,8 +44,8 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
         mixed, pairs = instantiate(cfg.batch_mix)(images, labels)
         assert mixed.shape == images.shape and pairs.shape == (8, 2) and torch.equal(pairs[:, 0], labels)
     elif group == "loss":
-        loss = instantiate(cfg.loss)
-        embeddings = torch.nn.functional.normalize(torch.randn(8, 16, requires_grad=True), dim=1)
+        loss, _ = build_loss(cfg.loss, num_classes=4)  # as isc.train does: num_classes null = training images
+        embeddings = torch.nn.functional.normalize(torch.randn(8, cfg.model.embedding_dim, requires_grad=True), dim=1)
         out = loss(embeddings, torch.arange(4).repeat_interleave(2))
         assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
     elif group in ("optimizer", "scheduler"):

@@ -47,7 +47,7 @@ def test_ntxent_prefers_aligned_views_and_has_gradients():
     assert z.grad is not None and torch.isfinite(z.grad).all()
 
 
-def test_ntxent_rejects_lonely_views_and_bad_temperature():
+def test_ntxent_rejects_a_batch_without_positives_and_bad_temperature():
     with pytest.raises(ValueError, match="two views"):
         NTXentLoss(0.1)(torch.randn(4, 3), torch.arange(4))
     with pytest.raises(ValueError, match="temperature"):

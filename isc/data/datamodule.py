@@ -1,14 +1,36 @@
-"""LightningDataModule: training views of the training split; queries + references for validation."""
+"""LightningDataModule: training views of the training split (or ground-truth pairs), optional extra
+negatives; queries + references for validation."""
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import lightning as L
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from isc.data.datasets import EvalImages, TrainingViews, collate_skipping
-from isc.data.disc import DiscData, load_disc, resolve_root
+from isc.data.datasets import EvalImages, ExtraNegatives, GroundTruthPairs, TrainingViews, collate_skipping
+from isc.data.disc import DiscData, hold_out_training_pairs, load_disc, load_training_pairs, resolve_root
+
+
+class PrefixSampler(Sampler[int]):
+    """`length` indices per epoch drawn from the first `limit()` samples: a random permutation, repeated when
+    the prefix is shorter than an epoch (ArcFace drip training only trains on its active classes). The
+    permutation depends on (seed, epoch) only, so every DDP rank draws the same one."""
+
+    def __init__(self, length: int, limit: Callable[[], int | None], seed: int = 0):
+        self.length, self.limit, self.seed, self.epoch = length, limit, seed, 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        n = min(self.limit() or self.length, self.length)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        order = torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(self.length / n))])
+        return iter(order[: self.length].tolist())
 
 
 class DiscDataModule(L.LightningDataModule):
@@ -23,48 +45,90 @@ class DiscDataModule(L.LightningDataModule):
         n_views: int = 2,
         draft_size: int | None = None,
         skip_bad_eval_images: bool = False,
+        extra_negatives: int = 0,
+        gt_pairs=None,  # the `data.gt_pairs` config node, or None
+        plain_transform: Callable | None = None,  # extra negatives and ground-truth pairs (no augmentation)
+        seed: int = 0,
     ):
         super().__init__()
         self.dataset_cfg = dataset
         self.train_transform = train_transform
         self.eval_transform = eval_transform
+        self.plain_transform = plain_transform or eval_transform
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.n_views = n_views
         self.draft_size = draft_size
         self.skip_bad_eval_images = skip_bad_eval_images
+        if extra_negatives < 0:
+            raise ValueError(f"data.extra_negatives must be >= 0, got {extra_negatives}")
+        self.extra_negatives = extra_negatives
+        self.gt_pairs = gt_pairs if gt_pairs is not None and gt_pairs.get("enabled") else None
+        self.seed = seed
         self.data: DiscData | None = None
+        self.train_pairs = None
+        # Set by isc.callbacks.ArcFaceDrip before the loaders are built: train on the first `class_limit()` images.
+        self.limit_classes = False
+        self.class_limit: Callable[[], int] | None = None
 
     def prepare_data(self) -> None:
         resolve_root(self.dataset_cfg)  # builds the mini-DISC once, on one process
 
     def setup(self, stage: str | None = None) -> None:
-        if self.data is None:
-            self.data = load_disc(self.dataset_cfg)
+        if self.data is not None:
+            return
+        data = load_disc(self.dataset_cfg)
+        if self.gt_pairs is not None:
+            if self.gt_pairs.ground_truth:
+                query_dir = self.gt_pairs.query_dir or self.dataset_cfg.query_dir
+                self.train_pairs = load_training_pairs(data, self.gt_pairs.ground_truth, query_dir)
+            else:
+                self.train_pairs, data = hold_out_training_pairs(data, self.gt_pairs.train_fraction, self.seed)
+        self.data = data
+
+    @property
+    def num_train_labels(self) -> int:
+        """Instance classes of the training set: training images, or ground-truth pairs."""
+        return len(self.train_pairs) if self.train_pairs is not None else len(self.data.training)
 
     @property
     def val_records(self):
         """Queries then references: the order of the validation dataset and of its `index` field."""
         return self.data.queries + self.data.references
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool, sampler=None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_skipping,
         )
 
+    def train_dataset(self) -> Dataset:
+        if self.train_pairs is not None:
+            dataset: Dataset = GroundTruthPairs(self.train_pairs, self.plain_transform, self.draft_size)
+            matched = {reference.id for _, reference in self.train_pairs}
+            pool = [r for r in self.data.references if r.id not in matched]  # non-GT references (stage 4)
+        else:
+            dataset = TrainingViews(self.data.training, self.train_transform, self.n_views, self.draft_size)
+            pool = self.data.references
+        if self.extra_negatives:
+            dataset = ExtraNegatives(dataset, pool, self.extra_negatives, self.plain_transform,
+                                     label_offset=len(dataset), draft_size=self.draft_size)
+        return dataset
+
     def train_dataloader(self) -> DataLoader:
-        if len(self.data.training) < self.batch_size:
-            raise ValueError(
-                f"data.batch_size={self.batch_size} is larger than the {len(self.data.training)} training images."
-            )
-        dataset = TrainingViews(self.data.training, self.train_transform, self.n_views, self.draft_size)
+        dataset = self.train_dataset()
+        if len(dataset) < self.batch_size:
+            raise ValueError(f"data.batch_size={self.batch_size} is larger than the {len(dataset)} training samples.")
+        if self.limit_classes:
+            sampler = PrefixSampler(len(dataset), lambda: self.class_limit() if self.class_limit else None, self.seed)
+            return self._loader(dataset, self.batch_size, shuffle=False, drop_last=True, sampler=sampler)
         return self._loader(dataset, self.batch_size, shuffle=True, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -59,6 +59,60 @@ class TrainingViews(Dataset):
         return {"views": torch.stack(views), "label": index}
 
 
+class ExtraNegatives(Dataset):
+    """Adds `negatives` (n, 3, H, W) and `negative_label` (n,) to every sample of `dataset`: random images of
+    `pool` (lyakaap stage 3: reference images, no augmentation, RECIPES §2.2) whose labels, `label_offset` +
+    pool index, never equal a training label. Unreadable pool images are replaced by other random ones."""
+
+    def __init__(self, dataset: Dataset, pool: Sequence[ImageRecord], n: int, transform: Callable, label_offset: int,
+                 draft_size: int | None = None):
+        if n < 1:
+            raise ValueError(f"data.extra_negatives must be >= 1 here, got {n}")
+        if not pool:
+            raise ValueError("no images to draw extra negatives from")
+        self.dataset, self.pool, self.n = dataset, list(pool), n
+        self.transform, self.label_offset, self.draft_size = transform, label_offset, draft_size
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _draw(self) -> tuple[torch.Tensor, int]:
+        for _ in range(10):
+            index = int(torch.randint(len(self.pool), ()))
+            try:
+                return self.transform(load_image(self.pool[index].path, draft_size=self.draft_size)), index
+            except ImageLoadError as error:
+                log.warning("skipping extra negative: %s", error)
+        raise ImageLoadError("10 random extra-negative images in a row were unreadable; check the reference folder")
+
+    def __getitem__(self, index: int) -> dict | None:
+        sample = self.dataset[index]
+        if sample is None:
+            return None
+        images, indices = zip(*(self._draw() for _ in range(self.n)))
+        return {**sample, "negatives": torch.stack(images),
+                "negative_label": torch.tensor(indices, dtype=torch.long) + self.label_offset}
+
+
+class GroundTruthPairs(Dataset):
+    """(query, reference) ground-truth pairs as two views of one instance, label = pair index (lyakaap stage 4
+    fine-tunes on them without augmentation, RECIPES §2.2)."""
+
+    def __init__(self, pairs: Sequence[tuple[ImageRecord, ImageRecord]], transform: Callable, draft_size: int | None = None):
+        self.pairs, self.transform, self.draft_size = list(pairs), transform, draft_size
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict | None:
+        try:
+            images = [load_image(record.path, draft_size=self.draft_size) for record in self.pairs[index]]
+        except ImageLoadError as error:
+            log.warning("skipping ground-truth pair: %s", error)
+            return None
+        return {"views": torch.stack([self.transform(image) for image in images]), "label": index}
+
+
 class EvalImages(Dataset):
     """Query/reference images for descriptor extraction; `index` points back into `records`."""
 

@@ -107,3 +107,48 @@ def select_validation(
     reference_ids = sorted(needed + others)
     subset_gt = GroundTruth.from_pairs(query_ids, matches)
     return [query_by_id[q] for q in sorted(query_ids)], [reference_by_id[r] for r in reference_ids], subset_gt
+
+
+def hold_out_training_pairs(data: DiscData, fraction: float, seed: int) -> tuple[list[tuple[ImageRecord, ImageRecord]], DiscData]:
+    """Move `fraction` of the matched validation queries into (query, reference) training pairs (lyakaap's
+    stage 4 fine-tunes on ground-truth pairs, RECIPES §2.2) and drop those queries from validation, so that
+    the validation µAP is never measured on pairs the model was trained on."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"data.gt_pairs.train_fraction must be in (0, 1), got {fraction}")
+    matched = sorted(data.ground_truth.matches)
+    if len(matched) < 2:
+        raise ValueError("data.gt_pairs needs at least two matched queries in the dataset's ground truth")
+    rng = np.random.default_rng(seed)
+    n_train = min(len(matched) - 1, max(1, int(round(fraction * len(matched)))))
+    train_ids = set(rng.choice(matched, size=n_train, replace=False).tolist())
+    query_by_id = {r.id: r for r in data.queries}
+    reference_by_id = {r.id: r for r in data.references}
+    pairs = [(query_by_id[q], reference_by_id[data.ground_truth.matches[q]]) for q in sorted(train_ids)]
+    kept = [q for q in data.ground_truth.query_ids if q not in train_ids]
+    gt = GroundTruth.from_pairs(kept, {q: r for q, r in data.ground_truth.matches.items() if q not in train_ids})
+    kept_set = set(kept)
+    queries = [r for r in data.queries if r.id in kept_set]
+    return pairs, DiscData(data.root, data.training, queries, data.references, gt)
+
+
+def load_training_pairs(data: DiscData, ground_truth: str, query_dir: str) -> list[tuple[ImageRecord, ImageRecord]]:
+    """(query, reference) training pairs from a separate ground-truth CSV (e.g. DISC21's phase-1 public GT
+    while validating on other queries); queries are looked up in `query_dir` (glob under the dataset root),
+    references among the dataset's references."""
+    path = data.root / ground_truth
+    if not path.is_file():
+        raise FileNotFoundError(f"data.gt_pairs.ground_truth={ground_truth!r}: {path} does not exist")
+    gt = read_ground_truth(path)
+    queries = {r.id: r for r in list_split(data.root, query_dir, "query", help_text=f"(data.gt_pairs.query_dir={query_dir!r})")}
+    references = {r.id: r for r in data.references}
+    pairs = []
+    for q, r in sorted(gt.matches.items()):
+        if q not in queries:
+            raise FileNotFoundError(f"{path}: query {q} has no image in data.gt_pairs.query_dir={query_dir!r}")
+        if r not in references:
+            raise FileNotFoundError(f"{path}: reference {r} of query {q} is not among the dataset's references "
+                                    f"(check dataset.reference_dir and dataset.validation.max_references)")
+        pairs.append((queries[q], references[r]))
+    if not pairs:
+        raise ValueError(f"{path} has no matched (query, reference) pair")
+    return pairs

@@ -1,7 +1,15 @@
-"""Training losses. Calling convention: `loss(embeddings (N, d), labels (N,)) -> dict` with key "loss"
-(what is minimised) and optional extra scalars that are logged as `train/<key>`. Embeddings with the same
-label are positives (two augmented views of one training image share its label)."""
+"""Training losses. Calling convention: `loss(embeddings (N, d), labels) -> dict` with key "loss" (what is
+minimised) and optional extra scalars that are logged as `train/<key>`. `labels` are (N,) instance ids, or
+(N, S) with -1 padding for samples mixed from several images; embeddings that share a label are positives
+(isc.losses.labels). Every loss computes the same value as one process would on the global batch under DDP."""
 
+from isc.losses.arcface import ArcFaceLoss
+from isc.losses.barlow_twins import BarlowTwinsLoss
+from isc.losses.contrastive import ContrastiveXBMLoss
+from isc.losses.infonce import InfoNCEEntropyLoss
+from isc.losses.labels import positive_mask
 from isc.losses.ntxent import NTXentLoss
+from isc.losses.visionforce import VisionForceLoss
 
-__all__ = ["NTXentLoss"]
+__all__ = ["ArcFaceLoss", "BarlowTwinsLoss", "ContrastiveXBMLoss", "InfoNCEEntropyLoss", "NTXentLoss",
+           "VisionForceLoss", "positive_mask"]

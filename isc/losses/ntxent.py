@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from isc.distributed import gather_with_grad
+from isc.losses.infonce import info_nce, pair_masks
 
 
 class NTXentLoss(nn.Module):
     """For each embedding, −log softmax of its positives against every other embedding of the global batch.
 
-    With one positive per row this is SimCLR's NT-Xent; with several, each positive is scored against the
-    negatives plus itself and the row's terms are averaged (SupCon-style "out" form).
+    With one positive per row this is SimCLR's NT-Xent; with several (more views, or mixed samples that share
+    a source image), each positive is scored against the negatives plus itself and the row's terms are
+    averaged (SupCon-style "out" form). Rows without a positive (extra negatives) only serve as negatives.
     """
 
     def __init__(self, temperature: float = 0.1):
@@ -23,21 +24,10 @@ class NTXentLoss(nn.Module):
         self.temperature = temperature
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        embeddings = gather_with_grad(embeddings)
-        labels = gather_with_grad(labels)
-        logits = embeddings @ embeddings.T / self.temperature
-        n = logits.shape[0]
-        self_mask = torch.eye(n, dtype=torch.bool, device=logits.device)
-        positive = (labels[:, None] == labels[None, :]) & ~self_mask
-        if not positive.any(dim=1).all():
-            raise ValueError("NTXentLoss needs at least two views of every training image in the batch.")
-        negative = ~(positive | self_mask)
-        # log(exp(pos) + Σ exp(neg)) for every (row, positive) pair, stable via logsumexp.
-        neg_logits = logits.masked_fill(~negative, float("-inf"))
-        neg_lse = torch.logsumexp(neg_logits, dim=1, keepdim=True)
-        denominator = torch.logaddexp(logits, neg_lse)
-        per_pair = (denominator - logits).masked_fill(~positive, 0.0)
-        per_row = per_pair.sum(dim=1) / positive.sum(dim=1)
+        embeddings, labels = gather_with_grad(embeddings), gather_with_grad(labels)
+        similarity = embeddings @ embeddings.T
+        positive, negative = pair_masks(labels)
+        loss = info_nce(similarity, positive, negative, self.temperature)
         with torch.no_grad():
-            pos_sim = (embeddings @ embeddings.T)[positive].mean()
-        return {"loss": per_row.mean(), "positive_similarity": pos_sim}
+            pos_sim = similarity[positive].mean()
+        return {"loss": loss, "positive_similarity": pos_sim}

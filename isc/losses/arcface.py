@@ -1,0 +1,79 @@
+"""ArcFace instance classification (S-square, RECIPES §3.1): every training image is its own class.
+
+The class-weight matrix is allocated for `num_classes` up front; only the first `active_classes` rows take
+part ("drip" training grows that number in stages, see isc.callbacks.drip). The stage and the active count are
+buffers, so they are saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from isc.distributed import global_mean
+from isc.losses.labels import single_labels
+
+
+def arcface_logits(cosine: torch.Tensor, labels: torch.Tensor, scale: float, margin: float) -> torch.Tensor:
+    """s·cos θ_j for the other classes and s·cos(θ_y + m) for the true class; where θ_y + m would pass π the
+    usual monotonic fallback cos θ_y − m·sin m is used (insightface's `easy_margin=False`)."""
+    target = cosine.gather(1, labels[:, None])
+    sine = (1 - target.pow(2)).clamp(min=0).sqrt()
+    with_margin = target * math.cos(margin) - sine * math.sin(margin)
+    with_margin = torch.where(target > math.cos(math.pi - margin), with_margin, target - margin * math.sin(margin))
+    return scale * cosine.scatter(1, labels[:, None], with_margin)
+
+
+class ArcFaceLoss(nn.Module):
+    """Additive angular margin softmax over the active classes. `weight` is excluded from weight decay
+    (S-square: "no class-weight decay", RECIPES §3.1)."""
+
+    no_decay_parameters = ("weight",)
+
+    def __init__(self, num_classes: int, embedding_dim: int, scale: float = 40.0, margin: float = 0.4,
+                 initial_classes: int | None = None):
+        super().__init__()
+        if not num_classes or num_classes < 1:
+            raise ValueError(f"loss.num_classes must be >= 1 (null = one class per training image), got {num_classes}")
+        if not 0 <= margin < math.pi / 2:
+            raise ValueError(f"loss.margin is in radians and must be in [0, π/2), got {margin}")
+        active = num_classes if initial_classes is None else int(initial_classes)
+        if not 1 <= active <= num_classes:
+            raise ValueError(f"loss.initial_classes={initial_classes} must be in [1, num_classes={num_classes}]")
+        self.scale, self.margin = scale, margin
+        self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
+        nn.init.xavier_uniform_(self.weight)
+        self.register_buffer("active_classes", torch.tensor(active, dtype=torch.long))
+        self.register_buffer("stage", torch.tensor(-1, dtype=torch.long))  # -1: classes not set from embeddings yet
+
+    @property
+    def num_classes(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        labels = single_labels(labels, "ArcFace")
+        active = int(self.active_classes)
+        if len(labels) and int(labels.max()) >= active:
+            raise ValueError(f"label {int(labels.max())} is not among the {active} active ArcFace classes: every "
+                             f"training sample must be one of them (extra negatives and ground-truth pairs have no "
+                             f"class; set data.extra_negatives=0, data.gt_pairs.enabled=false).")
+        cosine = F.normalize(embeddings, dim=1) @ F.normalize(self.weight[:active], dim=1).T
+        logits = arcface_logits(cosine.clamp(-1, 1), labels, self.scale, self.margin)
+        loss = global_mean(F.cross_entropy(logits, labels, reduction="none"))
+        with torch.no_grad():
+            accuracy = (cosine.argmax(dim=1) == labels).float().mean()
+        return {"loss": loss, "accuracy": accuracy, "active_classes": self.active_classes.float()}
+
+    @torch.no_grad()
+    def set_classes(self, start: int, centres: torch.Tensor) -> None:
+        """Class weights `start … start+len(centres)−1` := the given embedding centres (L2-normalised); exactly
+        the classes before `start+len(centres)` are active afterwards. `start` must not leave a gap."""
+        end = start + len(centres)
+        if start < 0 or end > self.num_classes or start > int(self.active_classes):
+            raise ValueError(f"cannot set ArcFace classes {start}…{end - 1}: {int(self.active_classes)} active of "
+                             f"{self.num_classes}")
+        self.weight[start:end] = F.normalize(centres.to(self.weight), dim=1)
+        self.active_classes.fill_(end)
