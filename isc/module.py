@@ -30,6 +30,18 @@ def training_inputs(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
+def mix_views(batch_mix: Callable, images: torch.Tensor, labels: torch.Tensor, n_views: int):
+    """Apply a batch-level mix to the first `n_views` images (the augmented views); extra negatives that
+    follow stay as they are, their labels padded to two columns with −1."""
+    if labels.ndim != 1:
+        raise ValueError("batch_mix needs one label per training image; it cannot be combined with inputs that "
+                         "already carry several labels")
+    mixed, mixed_labels = batch_mix(images[:n_views], labels[:n_views])
+    rest = labels[n_views:]
+    rest = torch.stack([rest, torch.full_like(rest, -1)], dim=1)
+    return torch.cat([mixed, images[n_views:]]), torch.cat([mixed_labels, rest])
+
+
 class CopyDetectionModule(L.LightningModule):
     """`model` holds DescriptorModel's arguments (saved in the checkpoint so that isc-eval can rebuild it);
     `loss` follows isc.losses' calling convention; `optimizer`/`scheduler` are partials; `config` is the
@@ -43,6 +55,7 @@ class CopyDetectionModule(L.LightningModule):
         scheduler: Callable | None = None,
         scheduler_interval: str = "step",
         config: dict | None = None,
+        batch_mix: Callable | None = None,
     ):
         super().__init__()
         # The resolved run config travels in the checkpoint: isc-eval needs nothing else.
@@ -52,6 +65,7 @@ class CopyDetectionModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
+        self.batch_mix = batch_mix  # e.g. isc.augment.mixup.BatchMix (SSCD's mixup/CutMix), views only
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -62,6 +76,8 @@ class CopyDetectionModule(L.LightningModule):
             return None
         images, labels = training_inputs(batch)
         b = batch["views"].shape[0]
+        if self.batch_mix is not None:
+            images, labels = mix_views(self.batch_mix, images, labels, b * batch["views"].shape[1])
         out = self.loss(self.model(images), labels)
         if not torch.isfinite(out["loss"]):
             raise FloatingPointError(f"training loss is {out['loss'].item()} at global step {self.global_step}")

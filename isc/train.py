@@ -57,6 +57,7 @@ def build_module(cfg: DictConfig, loss: torch.nn.Module) -> CopyDetectionModule:
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         scheduler_interval=cfg.get("scheduler_interval", "step"),
         config=OmegaConf.to_container(cfg, resolve=True),
+        batch_mix=instantiate(cfg.batch_mix) if cfg.get("batch_mix") else None,
     )
 
 

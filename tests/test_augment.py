@@ -307,3 +307,22 @@ def test_show_augs_writes_a_grid_and_never_overwrites(data_dir, tmp_path):
     assert pixels[44:, 64:].std() > 10  # the views hold pictures, not blank cells
     with pytest.raises(FileExistsError, match="exists"):
         save_new(grid, out)  # what a second run with the same show.out hits
+
+
+def test_module_mixes_views_but_not_extra_negatives():
+    from isc.module import mix_views
+
+    images = torch.arange(6, dtype=torch.float32)[:, None, None, None].expand(6, 3, 4, 4).clone()
+    labels = torch.tensor([0, 0, 1, 1, 100, 101])  # 4 views, then 2 extra negatives
+    torch.manual_seed(0)
+    mixed, pairs = mix_views(BatchMix(prob=1.0, switch_prob=0.0), images, labels, n_views=4)
+    assert torch.equal(pairs[4:], torch.tensor([[100, -1], [101, -1]])) and torch.equal(mixed[4:], images[4:])
+    assert torch.equal(pairs[:4, 1], torch.tensor([1, 1, 0, 0]))
+
+
+def test_sscd_mixup_trains_end_to_end(smoke_cfg):
+    from isc.train import train
+
+    metrics = train(smoke_cfg("augmentation=sscd_advanced", "batch_mix=sscd", "batch_mix.prob=0.5",
+                              "loss=infonce_entropy", "trainer.max_epochs=1", "validate_before_training=false"))
+    assert metrics["train/loss"] == metrics["train/loss"] and "val/uAP" in metrics  # finite, evaluated

@@ -11,7 +11,6 @@ training image turned into its two views (what TrainingViews yields).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
 import tempfile
@@ -103,7 +102,7 @@ class NaiveLyakaapV98:
         self.normalise = _Normalise()
         self.moderate = TV.Compose([TV.RandomResizedCrop(size, scale=(0.7, 1.0)), TV.RandomHorizontalFlip(), _Normalise()])
 
-    def __call__(self, img, other):
+    def hard(self, img, other):
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
         img = self.rotate(img)
         if rng.random() < 0.10:
@@ -126,7 +125,7 @@ class NaiveLyakaapV98:
         ]
         for i in rng.permutation(len(steps)):
             img = steps[int(i)](img)
-        return self.moderate, self.erase(self.normalise(img.convert("RGB")))
+        return self.erase(self.normalise(img.convert("RGB")))
 
 
 class NaiveSSCD:
@@ -171,8 +170,8 @@ class NaiveViews(torch.utils.data.Dataset):
     def __getitem__(self, index):
         img = self._load(index)
         if isinstance(self.policy, NaiveLyakaapV98):
-            moderate, hard = self.policy(img, other=lambda: self._load(int(torch.randint(len(self.records), ()))))
-            views = [moderate(img), hard]
+            other = lambda: self._load(int(torch.randint(len(self.records), ())))  # noqa: E731
+            views = [self.policy.moderate(img), self.policy.hard(img, other)]
         else:
             views = [self.policy(img), self.policy(img)]
         return {"views": torch.stack(views), "label": index}
