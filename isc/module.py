@@ -82,6 +82,7 @@ class CopyDetectionModule(L.LightningModule):
         if not torch.isfinite(out["loss"]):
             raise FloatingPointError(f"training loss is {out['loss'].item()} at global step {self.global_step}")
         self.log_dict({f"train/{k}": val.detach() for k, val in out.items()}, prog_bar=True, batch_size=b)
+        self.log("train/epoch_loss", out["loss"].detach(), on_step=False, on_epoch=True, batch_size=b, sync_dist=True)
         return out["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> dict:
@@ -98,4 +99,7 @@ class CopyDetectionModule(L.LightningModule):
         if self.scheduler_interval == "epoch":
             total = self.trainer.max_epochs
         scheduler = self.scheduler_factory(optimizer, total_steps=int(total))
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch",
+                                                             "monitor": "train/epoch_loss"}}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}

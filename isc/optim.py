@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import ConstantLR, CosineAnnealingLR, LinearLR, SequentialLR
+from torch.optim.lr_scheduler import ConstantLR, CosineAnnealingLR, LinearLR, ReduceLROnPlateau, SequentialLR
 
 
 def parameter_groups(module: nn.Module) -> list[dict]:
@@ -33,3 +33,31 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fra
 def constant(optimizer: torch.optim.Optimizer, total_steps: int):
     """The configured learning rate throughout."""
     return ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def linear_decay(optimizer: torch.optim.Optimizer, total_steps: int):
+    """lr·(1 − t/T) over T = total_steps (lyakaap stages 3–4 step it per epoch: scheduler_interval=epoch,
+    RECIPES §2.2)."""
+    return LinearLR(optimizer, start_factor=1.0, end_factor=0.0, total_iters=max(1, total_steps))
+
+
+def warmup_constant_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float,
+                           constant_fraction: float, start_factor: float = 0.01, min_lr_ratio: float = 0.0):
+    """Linear warm-up from start_factor·lr, a constant stretch, then cosine decay (VisionForce: epochs 0–5 from
+    1 % of the LR, 5–10 constant, 10–25 cosine, RECIPES §4)."""
+    if warmup_fraction < 0 or constant_fraction < 0 or warmup_fraction + constant_fraction >= 1:
+        raise ValueError("scheduler.warmup_fraction and constant_fraction must be >= 0 and sum to less than 1, got "
+                         f"{warmup_fraction} and {constant_fraction}")
+    warmup = max(1, int(round(warmup_fraction * total_steps)))
+    hold = int(round(constant_fraction * total_steps))
+    base_lr = optimizer.param_groups[0]["lr"]
+    parts = [LinearLR(optimizer, start_factor=start_factor, end_factor=1.0, total_iters=warmup),
+             ConstantLR(optimizer, factor=1.0, total_iters=0),
+             CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup - hold), eta_min=min_lr_ratio * base_lr)]
+    return SequentialLR(optimizer, parts, milestones=[warmup, warmup + hold])
+
+
+def plateau(optimizer: torch.optim.Optimizer, total_steps: int, factor: float = 0.5, patience: int = 3):
+    """ReduceLROnPlateau on the epoch's mean training loss (S-square, RECIPES §3.1): the module steps it once
+    per epoch with `train/epoch_loss`."""
+    return ReduceLROnPlateau(optimizer, mode="min", factor=factor, patience=patience)

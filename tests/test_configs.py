@@ -53,7 +53,8 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
         scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=100)
         for _ in range(3):
             optimizer.step()
-            scheduler.step()
+            plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+            scheduler.step(1.0) if plateau else scheduler.step()  # plateau: the epoch loss
         assert optimizer.param_groups[0]["lr"] >= 0
     elif group == "backbone":
         model = DescriptorModel(cfg.backbone.name, embedding_dim=16, pretrained=False)
