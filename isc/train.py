@@ -92,6 +92,29 @@ def configure_threads(setting: int | str | None, num_workers: int) -> None:
     torch.set_num_threads(int(setting))
 
 
+def initialise_from(module: CopyDetectionModule, checkpoint: str | Path) -> None:
+    """Load the model weights (backbone, pooling, neck) of an earlier isc-train checkpoint — the previous
+    stage of a multi-stage recipe (e.g. lyakaap 256 → 384 → 512 px, RECIPES §2.2). Optimizer, scheduler and
+    loss state (memory bank, ArcFace weights) start fresh; `ckpt_path=` resumes a run instead."""
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from={str(path)!r} does not exist; give the checkpoint of the previous stage, "
+                                "e.g. outputs/train/runs/<time>/checkpoints/last.ckpt")
+    state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict")
+    if state is None:
+        raise ValueError(f"init_from={str(path)!r} is not an isc-train checkpoint (no 'state_dict')")
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    own = module.model.state_dict()
+    mismatched = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items()
+                  if k in own and v.shape != own[k].shape]
+    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    if mismatched or missing or unexpected:
+        raise ValueError(f"init_from={str(path)!r} does not fit this model (backbone / model.* settings differ): "
+                         f"shape mismatches {mismatched[:5]}, missing {missing[:5]}, unexpected {unexpected[:5]}")
+    module.model.load_state_dict(weights)
+    log.info("initialised the model from %s", path)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train as configured and return the metrics: `init/*` (before training, if enabled), `val/*` after the
     last epoch, `best/uAP` of the monitored checkpoint. Writes config.yaml and metrics.json to paths.output_dir."""
@@ -106,6 +129,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup("fit")  # the loss may need the number of training classes
     loss, loss_callbacks = build_loss(cfg.loss, num_classes=datamodule.num_train_labels)
     module = build_module(cfg, loss)
+    if cfg.get("init_from"):
+        initialise_from(module, cfg.init_from)
     trainer = build_trainer(cfg, output_dir, loss_callbacks)
     evaluation = next((c for c in trainer.callbacks if isinstance(c, RetrievalEvaluation)), None)
     if evaluation is None:

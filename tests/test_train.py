@@ -113,3 +113,28 @@ def test_cli_returns_the_optimized_metric_and_rejects_unknown_names(data_dir, tm
     ok = subprocess.run([*base, f"paths.output_dir={tmp_path / 'b'}", "trainer.max_epochs=1"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "at initialisation" in ok.stderr + ok.stdout
+
+
+def test_a_stage_starts_from_the_previous_stages_weights(smoke_cfg, tmp_path):
+    import torch
+
+    from isc.losses.build import build_loss
+    from isc.train import build_module, initialise_from
+
+    first = smoke_cfg("trainer.max_epochs=1", "validate_before_training=false")
+    stage1 = train(first)
+    ckpt = tmp_path / "stage1.ckpt"
+    shutil.copy(Path(first.paths.output_dir) / "checkpoints" / "last.ckpt", ckpt)
+    # the next stage, at a larger training resolution, loads exactly those weights ...
+    second = smoke_cfg("data.train_size=64", f"init_from={ckpt}", f"paths.output_dir={tmp_path / 'stage2'}")
+    module = build_module(second, build_loss(second.loss, num_classes=48)[0])
+    initialise_from(module, ckpt)
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    for key, value in module.model.state_dict().items():
+        assert torch.equal(value, saved[f"model.{key}"]), key
+    # ... so it starts where stage 1 ended (same evaluation set and size)
+    assert train(second)["init/uAP"] == pytest.approx(stage1["val/uAP"])
+    with pytest.raises(ValueError, match="does not fit"):
+        initialise_from(build_module(smoke_cfg("model.embedding_dim=16"), build_loss(second.loss, num_classes=48)[0]), ckpt)
+    with pytest.raises(FileNotFoundError, match="previous stage"):
+        initialise_from(module, tmp_path / "nope.ckpt")
