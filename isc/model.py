@@ -75,9 +75,11 @@ def add_wave_blocks(backbone: nn.Module, stages: tuple[str, ...] = ("layer2", "l
         setattr(backbone, name, nn.Sequential(stage, WaveBlock(**kwargs)))
 
 
-def create_backbone(name: str, pretrained: bool = False, weights_file: str | None = None) -> nn.Module:
-    """A timm model without classifier and pooling; weights from the hub or from a local file."""
-    kwargs: dict = {"num_classes": 0, "global_pool": ""}
+def create_backbone(name: str, pretrained: bool = False, weights_file: str | None = None,
+                    timm_kwargs: dict | None = None) -> nn.Module:
+    """A timm model without classifier and pooling; weights from the hub or from a local file; `timm_kwargs`
+    go to timm.create_model (e.g. dynamic_img_size=True for a ViT at another resolution)."""
+    kwargs: dict = {**(timm_kwargs or {}), "num_classes": 0, "global_pool": ""}
     if weights_file:
         path = Path(weights_file).expanduser()
         if not path.is_file():
@@ -139,9 +141,10 @@ class DescriptorModel(nn.Module):
         neck: str = "linear",
         last_stride: int | None = None,
         wave_block: bool = False,
+        backbone_kwargs: dict | None = None,
     ):
         super().__init__()
-        self.backbone = create_backbone(backbone, pretrained, weights_file)
+        self.backbone = create_backbone(backbone, pretrained, weights_file, backbone_kwargs)
         if last_stride is not None:
             set_last_stride(self.backbone, last_stride)
         if wave_block:
@@ -153,6 +156,8 @@ class DescriptorModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.backbone.forward_features(images)
+        if getattr(self.backbone, "output_fmt", "NCHW") == "NHWC" and features.ndim == 4:  # e.g. timm's Swin
+            features = features.permute(0, 3, 1, 2)
         if features.ndim == 3:  # transformers give (B, tokens, C): pool over tokens as a 1×N map
             features = features.transpose(1, 2).unsqueeze(-1)
         if self.gem_eval_p is not None and not self.training:

@@ -45,6 +45,7 @@ def model_arguments(cfg: DictConfig) -> dict:
         "backbone": cfg.backbone.name,
         "pretrained": cfg.backbone.pretrained,
         "weights_file": cfg.backbone.weights_file,
+        "backbone_kwargs": OmegaConf.to_container(cfg.backbone.kwargs, resolve=True) if cfg.backbone.get("kwargs") else {},
         **OmegaConf.to_container(cfg.model, resolve=True),
     }
 
