@@ -106,6 +106,19 @@ def create_backbone(name: str, pretrained: bool = False, weights_file: str | Non
         raise
 
 
+_MEAN = torch.tensor((0.485, 0.456, 0.406))[:, None, None]
+_STD = torch.tensor((0.229, 0.224, 0.225))[:, None, None]
+_LUMA = torch.tensor((0.299, 0.587, 0.114))[:, None, None]
+
+
+def to_grayscale(images: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalised RGB (B, 3, H, W) → the same image in grey (ITU-R 601 luma), normalised again: every
+    input of "separate"'s all-grayscale retriever (RECIPES §6) and of D²LV's BW models (§5.3)."""
+    mean, std, luma = (t.to(images.device, images.dtype) for t in (_MEAN, _STD, _LUMA))
+    grey = ((images * std + mean) * luma).sum(dim=1, keepdim=True)
+    return (grey - mean) / std
+
+
 NECKS = ("linear", "linear_nobias", "linear_bn")
 
 
@@ -127,7 +140,7 @@ class DescriptorModel(nn.Module):
     """Maps images (B, 3, H, W) to L2-normalised descriptors (B, embedding_dim): backbone → GeM → neck → L2.
 
     `gem_eval_p` (if set) replaces p at evaluation (lyakaap's --gem-eval-p); `last_stride` and `wave_block`
-    modify ResNet backbones as VisionForce (RECIPES §4)."""
+    modify ResNet backbones as VisionForce (RECIPES §4); `grayscale_input` greys every input first."""
 
     def __init__(
         self,
@@ -142,6 +155,7 @@ class DescriptorModel(nn.Module):
         last_stride: int | None = None,
         wave_block: bool = False,
         backbone_kwargs: dict | None = None,
+        grayscale_input: bool = False,
     ):
         super().__init__()
         self.backbone = create_backbone(backbone, pretrained, weights_file, backbone_kwargs)
@@ -153,8 +167,11 @@ class DescriptorModel(nn.Module):
         self.gem_eval_p = gem_eval_p
         self.projection = make_neck(neck, self.backbone.num_features, embedding_dim)
         self.embedding_dim = embedding_dim
+        self.grayscale_input = grayscale_input
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.grayscale_input:
+            images = to_grayscale(images)
         features = self.backbone.forward_features(images)
         if getattr(self.backbone, "output_fmt", "NCHW") == "NHWC" and features.ndim == 4:  # e.g. timm's Swin
             features = features.permute(0, 3, 1, 2)

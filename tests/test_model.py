@@ -99,3 +99,15 @@ def test_necks_and_evaluation_gem_p():
     expected = torch.nn.functional.normalize(model.projection(features.clamp(min=1e-6).mean(dim=(-2, -1))), dim=-1)
     with torch.no_grad():
         assert torch.allclose(model(x), expected, atol=1e-6)
+
+
+def test_grayscale_input_greys_normalised_images():
+    from isc.model import to_grayscale
+    from isc.augment.policies import ToNormalisedTensor
+    from PIL import Image
+    import numpy as np
+
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    got = to_grayscale(ToNormalisedTensor()(rgb)[None])[0]
+    expected = ToNormalisedTensor()(rgb.convert("L").convert("RGB"))
+    assert torch.allclose(got, expected, atol=0.02)  # PIL rounds the luma to integers

@@ -61,6 +61,8 @@ def load_disc(dataset_cfg) -> DiscData:
         queries, references, gt, max_queries=val.max_queries, max_references=val.max_references, seed=val.seed,
         gt_path=gt_path,
     )
+    if dataset_cfg.get("training_every"):  # every k-th training image (VisionForce: every 10th, RECIPES §4)
+        training = training[:: int(dataset_cfg.training_every)]
     if dataset_cfg.get("max_training"):
         training = training[: int(dataset_cfg.max_training)]
     return DiscData(root, training, queries, references, gt)
