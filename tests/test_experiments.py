@@ -1,0 +1,39 @@
+"""Every experiment (winning recipe) runs end to end in smoke mode, and its recipe card matches its config."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from isc.recipes import card_rows, experiment_names
+from isc.train import train
+from tests.conftest import compose_config
+
+EXPERIMENTS = experiment_names()
+# the smoke mini-DISC holds only ~3 training ground-truth pairs; VisionForce's 4096/8192-wide heads are
+# recipe-sized (their shapes are checked by the run all the same, at a width a smoke run can afford)
+_NARROW_HEADS = ["loss.hidden_dim=64", "loss.wide_dim=128"]
+SMOKE_EXTRA = {"lyakaap_stage4": ["data.batch_size=2"], "visionforce_desc": _NARROW_HEADS, "d2lv_desc": _NARROW_HEADS}
+
+
+def test_experiments_found():
+    assert {"lyakaap_stage1", "lyakaap_stage4", "sscd_disc_mixup", "visionforce_desc", "s_square_smp_test25",
+            "d2lv_desc", "separate_retriever", "imgfp_global"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_smoke_run(name, smoke_cfg):
+    metrics = train(smoke_cfg(f"experiment={name}", "trainer.max_epochs=1", "validate_before_training=false",
+                              *SMOKE_EXTRA.get(name, [])))
+    assert math.isfinite(metrics["train/loss"])
+    assert 0.0 <= metrics["val/uAP"] <= 1.0
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_recipe_card_matches_the_config(name):
+    cfg = compose_config("train", [f"experiment={name}"])
+    rows = card_rows(cfg)
+    assert rows, f"experiment {name} lists no recipe.source values"
+    mismatched = [row for row in rows if not row.matches]
+    assert not mismatched, f"{name}: config differs from the recipe: {mismatched}"
