@@ -37,3 +37,12 @@ def test_recipe_card_matches_the_config(name):
     assert rows, f"experiment {name} lists no recipe.source values"
     mismatched = [row for row in rows if not row.matches]
     assert not mismatched, f"{name}: config differs from the recipe: {mismatched}"
+
+
+def test_recipe_cards_page_is_regenerated():
+    from pathlib import Path
+
+    from isc.recipes import render_cards
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
+    assert page.read_text() == render_cards(), "docs/recipes.md is stale: run `isc-recipe-cards --out docs/recipes.md`"
