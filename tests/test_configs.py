@@ -19,7 +19,7 @@ from isc.model import DescriptorModel
 from tests.conftest import CONF, compose_config
 
 SMALL_BACKBONES = {"test_resnet", "mobilenetv3_small_050"}
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("_"))  # _shared: parts
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 
 
