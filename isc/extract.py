@@ -136,18 +136,21 @@ def _fingerprint(extractor, records: Sequence[ImageRecord]) -> str:
     return json.dumps({"extractor": extractor.fingerprint(), "ids": ids, "n": len(records)}, sort_keys=True)
 
 
-def _open(path: Path, fingerprint: str, records: Sequence[ImageRecord], chunk_size: int) -> h5py.File:
-    """The existing file if it was made for the same extractor and records, else a new one."""
+def _open(path: Path, fingerprint: str, records: Sequence[ImageRecord], chunk_size: int) -> h5py.File | None:
+    """The existing file if it was made for the same extractor and records (None: it is complete), else a
+    new one."""
     n_chunks = max(1, math.ceil(len(records) / chunk_size))
     if path.exists():
         try:
-            f = h5py.File(path, "r+")
-            same = (f.attrs.get("fingerprint") == fingerprint and f.attrs.get("chunk_size") == chunk_size)
+            with h5py.File(path, "r") as f:  # read-only first: a finished file is left untouched
+                same = f.attrs.get("fingerprint") == fingerprint and f.attrs.get("chunk_size") == chunk_size
+                finished = same and bool(f["chunk_done"][:].all())
+            if finished:
+                return None
             if same:
-                return f
-            f.close()
+                return h5py.File(path, "r+")
             log.warning("%s was made by another model, transform, chunk size or image list: extracting again", path)
-        except OSError as error:  # e.g. killed while writing: the file is unreadable
+        except (OSError, KeyError) as error:  # e.g. killed while writing: the file is unreadable
             log.warning("%s cannot be reopened (%s): extracting again", path, error)
         path.unlink()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,12 +186,13 @@ def extract_to_hdf5(
         raise ValueError(f"chunk_size and batch_size must be >= 1, got {chunk_size}, {batch_size}")
     path = Path(path)
     records = list(records)
-    with _open(path, _fingerprint(extractor, records), records, chunk_size) as f:
+    f = _open(path, _fingerprint(extractor, records), records, chunk_size)
+    if f is None:
+        log.info("%s: all %d descriptors already in %s", desc, len(records), path)
+        return path
+    with f:
         done = f["chunk_done"][:]
         pending = [c for c in range(len(done)) if not done[c]]
-        if not pending:
-            log.info("%s: all %d descriptors already in %s", desc, len(records), path)
-            return path
         if len(pending) < len(done):
             log.info("%s: resuming, %d of %d chunks already done", desc, len(done) - len(pending), len(done))
         batches = []

@@ -148,6 +148,20 @@ def _augmented(x: np.ndarray, metric: str, side: str) -> np.ndarray:
     return out
 
 
+def _pair_scores(q: np.ndarray, r: np.ndarray, qi: np.ndarray, ri: np.ndarray, metric: str) -> np.ndarray:
+    """The scores of the selected pairs computed directly (‖q − r‖² from the difference, no cancellation: the
+    GEMM form loses the small distances of near-duplicates to float32 rounding, and creates false ties)."""
+    out = np.empty(len(qi), np.float32)
+    for start in range(0, len(qi), 16384):
+        a, b = q[qi[start : start + 16384]], r[ri[start : start + 16384]]
+        if metric == "l2":
+            a = a - b
+            out[start : start + len(a)] = -np.einsum("nd,nd->n", a, a)
+        else:
+            out[start : start + len(a)] = np.einsum("nd,nd->n", a, b)
+    return out
+
+
 def global_candidates(
     query_vectors: object,
     reference_vectors: object,
@@ -164,7 +178,8 @@ def global_candidates(
     Exact brute force (up to ties at the cut-off) at the speed of the matrix multiply: reference blocks ×
     query batches of scores come from one float32 GEMM each (squared L2 folded into it by two extra
     dimensions, as faiss computes it: ‖q‖² + ‖r‖² − 2q·r); a running lower bound on the final cut-off keeps
-    only the few entries of each tile that can still enter the list. Memory: the inputs, one augmented
+    only the few entries of each tile that can still enter the list; the returned scores are then recomputed
+    from the vectors of each kept pair (exact in float32). Memory: the inputs, one augmented
     reference block and one (batch_size × reference_block) tile; the references are not copied.
     """
     q, r, qids, rids = _prepare(query_vectors, reference_vectors, query_ids, reference_ids, metric)
@@ -191,7 +206,8 @@ def global_candidates(
                 tile = tile_buffer[:size].reshape(len(rows), len(block))
                 np.matmul(rows, block.T, out=tile)
                 top.add(tile, q0, r0, mask_buffer[:size].reshape(tile.shape), pool, threads)
-    pool_s, pool_q, pool_r = top.result()
+    _, pool_q, pool_r = top.result()
+    pool_s = _pair_scores(q, r, pool_q, pool_r, metric)
     order = np.lexsort((pool_r, pool_q, -pool_s))
     return Predictions(qids[pool_q[order]], rids[pool_r[order]], pool_s[order].astype(np.float64))
 
