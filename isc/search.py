@@ -180,7 +180,8 @@ def global_candidates(
     dimensions, as faiss computes it: ‖q‖² + ‖r‖² − 2q·r); a running lower bound on the final cut-off keeps
     only the few entries of each tile that can still enter the list; the returned scores are then recomputed
     from the vectors of each kept pair (exact in float32). Memory: the inputs, one augmented
-    reference block and one (batch_size × reference_block) tile; the references are not copied.
+    reference block and one (batch_size × reference_block) tile (64 MB by default); the references are not
+    copied.
     """
     q, r, qids, rids = _prepare(query_vectors, reference_vectors, query_ids, reference_ids, metric)
     _check_batch_size(batch_size)

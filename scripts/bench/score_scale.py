@@ -3,7 +3,7 @@
 Synthetic 256-d float32 descriptors (unit norm, decaying spectrum so that neighbourhoods differ in density):
 20 % of the queries are noisy copies of a reference (the ground truth), the rest distractors. For each size,
 in a fresh process (so that peak RSS is that size's own), it measures
-  * sgemm: this machine's float32 matrix-multiply rate (numpy/OpenBLAS, best of 3, same threads);
+  * sgemm: this machine's float32 matrix-multiply rate (numpy/OpenBLAS, best of 3), before and after the search;
   * limit_s: the arithmetic limit of brute force, 2·nq·nr·d FLOPs ÷ that rate;
   * search_s: isc.search.global_candidates with the official 10 × nq results (RECIPES §1.4); ratio = search_s / limit_s;
   * uap_s: isc.metric.evaluate on those candidates; the µAP itself;
@@ -37,10 +37,10 @@ MATCH_FRACTION = 0.2  # RECIPES §1.1: ~20 % of DISC21 queries have a match
 
 
 def sgemm_rate(repeats: int = 3) -> float:
-    """FLOP/s of a float32 (4096×256)·(256×16384) product, best of `repeats`."""
+    """FLOP/s of a float32 (4096×256)·(256×8192) product (128 MB out), best of `repeats`."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((4096, DIM), dtype=np.float32)
-    b = rng.standard_normal((DIM, 16384), dtype=np.float32)
+    b = rng.standard_normal((DIM, 8192), dtype=np.float32)
     a @ b  # warm-up
     best = min(_timed(lambda: a @ b) for _ in range(repeats))
     return 2 * a.shape[0] * a.shape[1] * b.shape[1] / best
@@ -81,8 +81,10 @@ def rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
-def one_size(nq: int, nr: int, rate: float) -> dict:
-    """Run in its own process: data, search, µAP, measurements (rate: sgemm FLOP/s measured by the parent)."""
+def one_size(nq: int, nr: int, rate_before: float) -> dict:
+    """Run in its own process: data, search, µAP, measurements. The sgemm rate is measured by the parent right
+    before and by this process right after the search (the machine is shared: its speed drifts); the limit
+    uses their mean."""
     from isc.metric import GroundTruth, evaluate
     from isc.search import global_candidates
 
@@ -99,10 +101,16 @@ def one_size(nq: int, nr: int, rate: float) -> dict:
     metrics = evaluate(gt, predictions)
     uap_s = time.perf_counter() - t
     peak = rss_bytes()
+    del queries, references, predictions
+    rate_after = sgemm_rate()
+    rate = (rate_before + rate_after) / 2
     limit_s = 2.0 * nq * nr * DIM / rate
     return {
         "n_queries": nq, "n_references": nr, "dim": DIM,
         "sgemm_gflops": round(rate / 1e9, 1),
+        "sgemm_gflops_before_after": [round(rate_before / 1e9, 1), round(rate_after / 1e9, 1)],
+        "ratio_range": [round(search_s * rate_before / (2.0 * nq * nr * DIM), 3),
+                        round(search_s * rate_after / (2.0 * nq * nr * DIM), 3)],
         "limit_s": round(limit_s, 2),
         "search_s": round(search_s, 2),
         "ratio_to_limit": round(search_s / limit_s, 3),
