@@ -151,6 +151,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     if cfg.eval.write_submissions not in ("primary", "all", "none"):
         raise ValueError(f"eval.write_submissions must be primary, all or none; got {cfg.eval.write_submissions!r}")
     chains = build_chains(cfg.eval_grid.chains)  # config errors before any extraction
+    from isc.train import configure_threads
+
+    configure_threads(cfg.get("torch_threads"), int(cfg.eval.num_workers))
     extractors = build_extractors(cfg)
     data = load_disc(cfg.dataset)
     descriptor_dir = Path(cfg.eval.descriptor_dir) if cfg.eval.get("descriptor_dir") else output_dir / "descriptors"

@@ -41,7 +41,17 @@ def save_checkpoint(path: Path, seed: int = 0, eval_size: int = 48) -> Path:
 
 def eval_cfg(data_dir: Path, out: Path, *overrides: str):
     return compose_config("eval", [f"paths.data_dir={data_dir}", f"paths.output_dir={out}", "eval.num_workers=0",
+                                   "torch_threads=1",
                                    *SMOKE_DATASET, *overrides])
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models: one intra-op thread (on a busy 2-core machine two threads made a forward ~100× slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
