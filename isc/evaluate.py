@@ -1,28 +1,36 @@
-"""Evaluate a checkpoint on a DISC-layout dataset: descriptors → candidates → metrics and files."""
+"""isc-eval: descriptors (streamed to HDF5) → post-processing chains → candidates → metrics and files.
+
+One run extracts the query, reference (and, when a chain needs them, training) descriptors once per
+checkpoint or baseline, then scores every chain of the eval grid on them. Files in paths.output_dir:
+metrics.json, predictions.csv and descriptors.h5 (the primary chain = the first one), pr_curve.png,
+ablation.csv / ablation.md, chains/<name>/{predictions.csv, metrics.json}, descriptors/ (the HDF5 caches).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
-from torch.utils.data import DataLoader
-from tqdm import tqdm
+from omegaconf import DictConfig, ListConfig
 
-from isc.augment import eval_transform
-from isc.data.datasets import EvalImages, collate_skipping
-from isc.data.disc import load_disc
-from isc.data.records import ImageRecord
+from isc.data.disc import DiscData, load_disc
+from isc.extract import EvalTransform, ModelExtractor, extract_to_hdf5, read_descriptors
 from isc.formats import DescriptorSubmission, write_descriptor_submission, write_predictions
-from isc.metric import GroundTruth, evaluate
+from isc.metric import GroundTruth, Predictions, evaluate, precision_recall
 from isc.model import DescriptorModel
+from isc.postprocess import Chain, build_chains, select_models
 from isc.search import global_candidates, knn_candidates
 
 log = logging.getLogger(__name__)
+
+DESCRIPTOR_TRACK_MAX_DIM = 256
 
 
 def load_checkpoint(path: str | Path) -> tuple[DescriptorModel, dict]:
@@ -47,69 +55,164 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@torch.no_grad()
-def extract(
-    model: DescriptorModel,
-    records: Sequence[ImageRecord],
-    size: int,
-    *,
-    batch_size: int = 128,
-    num_workers: int = 0,
-    device: torch.device = torch.device("cpu"),
-    skip_bad_images: bool = False,
-    draft_size: int | None = None,
-    desc: str = "descriptors",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Descriptors of `records` (ids, float32 vectors); unreadable images raise, or are skipped and counted."""
-    dataset = EvalImages(records, eval_transform(size), skip_bad_images, draft_size)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping)
-    model = model.to(device)
-    vectors, indices, skipped = [], [], 0
-    for batch in tqdm(loader, desc=desc, unit="batch"):
-        skipped += batch["skipped"]
-        if "image" in batch:
-            vectors.append(model(batch["image"].to(device)).float().cpu().numpy())
-            indices.append(batch["index"].numpy())
-    if skipped:
-        log.warning("%s: skipped %d unreadable images of %d", desc, skipped, len(records))
-    index = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
-    ids = np.array([records[i].id for i in index], dtype=object)
-    return ids, (np.concatenate(vectors) if vectors else np.zeros((0, model.embedding_dim), np.float32))
+def _checkpoint_paths(cfg: DictConfig) -> list[str]:
+    paths = cfg.get("ckpt_path")
+    if paths is None:
+        return []
+    return [str(p) for p in paths] if isinstance(paths, (list, ListConfig)) else [str(paths)]
 
 
-def evaluate_checkpoint(cfg: DictConfig) -> dict:
-    """Run isc-eval as configured; returns the metrics and writes metrics.json, predictions.csv and
-    descriptors.h5 (the descriptor-track submission format) to paths.output_dir."""
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model, train_config = load_checkpoint(cfg.ckpt_path)
-    size = cfg.eval.size or train_config.get("data", {}).get("eval_size")
-    if not size:
-        raise ValueError("eval.size is not set and the checkpoint does not record data.eval_size: pass eval.size=N")
-    data = load_disc(cfg.dataset)
-    device = resolve_device(cfg.eval.device)
-    common = dict(batch_size=cfg.eval.batch_size, num_workers=cfg.eval.num_workers, device=device,
-                  skip_bad_images=cfg.eval.skip_bad_images, draft_size=cfg.eval.draft_size)
-    query_ids, queries = extract(model, data.queries, size, desc="queries", **common)
-    reference_ids, references = extract(model, data.references, size, desc="references", **common)
+def build_extractors(cfg: DictConfig) -> list:
+    """One extractor per checkpoint of ckpt_path, or the classical baseline of `baseline`."""
+    ev = cfg.eval
+    if cfg.get("baseline"):
+        from isc.baselines import BaselineExtractor
 
-    if queries.shape[1] <= 256:
-        write_descriptor_submission(output_dir / "descriptors.h5",
-                                    DescriptorSubmission(query_ids, queries, reference_ids, references))
-    else:
-        log.warning("descriptors have %d dims > 256: descriptors.h5 is not written (descriptor track limit)",
-                    queries.shape[1])
-    gt = data.ground_truth
-    seen = set(query_ids)
+        if _checkpoint_paths(cfg):
+            raise ValueError("set either ckpt_path or baseline, not both")
+        return [BaselineExtractor(str(cfg.baseline))]
+    paths = _checkpoint_paths(cfg)
+    if not paths:
+        raise ValueError("isc-eval needs ckpt_path=PATH (or a list [A,B] for an ensemble), or baseline=phash|pdq|thumbnail")
+    device = resolve_device(ev.device)
+    extractors = []
+    for i, path in enumerate(paths):
+        model, train_config = load_checkpoint(path)
+        size = ev.size or (train_config.get("data") or {}).get("eval_size")
+        if not size:
+            raise ValueError(f"eval.size is not set and {path} does not record data.eval_size: pass eval.size=N")
+        transform = EvalTransform(int(size), ev.resize, list(ev.tta.scales))
+        extractors.append(ModelExtractor(model, transform, flip=bool(ev.tta.flip), device=device, name=f"model{i}"))
+    return extractors
+
+
+@dataclass
+class Descriptors:
+    """Per extractor: (ids, vectors) of queries, references and (when needed) training images."""
+
+    query: list[tuple[np.ndarray, np.ndarray]]
+    reference: list[tuple[np.ndarray, np.ndarray]]
+    training: list[tuple[np.ndarray, np.ndarray]] | None
+
+
+def extract_all(cfg: DictConfig, extractors: list, data: DiscData, need_training: bool, directory: Path) -> Descriptors:
+    ev = cfg.eval
+    common = dict(chunk_size=int(ev.chunk_size), batch_size=int(ev.batch_size), num_workers=int(ev.num_workers),
+                  skip_bad_images=bool(ev.skip_bad_images), draft_size=ev.draft_size)
+    splits = [("query", data.queries), ("reference", data.references)]
+    if need_training:
+        if not data.training:
+            raise ValueError("a chain of the eval grid needs training-set descriptors but the dataset has no training images")
+        splits.append(("training", data.training))
+    out: dict[str, list] = {name: [] for name, _ in splits}
+    for extractor in extractors:
+        for split, records in splits:
+            path = extract_to_hdf5(extractor, records, directory / extractor.name / f"{split}.h5",
+                                   desc=f"{extractor.name} {split}", **common)
+            out[split].append(read_descriptors(path))
+    for split in out:
+        first = out[split][0][0]
+        for i, (ids, _) in enumerate(out[split][1:], start=1):
+            if len(ids) != len(first) or (ids != first).any():
+                raise ValueError(f"{split}: extractor {i} has descriptors for other images than extractor 0 "
+                                 "(unreadable images skipped differently?); cannot concatenate them")
+    return Descriptors(out["query"], out["reference"], out.get("training"))
+
+
+def candidates(cfg: DictConfig, chain: Chain, q: np.ndarray, r: np.ndarray, qids, rids) -> Predictions:
+    if cfg.eval.candidates == "global":
+        return global_candidates(q, r, qids, rids, num_results=int(cfg.eval.results_per_query) * len(qids),
+                                 metric=chain.metric)
+    if cfg.eval.candidates == "knn":
+        return knn_candidates(q, r, qids, rids, k=int(cfg.eval.k), metric=chain.metric)
+    raise ValueError(f"eval.candidates must be 'global' or 'knn', got {cfg.eval.candidates!r}")
+
+
+def _scored_ground_truth(gt: GroundTruth, query_ids: np.ndarray) -> GroundTruth:
+    seen = set(query_ids.tolist())
     if len(seen) < len(gt.query_ids):  # skipped queries: score the rest, and say so
         log.warning("%d ground-truth queries have no descriptor and are left out", len(gt.query_ids) - len(seen))
         gt = GroundTruth.from_pairs([q for q in gt.query_ids if q in seen], {q: r for q, r in gt.matches.items() if q in seen})
-    if cfg.eval.candidates == "global":
-        predictions = global_candidates(queries, references, query_ids, reference_ids,
-                                        num_results=cfg.eval.results_per_query * len(query_ids))
-    else:
-        predictions = knn_candidates(queries, references, query_ids, reference_ids, k=cfg.eval.k)
-    write_predictions(output_dir / "predictions.csv", predictions)  # ≤ 500,000 rows, the official limit
-    metrics = evaluate(gt, predictions).to_dict()
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
+    return gt
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict:
+    """Run isc-eval as configured; returns the primary chain's metrics plus every chain's under "chains"."""
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.eval.write_submissions not in ("primary", "all", "none"):
+        raise ValueError(f"eval.write_submissions must be primary, all or none; got {cfg.eval.write_submissions!r}")
+    chains = build_chains(cfg.eval_grid.chains)  # config errors before any extraction
+    from isc.train import configure_threads
+
+    configure_threads(cfg.get("torch_threads"), int(cfg.eval.num_workers))
+    extractors = build_extractors(cfg)
+    data = load_disc(cfg.dataset)
+    descriptor_dir = Path(cfg.eval.descriptor_dir) if cfg.eval.get("descriptor_dir") else output_dir / "descriptors"
+    desc = extract_all(cfg, extractors, data, any(c.needs_training for c in chains), descriptor_dir)
+    query_ids, reference_ids = desc.query[0][0], desc.reference[0][0]
+    gt = _scored_ground_truth(data.ground_truth, query_ids)
+
+    known = {"known_query_ids": np.array([rec.id for rec in data.queries]),
+             "known_reference_ids": np.array([rec.id for rec in data.references])}
+    rows, curves, results = [], [], {}
+    for i, chain in enumerate(chains):
+        started = time.perf_counter()
+        training = None if desc.training is None else select_models(chain, [v for _, v in desc.training])
+        chain.fit(training)
+        q = chain.transform(select_models(chain, [v for _, v in desc.query]), "query")
+        r = chain.transform(select_models(chain, [v for _, v in desc.reference]), "reference")
+        predictions = candidates(cfg, chain, q, r, query_ids, reference_ids)
+        metrics = evaluate(gt, predictions).to_dict()
+        seconds = time.perf_counter() - started
+        chain_dir = output_dir / "chains" / chain.name
+        write_predictions(chain_dir / "predictions.csv", predictions, **known)  # ≤ 500,000 rows, the official limit
+        (chain_dir / "metrics.json").write_text(json.dumps({"steps": chain.describe(), **metrics}, indent=2))
+        if cfg.eval.write_submissions == "all" or (cfg.eval.write_submissions == "primary" and i == 0):
+            _write_submission(chain, q, r, query_ids, reference_ids,
+                              output_dir / "descriptors.h5" if i == 0 else chain_dir / "descriptors.h5", known)
+        if i == 0:
+            _link_or_copy(chain_dir / "predictions.csv", output_dir / "predictions.csv")
+        precision, recall, _ = precision_recall(gt, predictions) if len(predictions) else (np.zeros(0),) * 3
+        curves.append((f"{chain.name} (µAP {metrics['uAP']:.3f})", precision, recall))
+        rows.append({"chain": chain.name, "steps": chain.describe(), "metric": chain.metric, "dims": q.shape[1],
+                     **metrics, "seconds": round(seconds, 2)})
+        results[chain.name] = {"steps": chain.describe(), "metric": chain.metric, "dims": int(q.shape[1]), **metrics}
+        log.info("%s [%s]: µAP %.4f", chain.name, chain.describe(), metrics["uAP"])
+
+    from isc.report import plot_pr_curves, write_ablation_table
+
+    write_ablation_table(rows, output_dir)
+    plot_pr_curves(curves, output_dir / "pr_curve.png", title=_title(cfg, extractors))
+    summary = {**{k: v for k, v in results[chains[0].name].items() if k not in ("steps", "metric", "dims")},
+               "primary_chain": chains[0].name, "chains": results}
+    (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _title(cfg: DictConfig, extractors: list) -> str:
+    if cfg.get("baseline"):
+        return f"baseline {cfg.baseline}"
+    return ", ".join(Path(p).name for p in _checkpoint_paths(cfg))
+
+
+def _write_submission(chain: Chain, q: np.ndarray, r: np.ndarray, qids, rids, path: Path, known: dict) -> None:
+    """The descriptor-track HDF5 of a chain's output, when the official L2 scorer can score it as is."""
+    if chain.metric != "l2":
+        log.warning("chain %r is searched by inner product; the descriptor track scores by squared L2, so no "
+                    "descriptors.h5 is written for it (use postprocess score_norm_l2 for a descriptor-track form)",
+                    chain.name)
+        return
+    if q.shape[1] > DESCRIPTOR_TRACK_MAX_DIM:
+        log.warning("chain %r gives %d dims > %d: no descriptors.h5 (descriptor-track limit; add a PCA to %d)",
+                    chain.name, q.shape[1], DESCRIPTOR_TRACK_MAX_DIM, DESCRIPTOR_TRACK_MAX_DIM)
+        return
+    write_descriptor_submission(path, DescriptorSubmission(qids, q, rids, r), **known)

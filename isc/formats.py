@@ -156,8 +156,26 @@ def _check_duplicate_rows(path: str | os.PathLike, preds: Predictions, line_of: 
     )
 
 
-def read_predictions(path: str | os.PathLike, *, max_rows: int | None = MAX_ROWS) -> Predictions:
-    """Read a predictions CSV (``query_id,reference_id,score``); at most ``max_rows`` rows (None: no cap)."""
+def _check_known(path: str | os.PathLike, name: str, ids: np.ndarray, known: object | None) -> None:
+    """Every id must be one of `known` (the dataset's ids), when given."""
+    if known is None:
+        return
+    known_arr = _as_ids(list(known) if not isinstance(known, np.ndarray) else known, name)
+    unknown = ids[~np.isin(ids, known_arr)]
+    if len(unknown):
+        raise FormatError(path, f"{name} has {len(np.unique(unknown))} id(s) that are not in the dataset, e.g. "
+                                f"{str(unknown[0])!r}; submit only the dataset's {name.split('_')[0]} images")
+
+
+def read_predictions(
+    path: str | os.PathLike,
+    *,
+    max_rows: int | None = MAX_ROWS,
+    known_query_ids: object | None = None,
+    known_reference_ids: object | None = None,
+) -> Predictions:
+    """Read a predictions CSV (``query_id,reference_id,score``); at most ``max_rows`` rows (None: no cap);
+    with ``known_*_ids``, every id must be one of them."""
     rows, line_of = _read_rows(path, PRED_HEADER)
     _check_count(path, len(rows), max_rows, line_of)
     if set(map(len, rows)) - {3}:
@@ -179,6 +197,8 @@ def read_predictions(path: str | os.PathLike, *, max_rows: int | None = MAX_ROWS
         raise FormatError(path, f"score {ss[i]!r} is not finite; use real numbers", line_of(i))
     preds = Predictions(np.array(qs, dtype=str), np.array(rs, dtype=str), scores)
     _check_duplicate_rows(path, preds, line_of)
+    _check_known(path, "query_ids", preds.query_ids, known_query_ids)
+    _check_known(path, "reference_ids", preds.reference_ids, known_reference_ids)
     return preds
 
 
@@ -189,10 +209,20 @@ def _float(path: str | os.PathLike, text: str, line: int) -> float:
         raise FormatError(path, f"score {text!r} is not a number", line) from None
 
 
-def write_predictions(path: str | os.PathLike, preds: Predictions, *, max_rows: int | None = MAX_ROWS) -> None:
-    """Write a predictions CSV with 6-decimal scores, after the official validity checks."""
+def write_predictions(
+    path: str | os.PathLike,
+    preds: Predictions,
+    *,
+    max_rows: int | None = MAX_ROWS,
+    known_query_ids: object | None = None,
+    known_reference_ids: object | None = None,
+) -> None:
+    """Write a predictions CSV with 6-decimal scores, after the official validity checks (and, with
+    ``known_*_ids``, that every id is one of the dataset's)."""
     _check_count(path, len(preds), max_rows, None)
     _check_duplicate_rows(path, preds, None)
+    _check_known(path, "query_ids", preds.query_ids, known_query_ids)
+    _check_known(path, "reference_ids", preds.reference_ids, known_reference_ids)
     if (preds.query_ids == "").any() or (preds.reference_ids == "").any():
         raise FormatError(path, "predictions contain an empty query or reference id")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -240,7 +270,11 @@ def _check_descriptors(
 
 
 def _validate_submission(
-    path: str | os.PathLike, sub: DescriptorSubmission, max_dim: int | None
+    path: str | os.PathLike,
+    sub: DescriptorSubmission,
+    max_dim: int | None,
+    known_query_ids: object | None = None,
+    known_reference_ids: object | None = None,
 ) -> DescriptorSubmission:
     try:
         qids, rids = _as_ids(sub.query_ids, "query_ids"), _as_ids(sub.reference_ids, "reference_ids")
@@ -251,13 +285,22 @@ def _validate_submission(
     _check_descriptors(path, "reference", reference, rids, max_dim)
     if query.shape[1] != reference.shape[1]:
         raise FormatError(path, f"query has {query.shape[1]} dimensions but reference has {reference.shape[1]}")
+    _check_known(path, "query_ids", qids, known_query_ids)
+    _check_known(path, "reference_ids", rids, known_reference_ids)
     return DescriptorSubmission(
         qids, np.ascontiguousarray(query, np.float32), rids, np.ascontiguousarray(reference, np.float32)
     )
 
 
-def read_descriptor_submission(path: str | os.PathLike, *, max_dim: int | None = MAX_DIM) -> DescriptorSubmission:
-    """Read and validate a descriptor-track HDF5 submission (ids are returned as str arrays)."""
+def read_descriptor_submission(
+    path: str | os.PathLike,
+    *,
+    max_dim: int | None = MAX_DIM,
+    known_query_ids: object | None = None,
+    known_reference_ids: object | None = None,
+) -> DescriptorSubmission:
+    """Read and validate a descriptor-track HDF5 submission (ids are returned as str arrays); with
+    ``known_*_ids``, every id must be one of them."""
     import h5py
 
     if not Path(path).is_file():
@@ -274,16 +317,22 @@ def read_descriptor_submission(path: str | os.PathLike, *, max_dim: int | None =
             data = {name: f[name][()] for name in _DATASETS}
         except (OSError, TypeError) as e:
             raise FormatError(path, f"cannot read the HDF5 datasets ({e})") from None
-    return _validate_submission(path, DescriptorSubmission(**data), max_dim)
+    return _validate_submission(path, DescriptorSubmission(**data), max_dim, known_query_ids, known_reference_ids)
 
 
 def write_descriptor_submission(
-    path: str | os.PathLike, sub: DescriptorSubmission, *, max_dim: int | None = MAX_DIM
+    path: str | os.PathLike,
+    sub: DescriptorSubmission,
+    *,
+    max_dim: int | None = MAX_DIM,
+    known_query_ids: object | None = None,
+    known_reference_ids: object | None = None,
 ) -> None:
-    """Validate and write a descriptor-track HDF5 submission (float32 descriptors, byte-string ids)."""
+    """Validate and write a descriptor-track HDF5 submission (float32 descriptors, byte-string ids, at most
+    ``max_dim`` dims, finite, unique ids; with ``known_*_ids``, only those ids)."""
     import h5py
 
-    sub = _validate_submission(path, sub, max_dim)
+    sub = _validate_submission(path, sub, max_dim, known_query_ids, known_reference_ids)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as f:
         f.create_dataset("query", data=sub.query)

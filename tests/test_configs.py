@@ -16,6 +16,7 @@ from PIL import Image
 from isc.config import check_optimized_metric
 from isc.losses.build import build_loss
 from isc.model import DescriptorModel
+from isc.postprocess import build_chain, build_chains
 from tests.conftest import CONF, compose_config
 
 SMALL_BACKBONES = {"test_resnet", "mobilenetv3_small_050"}
@@ -27,12 +28,22 @@ def test_groups_found():
     assert {"augmentation", "backbone", "callbacks", "dataset", "debug", "logger", "loss", "optimizer", "paths", "scheduler", "trainer"} <= set(GROUPS)
 
 
+EVAL_GROUPS = {"eval_grid": "eval_grid={}", "postprocess": "+postprocess={}"}  # isc-eval's groups
+
+
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_instantiates(group, option, tmp_path):
-    cfg = compose_config("train", [f"{group}={option}", f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path}"])
+    choice = EVAL_GROUPS.get(group, "{}={}".replace("{}", group, 1)).format(option)
+    cfg = compose_config("eval" if group in EVAL_GROUPS else "train",
+                         [choice, f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path}"])
     if group not in ("experiment", "debug"):  # these are @package _global_ overlays
         assert cfg[group] is not None
-    if group == "augmentation":
+    if group == "eval_grid":
+        assert [chain.name for chain in build_chains(cfg.eval_grid.chains)] == list(cfg.eval_grid.chains)
+    elif group == "postprocess":
+        chain = build_chain(option, cfg.postprocess)
+        assert chain.metric in ("l2", "ip") and len(chain.steps) == len(cfg.postprocess.steps)
+    elif group == "augmentation":
         policy = instantiate(cfg.augmentation)
         views = policy if isinstance(policy, tuple) else (policy,)
         image, other = Image.new("RGB", (120, 80), (200, 30, 30)), Image.new("RGB", (90, 90), (0, 0, 255))

@@ -1,0 +1,48 @@
+"""S-square's query "sample normalisation" (push-away, RECIPES §3.3); references are unchanged.
+
+Per query q: its K nearest training descriptors t_j (cosine); d = normalise(mean_j (q − t_j)/‖q − t_j‖);
+c = mean cosine to the top-3 of them; q' = q + strength·√c·d, not re-normalised. Recipe: K=100,
+strength 1.8, c over 3 neighbours. A negative c (no similar training image) gives no push (√max(c, 0)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from isc.postprocess.base import PostProcess, l2_normalize
+from isc.postprocess.neighbours import top_k
+
+_ROWS = 2048
+
+
+class PushAway(PostProcess):
+    label = "push_away"
+
+    def __init__(self, k: int = 100, strength: float = 1.8, c_neighbours: int = 3) -> None:
+        super().__init__()
+        if k < 1 or not 1 <= c_neighbours <= k:
+            raise ValueError(f"push_away needs k >= 1 and 1 <= c_neighbours <= k, got k={k}, c_neighbours={c_neighbours}")
+        self.k, self.strength, self.c_neighbours = k, strength, c_neighbours
+
+    def fit(self, training: np.ndarray) -> PushAway:
+        super().fit(training)
+        self._unit = l2_normalize(self._training)
+        return self
+
+    def transform(self, x: np.ndarray, role: str) -> np.ndarray:
+        x = self._check(x, role)
+        if role != "query":
+            return x
+        out = np.empty_like(x)
+        for start in range(0, len(x), _ROWS):
+            q = x[start:start + _ROWS]
+            sims, idx = top_k(self._unit, l2_normalize(q), self.k)
+            diff = q[:, None, :] - self._training[idx]  # (n, K, d)
+            diff /= np.maximum(np.linalg.norm(diff, axis=2, keepdims=True), 1e-12)
+            direction = l2_normalize(diff.mean(axis=1))
+            c = sims[:, : self.c_neighbours].mean(axis=1)
+            out[start:start + _ROWS] = q + (self.strength * np.sqrt(np.maximum(c, 0.0)))[:, None] * direction
+        return out
+
+    def describe(self) -> str:
+        return f"push_away(K={self.k}, {self.strength:g}·√c{self.c_neighbours})"

@@ -1,0 +1,244 @@
+"""isc-eval: eval transforms and TTA, resumable HDF5 extraction, the ablation grid and its files, ensembles,
+baselines through the same harness."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from PIL import Image
+
+from isc.augment import eval_transform
+from isc.cli.score import main as score_main
+from isc.data.disc import load_disc
+from isc.evaluate import evaluate_checkpoint
+from isc.extract import EvalTransform, ModelExtractor, extract_to_hdf5, read_descriptors
+from isc.formats import read_descriptor_submission, read_predictions
+from isc.metric import evaluate
+from isc.model import DescriptorModel
+from isc.search import global_candidates
+from tests.conftest import compose_config
+
+SMOKE = OmegaConf.load(Path(__file__).parents[1] / "conf" / "debug" / "smoke.yaml")
+SMOKE_DATASET = [f"dataset.build.{k}={v}" for k, v in SMOKE.dataset.build.items()]
+MODEL_ARGS = {"backbone": "test_resnet", "embedding_dim": 32, "gem_p": 3.0, "gem_learnable": False}
+
+
+def save_checkpoint(path: Path, seed: int = 0, eval_size: int = 48) -> Path:
+    """A checkpoint in isc-train's layout (model hyper-parameters, config, 'model.'-prefixed weights)."""
+    torch.manual_seed(seed)
+    model = DescriptorModel(**MODEL_ARGS)
+    torch.save({"hyper_parameters": {"model": MODEL_ARGS, "config": {"data": {"eval_size": eval_size}}},
+                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    return path
+
+
+def eval_cfg(data_dir: Path, out: Path, *overrides: str):
+    return compose_config("eval", [f"paths.data_dir={data_dir}", f"paths.output_dir={out}", "eval.num_workers=0",
+                                   "torch_threads=1",
+                                   *SMOKE_DATASET, *overrides])
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models: one intra-op thread (on a busy 2-core machine two threads made a forward ~100× slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def ckpt(tmp_path) -> Path:
+    return save_checkpoint(tmp_path / "a.ckpt")
+
+
+def test_eval_transform_square_keep_aspect_and_scales():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8))
+    square = EvalTransform(32)(image)
+    assert len(square) == 1 and torch.equal(square[0], eval_transform(32)(image))  # = training's in-loop eval
+    views = EvalTransform(32, "keep_aspect", [1.0, 0.5, 1.5])(image)
+    assert [tuple(v.shape) for v in views] == [(3, 32, 48), (3, 16, 24), (3, 48, 72)]  # short side = size × scale
+    tall = EvalTransform(20, "keep_aspect")(image.rotate(90, expand=True))
+    assert tuple(tall[0].shape) == (3, 30, 20)
+    with pytest.raises(ValueError, match="eval.resize"):
+        EvalTransform(32, "crop")
+    with pytest.raises(ValueError, match="scales"):
+        EvalTransform(32, "square", [])
+
+
+def test_tta_descriptor_is_the_normalised_sum_of_all_views():
+    torch.manual_seed(0)
+    model = DescriptorModel(**MODEL_ARGS).eval()
+    images = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (40 + 10 * i, 50, 3), dtype=np.uint8))
+              for i in range(2)]
+    for resize in ("square", "keep_aspect"):
+        transform = EvalTransform(32, resize, [1.0, 0.75])
+        extractor = ModelExtractor(model, transform, flip=True)
+        views = [transform(im) for im in images]
+        got = extractor.embed([[v[j] for v in views] for j in range(2)])
+        with torch.no_grad():
+            expected = []
+            for v in views:
+                total = sum(model(x[None]) + model(torch.flip(x[None], dims=[-1])) for x in v)
+                expected.append(F.normalize(total, dim=-1)[0].numpy())
+        np.testing.assert_allclose(got, np.stack(expected), atol=1e-5)
+
+
+class CountingExtractor:
+    """Wraps an extractor; counts embed calls and can fail after a number of them (an interruption)."""
+
+    def __init__(self, inner, fail_after: int | None = None):
+        self.inner, self.fail_after, self.calls = inner, fail_after, 0
+        self.transform = inner.transform
+
+    def embed(self, views):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt("simulated interruption")
+        self.calls += 1
+        return self.inner.embed(views)
+
+    def fingerprint(self):
+        return self.inner.fingerprint()
+
+
+def test_extraction_resumes_after_an_interruption(tmp_path, data_dir):
+    records = load_disc(eval_cfg(data_dir, tmp_path).dataset).training[:22]
+    torch.manual_seed(0)
+    model = DescriptorModel(**MODEL_ARGS)
+    make = lambda: ModelExtractor(model, EvalTransform(32))  # noqa: E731
+    args = dict(chunk_size=8, batch_size=3)  # chunks of 8 images = batches of 3, 3, 2; 3 chunks
+    path = tmp_path / "train.h5"
+    first = CountingExtractor(make(), fail_after=4)
+    with pytest.raises(KeyboardInterrupt):
+        extract_to_hdf5(first, records, path, **args)
+    with h5py.File(path, "r") as f:
+        assert f["chunk_done"][:].tolist() == [True, False, False]  # chunk 2 was half done: not flagged
+    with pytest.raises(RuntimeError, match="incomplete"):
+        read_descriptors(path)
+    second = CountingExtractor(make())
+    extract_to_hdf5(second, records, path, **args)
+    assert second.calls == 5  # chunks 2 and 3 only (3 + 2 batches), chunk 1 skipped
+    again = CountingExtractor(make())
+    extract_to_hdf5(again, records, path, **args)
+    assert again.calls == 0  # everything done
+    ids, vectors = read_descriptors(path)
+    fresh_ids, fresh = read_descriptors(extract_to_hdf5(make(), records, tmp_path / "fresh.h5", **args))
+    assert ids.tolist() == fresh_ids.tolist() == [r.id for r in records]
+    np.testing.assert_allclose(vectors, fresh, atol=1e-6)
+    # another transform: the file is not reused
+    other = CountingExtractor(ModelExtractor(model, EvalTransform(40)))
+    extract_to_hdf5(other, records, path, **args)
+    assert other.calls == 8
+
+
+def test_extraction_rebuilds_a_corrupt_file_and_skips_bad_images(tmp_path, data_dir):
+    records = load_disc(eval_cfg(data_dir, tmp_path).dataset).queries[:5]
+    path = tmp_path / "q.h5"
+    path.write_bytes(b"killed mid-write")
+    bad = tmp_path / "Q99999.jpg"
+    bad.write_bytes(b"not an image")
+    records = records + [type(records[0])("Q99999", "query", bad)]
+    torch.manual_seed(0)
+    extractor = ModelExtractor(DescriptorModel(**MODEL_ARGS), EvalTransform(32))
+    with pytest.raises(ValueError, match="Q99999.jpg"):
+        extract_to_hdf5(extractor, records, path, chunk_size=4)
+    extract_to_hdf5(extractor, records, path, chunk_size=4, skip_bad_images=True)
+    ids, vectors = read_descriptors(path)
+    assert ids.tolist() == [r.id for r in records[:5]] and vectors.shape == (5, 32)
+
+
+def test_ablation_grid_end_to_end(ckpt, tmp_path, data_dir, capsys):
+    out = tmp_path / "eval"
+    cfg = eval_cfg(data_dir, out, f"ckpt_path={ckpt}", "eval_grid=ablation",
+                   "eval_grid.chains.push_away.steps.push_away.k=20")  # the tiny set has 48 training images
+    summary = evaluate_checkpoint(cfg)
+    names = ["raw", "pca", "pcaw", "neg_emb", "neg_emb_no_dba", "stretch", "push_away", "score_norm",
+             "score_norm_l2", "sscd"]
+    assert list(summary["chains"]) == names and summary["primary_chain"] == "raw"
+    for name in ("metrics.json", "predictions.csv", "descriptors.h5", "pr_curve.png", "ablation.csv", "ablation.md"):
+        assert (out / name).is_file(), name
+    assert (out / "pr_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (out / "ablation.csv").read_text().splitlines()
+    assert table[0].startswith("chain,steps,metric,dims,uAP,recall_at_p90,recall_at_rank1")
+    assert [line.split(",")[0] for line in table[1:]] == names
+    md = (out / "ablation.md").read_text()
+    assert "| sscd | pcaw(in) → l2 → score_norm(1·mean@3, ip) | ip | 33 |" in md
+
+    # the raw row is exactly: descriptors from the HDF5 files → official global candidates → µAP
+    data = load_disc(cfg.dataset)
+    qids, q = read_descriptors(out / "descriptors" / "model0" / "query.h5")
+    rids, r = read_descriptors(out / "descriptors" / "model0" / "reference.h5")
+    expected = evaluate(data.ground_truth, global_candidates(q, r, qids, rids)).to_dict()
+    assert summary["chains"]["raw"]["uAP"] == pytest.approx(expected["uAP"], abs=1e-12)
+    assert summary["uAP"] == summary["chains"]["raw"]["uAP"]
+    # chains differ, and the two forms of score normalisation rank identically
+    uaps = {k: v["uAP"] for k, v in summary["chains"].items()}
+    assert len({round(v, 6) for v in uaps.values()}) >= 6
+    assert uaps["score_norm"] == pytest.approx(uaps["score_norm_l2"], abs=1e-9)
+    # files are valid submissions that isc-score scores to the same numbers
+    gt = data.root / "ground_truth.csv"
+    capsys.readouterr()
+    assert score_main(["--gt", str(gt), "--descriptors", str(out / "descriptors.h5")]) == 0
+    assert json.loads(capsys.readouterr().out)["uAP"] == pytest.approx(summary["uAP"], abs=1e-5)
+    sscd_preds = read_predictions(out / "chains" / "sscd" / "predictions.csv")
+    assert evaluate(data.ground_truth, sscd_preds).uAP == pytest.approx(uaps["sscd"], abs=1e-4)
+    assert read_descriptor_submission(out / "descriptors.h5").query.shape[1] == 32
+
+    # a rerun reuses the descriptors (no re-extraction) and gives the same table
+    stamp = (out / "descriptors" / "model0" / "training.h5").stat().st_mtime_ns
+    again = evaluate_checkpoint(cfg)
+    assert (out / "descriptors" / "model0" / "training.h5").stat().st_mtime_ns == stamp
+    assert again["chains"]["sscd"]["uAP"] == uaps["sscd"]
+
+
+def test_submissions_for_every_l2_chain_and_none_for_inner_product(ckpt, tmp_path, data_dir, capsys):
+    out = tmp_path / "eval"
+    cfg = eval_cfg(data_dir, out, f"ckpt_path={ckpt}", "eval_grid=ablation", "eval.write_submissions=all",
+                   "eval_grid.chains.push_away.steps.push_away.k=20", "eval.candidates=knn", "eval.k=3")
+    summary = evaluate_checkpoint(cfg)
+    assert not (out / "chains" / "score_norm" / "descriptors.h5").exists()  # ip: the L2 scorer cannot use it
+    gt = load_disc(cfg.dataset).root / "ground_truth.csv"
+    for name in ("score_norm_l2", "push_away"):
+        capsys.readouterr()
+        assert score_main(["--gt", str(gt), "--descriptors", str(out / "chains" / name / "descriptors.h5"),
+                           "--knn", "3"]) == 0
+        assert json.loads(capsys.readouterr().out)["uAP"] == pytest.approx(summary["chains"][name]["uAP"], abs=1e-5)
+    assert summary["chains"]["raw"]["n_predictions"] == 3 * 16
+
+
+def test_ensemble_grid(tmp_path, data_dir):
+    a, b = save_checkpoint(tmp_path / "a.ckpt", 0), save_checkpoint(tmp_path / "b.ckpt", 1)
+    cfg = eval_cfg(data_dir, tmp_path / "ens", f"ckpt_path=[{a},{b}]", "eval_grid=ensemble",
+                   "eval_grid.chains.ensemble.steps.pcaw.dim=40")
+    chains = evaluate_checkpoint(cfg)["chains"]
+    assert [chains[n]["dims"] for n in ("model0", "model1", "concat", "ensemble")] == [32, 32, 64, 40]
+    single = evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "single", f"ckpt_path={a}"))
+    assert chains["model0"]["uAP"] == pytest.approx(single["uAP"], abs=1e-12)
+    assert chains["model0"]["uAP"] != chains["model1"]["uAP"]
+
+
+@pytest.mark.parametrize("baseline", ["thumbnail", "phash", "pdq"])
+def test_baselines_run_through_the_same_harness(tmp_path, data_dir, baseline):
+    summary = evaluate_checkpoint(eval_cfg(data_dir, tmp_path / baseline, f"baseline={baseline}"))
+    dims = {"thumbnail": 256, "phash": 64, "pdq": 256}[baseline]
+    assert summary["chains"]["raw"]["dims"] == dims and 0.0 < summary["uAP"] <= 1.0
+
+
+def test_configuration_errors(tmp_path, data_dir, ckpt):
+    with pytest.raises(ValueError, match="needs ckpt_path=PATH"):
+        evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "x"))
+    with pytest.raises(ValueError, match="either ckpt_path or baseline"):
+        evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "x", f"ckpt_path={ckpt}", "baseline=phash"))
+    with pytest.raises(ValueError, match="baseline='sift' is unknown"):
+        evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "x", "baseline=sift"))
+    with pytest.raises(ValueError, match="only 48"):  # push-away's K=100 on 48 training images
+        evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "x", f"ckpt_path={ckpt}", "eval_grid=ablation"))
+    with pytest.raises(ValueError, match="write_submissions"):
+        evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "x", f"ckpt_path={ckpt}", "eval.write_submissions=some"))
