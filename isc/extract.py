@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -33,15 +33,15 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2 as T
 from tqdm import tqdm
 
+from isc.augment.policies import ToNormalisedTensor
 from isc.data.datasets import EvalImages
 from isc.data.records import ImageRecord
+from isc.images import to_rgb
 
 log = logging.getLogger(__name__)
 
 __all__ = ["EvalTransform", "ModelExtractor", "extract_to_hdf5", "read_descriptors"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_MODES = ("square", "keep_aspect")
 
 
@@ -58,10 +58,10 @@ class EvalTransform:
             raise ValueError(f"eval.tta.scales must be a non-empty list of positive factors, got {scales}")
         self.size, self.resize, self.scales = int(size), resize, scales
         self.sides = [max(8, round(self.size * s)) for s in scales]
-        self._tensor = T.Compose([T.PILToTensor(), T.ToDtype(torch.float32, scale=True),
-                                  T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        self._tensor = ToNormalisedTensor()  # the same conversion as training's views and in-loop evaluation
 
     def __call__(self, image: Image.Image) -> list[torch.Tensor]:
+        image = to_rgb(image)
         views = []  # resized as PIL images, as training's in-loop evaluation does (isc.augment.eval_transform)
         for side in self.sides:
             if self.resize == "square":
