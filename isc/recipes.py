@@ -62,7 +62,9 @@ def render_cards() -> str:
         for name in experiment_names():
             cfg = compose(config_name="train", overrides=[f"experiment={name}"])
             recipe = cfg.recipe
+            evaluate = " ".join(["isc-eval", "ckpt_path=<checkpoint>", *(f"'{o}'" if "[" in o else o for o in recipe.evaluate)])
             lines += [f"## {recipe.title}", "", f"`isc-train experiment={name}` — {recipe.get('sections', '')}", "",
+                      f"Evaluate: `{evaluate}`", "",
                       f"- **Published:** {recipe.published}", f"- **Compute:** {recipe.compute}",
                       f"- **Backbone / loss / optimizer:** `{cfg.backbone.name}` / `{cfg.loss._target_.split('.')[-1]}` / "
                       f"`{cfg.optimizer._target_.split('.')[-1]}`, augmentation `{cfg.augmentation._target_.split('.')[-1]}`",

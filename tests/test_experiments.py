@@ -39,6 +39,13 @@ def test_recipe_card_matches_the_config(name):
     assert not mismatched, f"{name}: config differs from the recipe: {mismatched}"
 
 
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_recipe_evaluation_overrides_compose(name, tmp_path):
+    overrides = list(compose_config("train", [f"experiment={name}"]).recipe.evaluate)
+    cfg = compose_config("eval", [*overrides, f"paths.output_dir={tmp_path}"])
+    assert cfg.eval_grid.chains, name
+
+
 def test_recipe_cards_page_is_regenerated():
     from pathlib import Path
 
