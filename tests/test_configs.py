@@ -128,3 +128,16 @@ def test_wheel_ships_the_configs(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     expected = {f"isc/conf/{p.relative_to(CONF).as_posix()}" for p in CONF.rglob("*.yaml")}
     assert expected <= set(names)
+
+
+@pytest.mark.parametrize("experiment,loss,lr", [("cpu_visionforce", "VisionForceLoss", 3.5e-4),
+                                                 ("cpu_arcface", "ArcFaceLoss", 1e-3),
+                                                 ("cpu_barlow_twins", "BarlowTwinsLoss", 1e-3)])
+def test_cpu_loss_experiments_select_their_loss_and_keep_the_recipe_values(experiment, loss, lr, tmp_path):
+    """`experiment=cpu_<loss>` selects the loss and overrides the optimizer only; the loss's recipe values stay."""
+    cfg = compose_config("train", [f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
+    plain = compose_config("train", [f"loss={experiment.removeprefix('cpu_')}", f"paths.output_dir={tmp_path}"])
+    assert cfg.loss._target_ == f"isc.losses.{loss}" and cfg.loss == plain.loss
+    assert cfg.optimizer._target_ == "torch.optim.AdamW" and cfg.optimizer.lr == pytest.approx(lr)
+    assert cfg.trainer.max_epochs == plain.trainer.max_epochs == 48
+    assert cfg.trainer.gradient_clip_val == (1.0 if experiment == "cpu_arcface" else None)

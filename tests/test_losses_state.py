@@ -66,12 +66,22 @@ def test_drip_initialises_class_weights_from_image_embeddings(smoke_cfg):
     loss, (drip,) = build_loss(cfg.loss, num_classes=datamodule.num_train_labels)
     assert isinstance(drip, ArcFaceDrip) and [s["classes"] for s in drip.stages] == [16, 32, 48]
     module = build_module(cfg, loss).eval()
+    running = {k: v.clone() for k, v in module.model.state_dict().items() if "running" in k or "num_batches" in k}
+    assert running, "the test backbone must have BatchNorm layers"
     centres = drip.class_centres(datamodule, module, 3, 7)
     images = torch.stack([datamodule.plain_transform(__import__("PIL.Image").Image.open(r.path).convert("RGB"))
                           for r in datamodule.data.training[3:7]])
+    # BatchNorm on batch statistics, as the training step that the centres must match (not the running ones,
+    # which at a fresh run's stage 0 are still the initial (0, 1)); the running statistics stay untouched
+    for key, value in module.model.state_dict().items():
+        if key in running:
+            assert value.equal(running[key]), key
+    assert not module.training
     with torch.no_grad():
-        expected = module.model(images)
+        expected = module.model.train()(images)
+        eval_mode = module.model.eval()(images)
     torch.testing.assert_close(F.normalize(centres, dim=1), expected, rtol=1e-4, atol=1e-5)
+    assert (F.normalize(centres, dim=1) - eval_mode).abs().max() > 1e-2  # the old eval-mode centres differ
     loss.set_classes(0, torch.randn(3, loss.weight.shape[1]))
     loss.set_classes(3, centres)
     assert int(loss.active_classes) == 7

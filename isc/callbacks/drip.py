@@ -3,16 +3,39 @@ class weight starts at the mean embedding of its image (one clean view + augment
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import lightning as L
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from isc.data.datasets import TrainingViews, collate_skipping
 from isc.distributed import all_reduce_sum, gather_uneven, is_distributed
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module):
+    """Evaluation mode except that BatchNorm layers normalise with the statistics of the batch, as in a
+    training step, while their running statistics stay untouched. The training loss sees train-mode
+    embeddings; before the first step (a fresh run's stage 0) the running statistics are still the
+    initial (0, 1) and eval-mode embeddings of a random-init mobilenetv3_small_050 were all alike (cosine
+    0.994) and unrelated to the train-mode ones (cosine 0.22 to every class centre, own or not)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
+    was_training = model.training
+    model.eval()
+    for m in norms:
+        m.train()
+    try:
+        yield model
+    finally:
+        for m, state in zip(norms, saved):
+            m.load_state_dict(state)
+        model.train(was_training)
 
 
 class ArcFaceDrip(L.Callback):
@@ -96,8 +119,8 @@ class ArcFaceDrip(L.Callback):
         self.loss.stage.fill_(stage)
 
     def class_centres(self, datamodule, pl_module, start: int, end: int) -> torch.Tensor:
-        """Mean embedding (clean + `augmented_views` training augmentations) of training images start…end−1;
-        under DDP each rank embeds a contiguous share and the shares are gathered in rank order. A class whose
+        """Mean embedding (clean + `augmented_views` training augmentations) of training images start…end−1,
+        with BatchNorm on batch statistics as in training (see `batch_statistics`); under DDP each rank embeds a contiguous share and the shares are gathered in rank order. A class whose
         image is unreadable keeps its current weight."""
         rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if is_distributed() else (0, 1)
         bounds = [start + (end - start) * r // world for r in range(world + 1)]
@@ -109,13 +132,11 @@ class ArcFaceDrip(L.Callback):
         loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=datamodule.num_workers,
                             collate_fn=collate_skipping)
         local = self.loss.weight[bounds[rank]: bounds[rank + 1]].detach().clone()
-        was_training = pl_module.training
-        pl_module.eval()
-        for batch in loader:
-            if "views" not in batch:
-                continue
-            b, v = batch["views"].shape[:2]
-            embeddings = pl_module.model(batch["views"].flatten(0, 1).to(pl_module.device)).view(b, v, -1)
-            local[batch["label"].to(local.device)] = embeddings.mean(dim=1).to(local)
-        pl_module.train(was_training)
+        with batch_statistics(pl_module.model) as model:
+            for batch in loader:
+                if "views" not in batch:
+                    continue
+                b, v = batch["views"].shape[:2]
+                embeddings = model(batch["views"].flatten(0, 1).to(pl_module.device)).view(b, v, -1)
+                local[batch["label"].to(local.device)] = embeddings.mean(dim=1).to(local)
         return gather_uneven(local)
