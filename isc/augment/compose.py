@@ -127,11 +127,27 @@ class PolicyView:
         if min(img.size) < 2:  # a 1-pixel strip: make it 2 px thick so every op has an inside
             img = img.resize((max(2, img.width), max(2, img.height)), Image.NEAREST)
         if self.work_side is not None:
-            img = fit_long_side(img, self.work_side, Image.BILINEAR, reducing_gap=2.0)
+            img = _shrink(img, self.work_side)
         img = self.ops(img, rng, ctx)
         if img.size != (self.size, self.size):
             img = img.resize((self.size, self.size), Image.BILINEAR)
         return img
+
+
+_last_shrink: tuple | None = None  # (source, side, shrunk): the views of one sample share a single resize
+
+
+def _shrink(img: Image.Image, side: int) -> Image.Image:
+    """`img` with its long side at most `side`, left alone when within 25 % of it (a small shrink costs more
+    than it saves). The ops never modify their input in place, so the views of one sample share the result."""
+    global _last_shrink
+    if max(img.size) <= 1.25 * side:
+        return img
+    if _last_shrink is not None and _last_shrink[0] is img and _last_shrink[1] == side:
+        return _last_shrink[2]
+    out = fit_long_side(img, side, Image.BILINEAR, reducing_gap=2.0)
+    _last_shrink = (img, side, out)
+    return out
 
 
 def _needs_other_images(op) -> bool:
