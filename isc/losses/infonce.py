@@ -56,7 +56,7 @@ class InfoNCEEntropyLoss(nn.Module):
         similarity = embeddings @ embeddings.T
         positive, negative = pair_masks(labels)
         infonce = info_nce(similarity, positive, negative, self.temperature)
-        entropy = differential_entropy(similarity, negative)
+        entropy = differential_entropy(similarity, negative) if self.entropy_weight else similarity.new_zeros(())
         with torch.no_grad():
             stats = {"positive_similarity": similarity[positive].mean(),
                      "nearest_negative_similarity": similarity.masked_fill(~negative, -2.0).max(dim=1).values.mean()}

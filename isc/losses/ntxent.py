@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from isc.distributed import gather_with_grad
-from isc.losses.infonce import info_nce, pair_masks
+from isc.losses.infonce import InfoNCEEntropyLoss
 
 
-class NTXentLoss(nn.Module):
+class NTXentLoss(InfoNCEEntropyLoss):
     """For each embedding, −log softmax of its positives against every other embedding of the global batch.
 
     With one positive per row this is SimCLR's NT-Xent; with several (more views, or mixed samples that share
@@ -18,16 +14,4 @@ class NTXentLoss(nn.Module):
     """
 
     def __init__(self, temperature: float = 0.1):
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"loss.temperature must be > 0, got {temperature}")
-        self.temperature = temperature
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        embeddings, labels = gather_with_grad(embeddings), gather_with_grad(labels)
-        similarity = embeddings @ embeddings.T
-        positive, negative = pair_masks(labels)
-        loss = info_nce(similarity, positive, negative, self.temperature)
-        with torch.no_grad():
-            pos_sim = similarity[positive].mean()
-        return {"loss": loss, "positive_similarity": pos_sim}
+        super().__init__(temperature=temperature, entropy_weight=0.0)
