@@ -22,11 +22,9 @@ from isc import assets
 
 Colour = tuple[int, int, int]
 
-
-def _single_threaded_cv2() -> None:
-    # An OpenCV thread pool made before a DataLoader fork can hang the workers; ops run one per worker anyway.
-    if cv2.getNumThreads() != 1:
-        cv2.setNumThreads(1)
+# OpenCV single-threaded for every op that uses it (warps, colour conversions, blur): a thread pool made in the
+# parent before a DataLoader fork can hang the workers, and the ops run one per worker anyway.
+cv2.setNumThreads(1)
 
 
 def random_colour(rng: np.random.Generator) -> Colour:
@@ -45,7 +43,6 @@ def rotate_and_crop(img: Image.Image, degrees: float) -> Image.Image:
     out_w, out_h = max(1, int(wr)), max(1, int(hr))
     m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
     m[:, 2] += (out_w / 2 - w / 2, out_h / 2 - h / 2)  # centre of the image → centre of the output
-    _single_threaded_cv2()
     return Image.fromarray(cv2.warpAffine(np.asarray(img), m, (out_w, out_h), flags=cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_REPLICATE))
 
@@ -109,7 +106,6 @@ def perspective(img: Image.Image, rng: np.random.Generator, distortion_scale: fl
     src = [(0, 0), (w - 1, 0), (w - 1, h - 1), (0, h - 1)]
     dst = [(jitter(dw), jitter(dh)), (w - 1 - jitter(dw), jitter(dh)), (w - 1 - jitter(dw), h - 1 - jitter(dh)),
            (jitter(dw), h - 1 - jitter(dh))]
-    _single_threaded_cv2()
     m = cv2.getPerspectiveTransform(np.float32(src), np.float32(dst))
     return Image.fromarray(cv2.warpPerspective(np.asarray(img), m, (w, h), flags=cv2.INTER_LINEAR,
                                                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)))
