@@ -15,6 +15,19 @@ from isc.images import ImageLoadError, load_image
 log = logging.getLogger(__name__)
 
 
+def random_readable_image(records: Sequence[ImageRecord], draft_size: int | None, what: str,
+                          give_up: str) -> tuple[Image.Image, int]:
+    """A random record's image and its index, drawn with torch's RNG (seeded per worker); an unreadable image is
+    logged as a skipped `what` and another is drawn, up to 10 times, then ImageLoadError(`give_up`)."""
+    for _ in range(10):
+        index = int(torch.randint(len(records), ()))
+        try:
+            return load_image(records[index].path, draft_size=draft_size), index
+        except ImageLoadError as error:
+            log.warning("skipping %s: %s", what, error)
+    raise ImageLoadError(give_up)
+
+
 class TrainingViews(Dataset):
     """`n_views` augmentations of one training image, labelled with the image's index (its instance class).
 
@@ -39,13 +52,8 @@ class TrainingViews(Dataset):
 
     def other_image(self) -> Image.Image:
         """A random readable training image (for overlay augmentations); torch's RNG, so seeded per worker."""
-        for _ in range(10):
-            record = self.records[int(torch.randint(len(self.records), ()))]
-            try:
-                return load_image(record.path, draft_size=self.draft_size)
-            except ImageLoadError as error:
-                log.warning("skipping training image (as overlay): %s", error)
-        raise ImageLoadError("10 random training images in a row were unreadable; check the training folder")
+        return random_readable_image(self.records, self.draft_size, "training image (as overlay)",
+                                     "10 random training images in a row were unreadable; check the training folder")[0]
 
     def __getitem__(self, index: int) -> dict | None:
         record = self.records[index]
@@ -77,13 +85,10 @@ class ExtraNegatives(Dataset):
         return len(self.dataset)
 
     def _draw(self) -> tuple[torch.Tensor, int]:
-        for _ in range(10):
-            index = int(torch.randint(len(self.pool), ()))
-            try:
-                return self.transform(load_image(self.pool[index].path, draft_size=self.draft_size)), index
-            except ImageLoadError as error:
-                log.warning("skipping extra negative: %s", error)
-        raise ImageLoadError("10 random extra-negative images in a row were unreadable; check the reference folder")
+        image, index = random_readable_image(
+            self.pool, self.draft_size, "extra negative",
+            "10 random extra-negative images in a row were unreadable; check the reference folder")
+        return self.transform(image), index
 
     def __getitem__(self, index: int) -> dict | None:
         sample = self.dataset[index]
