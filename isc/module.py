@@ -12,13 +12,15 @@ from isc.model import DescriptorModel
 from isc.optim import parameter_groups
 
 
-def training_inputs(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def training_inputs(batch: dict, batch_mix: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (B·V [+ B·K], 3, H, W) and labels of a training batch: the V views of each image share its label
-    ((B,) instance ids, or (B, S) label sets of mixed samples); extra negatives (B, K, …) follow with their own
-    labels (padded to S columns with -1)."""
+    ((B,) instance ids); `batch_mix` (e.g. SSCD's mixup/CutMix) mixes the views and turns their labels into
+    (B·V, 2) label sets; extra negatives (B, K, …) follow, unmixed, with their own labels (padded with -1)."""
     views = batch["views"]  # (B, V, 3, H, W)
     v = views.shape[1]
     images, labels = views.flatten(0, 1), batch["label"].repeat_interleave(v, dim=0)
+    if batch_mix is not None:
+        images, labels = batch_mix(images, labels)
     if "negatives" in batch:
         negative_labels = batch["negative_label"].flatten()
         if labels.ndim == 2:
@@ -28,18 +30,6 @@ def training_inputs(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         images = torch.cat([images, batch["negatives"].flatten(0, 1)])
         labels = torch.cat([labels, negative_labels])
     return images, labels
-
-
-def mix_views(batch_mix: Callable, images: torch.Tensor, labels: torch.Tensor, n_views: int):
-    """Apply a batch-level mix to the first `n_views` images (the augmented views); extra negatives that
-    follow stay as they are, their labels padded to two columns with −1."""
-    if labels.ndim != 1:
-        raise ValueError("batch_mix needs one label per training image; it cannot be combined with inputs that "
-                         "already carry several labels")
-    mixed, mixed_labels = batch_mix(images[:n_views], labels[:n_views])
-    rest = labels[n_views:]
-    rest = torch.stack([rest, torch.full_like(rest, -1)], dim=1)
-    return torch.cat([mixed, images[n_views:]]), torch.cat([mixed_labels, rest])
 
 
 class CopyDetectionModule(L.LightningModule):
@@ -74,10 +64,8 @@ class CopyDetectionModule(L.LightningModule):
         self.log("train/skipped_images", float(batch["skipped"]), on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True)
         if "views" not in batch:  # every image of the batch was unreadable
             return None
-        images, labels = training_inputs(batch)
+        images, labels = training_inputs(batch, self.batch_mix)
         b = batch["views"].shape[0]
-        if self.batch_mix is not None:
-            images, labels = mix_views(self.batch_mix, images, labels, b * batch["views"].shape[1])
         out = self.loss(self.model(images), labels)
         if not torch.isfinite(out["loss"]):
             raise FloatingPointError(f"training loss is {out['loss'].item()} at global step {self.global_step}")

@@ -310,14 +310,17 @@ def test_show_augs_writes_a_grid_and_never_overwrites(data_dir, tmp_path):
 
 
 def test_module_mixes_views_but_not_extra_negatives():
-    from isc.module import mix_views
+    from isc.module import training_inputs
 
     images = torch.arange(6, dtype=torch.float32)[:, None, None, None].expand(6, 3, 4, 4).clone()
-    labels = torch.tensor([0, 0, 1, 1, 100, 101])  # 4 views, then 2 extra negatives
+    batch = {"views": images[:4].reshape(2, 2, 3, 4, 4), "label": torch.tensor([0, 1]),  # 4 views of 2 images
+             "negatives": images[4:].reshape(2, 1, 3, 4, 4), "negative_label": torch.tensor([[100], [101]])}
     torch.manual_seed(0)
-    mixed, pairs = mix_views(BatchMix(prob=1.0, switch_prob=0.0), images, labels, n_views=4)
+    mixed, pairs = training_inputs(batch, BatchMix(prob=1.0, switch_prob=0.0))
     assert torch.equal(pairs[4:], torch.tensor([[100, -1], [101, -1]])) and torch.equal(mixed[4:], images[4:])
     assert torch.equal(pairs[:4, 1], torch.tensor([1, 1, 0, 0]))
+    with pytest.raises(ValueError, match="one label per training image"):
+        BatchMix()(images, torch.zeros(6, 2, dtype=torch.long))
 
 
 def test_sscd_mixup_trains_end_to_end(smoke_cfg):

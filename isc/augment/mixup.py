@@ -26,6 +26,9 @@ class BatchMix:
         self.cutmix = torch.distributions.Beta(cutmix_alpha, cutmix_alpha)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if labels.ndim != 1:
+            raise ValueError("batch_mix needs one label per training image; it cannot be combined with inputs that "
+                             "already carry several labels")
         n, _, h, w = images.shape
         partner = torch.arange(n - 1, -1, -1, device=images.device)
         mixed = torch.rand(n) < self.prob
