@@ -7,6 +7,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2 as T
 
+from isc.images import to_rgb
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -31,8 +33,6 @@ class ToRGB:
     """Any PIL image (grayscale, palette, RGBA, 16-bit, CMYK) → 8-bit RGB, as isc.images.to_rgb."""
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        from isc.images import to_rgb
-
         return to_rgb(image)
 
 
