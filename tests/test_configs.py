@@ -29,11 +29,12 @@ def test_groups_found():
 
 
 EVAL_GROUPS = {"eval_grid": "eval_grid={}", "postprocess": "+postprocess={}"}  # isc-eval's groups
+ADDED_GROUPS = {"verifier": "+verifier={}"}  # isc-match's verifiers: in no defaults list of train.yaml
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_instantiates(group, option, tmp_path):
-    choice = EVAL_GROUPS.get(group, "{}={}".replace("{}", group, 1)).format(option)
+    choice = {**EVAL_GROUPS, **ADDED_GROUPS}.get(group, "{}={}".replace("{}", group, 1)).format(option)
     cfg = compose_config("eval" if group in EVAL_GROUPS else "train",
                          [choice, f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path}"])
     if group not in ("experiment", "debug"):  # these are @package _global_ overlays
@@ -90,6 +91,9 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
         assert trainer.max_epochs == cfg.trainer.max_epochs
     elif group == "debug":
         assert cfg.backbone.name == "test_resnet" and cfg.trainer.max_epochs <= 2
+    elif group == "verifier" and option == "pairwise":  # needs a trained checkpoint: tests/test_verifier_train.py
+        assert cfg.verifier._target_ == "isc.verifier.PairwiseVerifier.from_checkpoint"
+        assert OmegaConf.is_missing(cfg.verifier, "ckpt_path")
     elif group == "dataset":
         assert cfg.dataset.kind == option
         if option == "disc21":

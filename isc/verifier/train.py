@@ -103,10 +103,11 @@ def train_verifier(cfg: DictConfig) -> dict:
     if cfg.mining.ckpt_path:
         index = DescriptorIndex(cfg.mining.ckpt_path, cfg.mining.device, cfg.data.eval_batch_size,
                                 cfg.data.num_workers, cfg.data.draft_size)
-    negatives = f"hard: {cfg.mining.k} nearest by {cfg.mining.ckpt_path}" if index else "random"
-    log.info("negatives: %s; anchors: %d training images + %d ground-truth pairs", negatives,
-             len(data.training), len(gt_pairs))
-    anchors = build_anchors(data, gt_pairs, index, int(cfg.mining.k))
+    hard = index is not None and cfg.mining.hard_negatives
+    negatives = f"hard: {cfg.mining.k} nearest by {cfg.mining.ckpt_path}" if hard else "random"
+    log.info("training negatives: %s; validation candidates: %s; anchors: %d training images + %d ground-truth "
+             "pairs", negatives, "nearest references" if index else "random references", len(data.training), len(gt_pairs))
+    anchors = build_anchors(data, gt_pairs, index if hard else None, int(cfg.mining.k))
     validation = build_validation(data, index, int(cfg.pairs.val_negatives), cfg.seed)
     metrics: dict = {"negatives": negatives}
     if index is not None:
