@@ -35,6 +35,7 @@ class VerifierModule(L.LightningModule):
         self.validation: ValidationPairs | None = None
         self._scores: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.last_metrics: dict[str, float | None] | None = None
+        self.scored_at_step: int | None = None  # global step of last_metrics
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         return self.model(pairs)
@@ -72,6 +73,7 @@ class VerifierModule(L.LightningModule):
             raise RuntimeError(f"validation scored {len(index)} of {len(self.validation)} pairs "
                                "(limit_val_batches below 1.0?); the metrics need every pair")
         self.last_metrics = pair_metrics(self.validation, scores)
+        self.scored_at_step = self.global_step
         self.log_dict({f"val/{k}": float("nan") if v is None else v for k, v in self.last_metrics.items()})
 
     def configure_optimizers(self):

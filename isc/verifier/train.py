@@ -141,7 +141,8 @@ def train_verifier(cfg: DictConfig) -> dict:
         metrics.update(_prefixed("init", module.last_metrics))
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=cfg.get("ckpt_path"))
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
-    trainer.validate(module, dataloaders=val_loader, verbose=False)  # the final weights, whatever the val interval
+    if module.scored_at_step != trainer.global_step:  # check_val_every_n_epoch skipped the last epoch
+        trainer.validate(module, dataloaders=val_loader, verbose=False)
     metrics.update(_prefixed("val", module.last_metrics))
 
     checkpoint = trainer.checkpoint_callback
