@@ -139,7 +139,7 @@ def test_nearest_negatives_match_a_naive_loop():
     queries = rng.normal(size=(6, 4))
     pool = rng.normal(size=(9, 4))
     excluded = [{i} for i in range(6)]
-    got = nearest_negatives(queries, pool, excluded, k=3)
+    got = nearest_negatives(queries, pool, excluded, k=3, batch_size=4)  # two query batches
     for i in range(6):
         ranked = sorted((j for j in range(9) if j not in excluded[i]), key=lambda j: -float(queries[i] @ pool[j]))
         assert got[i] == ranked[:3]

@@ -48,13 +48,18 @@ def random_negatives(n_queries: int, pool_size: int, excluded: list[set[int]], k
 
 
 def nearest_negatives(query_vectors: np.ndarray, pool_vectors: np.ndarray, excluded: list[set[int]],
-                      k: int) -> list[list[int]]:
+                      k: int, batch_size: int = 1024) -> list[list[int]]:
     """For each query, the `k` pool indices of highest descriptor similarity (inner product of L2-normalised
-    descriptors), skipping its `excluded` ones (itself, its true reference), nearest first."""
-    scores = query_vectors.astype(np.float32) @ pool_vectors.astype(np.float32).T
-    width = min(pool_vectors.shape[0], k + max((len(e) for e in excluded), default=0))
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :width]
-    return [[int(j) for j in row if int(j) not in excluded[i]][:k] for i, row in enumerate(top)]
+    descriptors), skipping its `excluded` ones (itself, its true reference), nearest first. Exact brute force,
+    `batch_size` queries at a time (memory: batch_size × pool scores)."""
+    pool = pool_vectors.astype(np.float32)
+    width = min(len(pool), k + max((len(e) for e in excluded), default=0))
+    out: list[list[int]] = []
+    for start in range(0, len(query_vectors), batch_size):
+        scores = query_vectors[start:start + batch_size].astype(np.float32) @ pool.T
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :width]
+        out += [[int(j) for j in row if int(j) not in excluded[start + i]][:k] for i, row in enumerate(top)]
+    return out
 
 
 def validation_pairs(queries: list[ImageRecord], references: list[ImageRecord], matches: dict[str, str],
