@@ -118,3 +118,26 @@ def test_synthetic_dataset_items_and_errors(tmp_path):
         SyntheticOverlays([], 4)
     with pytest.raises(ValueError, match="p_overlay must be in"):
         SyntheticOverlays(records, 4, p_overlay=1.5)
+
+
+def test_init_from_loads_the_weights_of_an_earlier_run(tmp_path):
+    from isc.detect.model import DetectorModule
+    from isc.detect.train import initialise_detector
+
+    arguments = {"arch": "fasterrcnn_mobilenet_v3_small_fpn", "min_size": 64, "max_size": 128,
+                 "representation_size": 32}
+    optimizer = {"lr": 1e-3, "weight_decay": 0.0}
+    torch.manual_seed(0)
+    earlier = DetectorModule(model=arguments, optimizer=optimizer)
+    torch.save({"state_dict": earlier.state_dict()}, tmp_path / "e.ckpt")
+    torch.manual_seed(1)
+    module = DetectorModule(model=arguments, optimizer=optimizer)
+    initialise_detector(module, tmp_path / "e.ckpt")
+    for (name, a), b in zip(earlier.state_dict().items(), module.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(FileNotFoundError, match="init_from="):
+        initialise_detector(module, tmp_path / "none.ckpt")
+    other = DetectorModule(model={**arguments, "representation_size": 16}, optimizer=optimizer)
+    torch.save({"state_dict": other.state_dict()}, tmp_path / "o.ckpt")
+    with pytest.raises(ValueError, match="does not fit detector"):
+        initialise_detector(module, tmp_path / "o.ckpt")

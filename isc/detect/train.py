@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -46,6 +47,22 @@ def _loaders(cfg: DictConfig, data) -> tuple[DataLoader, DataLoader, int]:
             sum(box is not None for _, box in items))
 
 
+def initialise_detector(module: DetectorModule, path: str | Path) -> None:
+    """Start from the detector weights of an earlier isc-train-detector checkpoint (a longer run in stages);
+    the optimizer and schedule start fresh."""
+    path = Path(str(path)).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from={str(path)!r} does not exist (isc-train-detector writes "
+                                "<run>/checkpoints/last.ckpt)")
+    state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict") or {}
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    try:
+        module.model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise ValueError(f"init_from={str(path)!r} does not fit detector.* of this run: {error}") from None
+    log.info("detector initialised from %s", path)
+
+
 def train_detector(cfg: DictConfig) -> dict:
     """Train as configured; returns the final validation metrics (val/box_recall at validation.min_confidence,
     …), detection ms/image during that validation, and the checkpoint path. Writes config.yaml, metrics.json
@@ -68,6 +85,8 @@ def train_detector(cfg: DictConfig) -> dict:
                             optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
                             min_confidence=float(cfg.validation.min_confidence), iou=float(cfg.validation.iou),
                             config=OmegaConf.to_container(cfg, resolve=True))
+    if cfg.get("init_from"):
+        initialise_detector(module, cfg.init_from)
     checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                                  save_on_train_epoch_end=True, enable_version_counter=False)
     trainer = instantiate(cfg.trainer, callbacks=[checkpoint], default_root_dir=str(output_dir),
