@@ -50,7 +50,7 @@ def test_smoke_training_writes_a_checkpoint_that_detects(data_dir, tmp_path):
     assert n_boxes >= 1 and (metrics["val/n_boxes"], metrics["val/n_without_box"]) == (n_boxes, 16 - n_boxes)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["checkpoint"] == metrics["checkpoint"]
 
-    cfg = compose_config("eval", [f"+query_crops=detector", f"query_crops.ckpt_path={metrics['checkpoint']}",
+    cfg = compose_config("eval", ["+query_crops=detector", f"query_crops.ckpt_path={metrics['checkpoint']}",
                                   "query_crops.min_confidence=0.0", "query_crops.device=cpu", "query_crops.max_boxes=3"])
     detector = instantiate(cfg.query_crops)
     assert isinstance(detector, OverlayDetector) and detector.name.startswith("detector:")

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from isc.data.datasets import random_readable_image
-from isc.data.edits import COMPOSITING_EDITS, GEOMETRIC_EDITS, PHOTOMETRIC_EDITS, make_query
+from isc.data.edits import GEOMETRIC_EDITS, PHOTOMETRIC_EDITS, make_query
 from isc.data.records import ImageRecord
 from isc.images import ImageLoadError, load_image
 
