@@ -8,6 +8,7 @@ ablation.csv / ablation.md, chains/<name>/{predictions.csv, metrics.json}, descr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -156,6 +157,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     configure_threads(cfg.get("torch_threads"), int(cfg.eval.num_workers))
     extractors = build_extractors(cfg)
     data = load_disc(cfg.dataset)
+    data, query_crop = replace_queries(cfg, data, output_dir)
     descriptor_dir = Path(cfg.eval.descriptor_dir) if cfg.eval.get("descriptor_dir") else output_dir / "descriptors"
     desc = extract_all(cfg, extractors, data, any(c.needs_training for c in chains), descriptor_dir)
     query_ids, reference_ids = desc.query[0][0], desc.reference[0][0]
@@ -194,8 +196,26 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     plot_pr_curves(curves, output_dir / "pr_curve.png", title=_title(cfg, extractors))
     summary = {**{k: v for k, v in results[chains[0].name].items() if k not in ("steps", "metric", "dims")},
                "primary_chain": chains[0].name, "chains": results}
+    if query_crop is not None:
+        summary["query_crop"] = query_crop
     (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def replace_queries(cfg: DictConfig, data: DiscData, output_dir: Path) -> tuple[DiscData, dict | None]:
+    """VisionForce's query replacement (RECIPES §4) when eval.query_crop.detector_ckpt is set: confidently
+    detected overlay crops replace their queries (listed in query_crops.csv); else `data` unchanged."""
+    qc = cfg.eval.get("query_crop")
+    if not qc or not qc.get("detector_ckpt"):
+        return data, None
+    from hydra.utils import instantiate
+
+    from isc.detect.query_crop import replace_queries_by_crops
+
+    queries, summary = replace_queries_by_crops(data.queries, instantiate(qc.detector), float(qc.min_confidence),
+                                                output_dir / "query_crops.csv",
+                                                skip_bad_images=bool(cfg.eval.skip_bad_images))
+    return dataclasses.replace(data, queries=queries), summary
 
 
 def _title(cfg: DictConfig, extractors: list) -> str:

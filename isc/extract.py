@@ -133,7 +133,10 @@ def collate_views(batch: list[dict | None]) -> dict:
 
 def _fingerprint(extractor, records: Sequence[ImageRecord]) -> str:
     ids = hashlib.sha1("\n".join(r.id for r in records).encode()).hexdigest()
-    return json.dumps({"extractor": extractor.fingerprint(), "ids": ids, "n": len(records)}, sort_keys=True)
+    content = {"extractor": extractor.fingerprint(), "ids": ids, "n": len(records)}
+    if any(r.crop is not None for r in records):  # cropped queries (isc.detect.query_crop) are other images
+        content["crops"] = hashlib.sha1(repr([(r.id, r.crop) for r in records if r.crop]).encode()).hexdigest()
+    return json.dumps(content, sort_keys=True)
 
 
 def _open(path: Path, fingerprint: str, records: Sequence[ImageRecord], chunk_size: int) -> h5py.File | None:

@@ -28,7 +28,8 @@ def test_groups_found():
     assert {"augmentation", "backbone", "callbacks", "dataset", "debug", "logger", "loss", "optimizer", "paths", "scheduler", "trainer"} <= set(GROUPS)
 
 
-EVAL_GROUPS = {"eval_grid": "eval_grid={}", "postprocess": "+postprocess={}"}  # isc-eval's groups
+EVAL_GROUPS = {"eval_grid": "eval_grid={}", "postprocess": "+postprocess={}",  # isc-eval's groups
+               "query_crops": "+query_crops={}"}  # query-crop providers (isc-match, isc-eval's query replacement)
 ADDED_GROUPS = {"verifier": "+verifier={}"}  # isc-match's verifiers: in no defaults list of train.yaml
 
 
@@ -41,6 +42,8 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
         assert cfg[group] is not None
     if group == "eval_grid":
         assert [chain.name for chain in build_chains(cfg.eval_grid.chains)] == list(cfg.eval_grid.chains)
+    elif group == "query_crops" and OmegaConf.is_missing(cfg.query_crops, "ckpt_path"):
+        assert cfg.query_crops._target_  # a trained detector: instantiated from a checkpoint in tests/test_detect_train.py
     elif group == "postprocess":
         chain = build_chain(option, cfg.postprocess)
         assert chain.metric in ("l2", "ip") and len(chain.steps) == len(cfg.postprocess.steps)

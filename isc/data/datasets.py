@@ -140,7 +140,16 @@ class EvalImages(Dataset):
                                      f"for isc-train, eval.skip_bad_images=true for isc-eval)") from error
             log.warning("skipping %s image: %s", record.split, error)
             return None
+        if record.crop is not None:
+            image = crop_fraction(image, record.crop)
         return {"image": self.transform(image), "index": index}
+
+
+def crop_fraction(image: Image.Image, crop: tuple[float, float, float, float]) -> Image.Image:
+    """The part (x0, y0, x1, y1), in fractions of the width and height, of `image` (at least one pixel)."""
+    w, h = image.size
+    x0, y0 = min(w - 1, int(crop[0] * w)), min(h - 1, int(crop[1] * h))
+    return image.crop((x0, y0, max(x0 + 1, round(crop[2] * w)), max(y0 + 1, round(crop[3] * h))))
 
 
 def collate_skipping(batch: list[dict | None]) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +18,8 @@ from PIL import Image, ImageDraw, ImageOps
 from isc.assets import augly_assets, colour, emoji_files, glyph_fonts, latin_fonts, load_font, pick, printable_glyphs, words
 from isc.images import fit_long_side
 
-__all__ = ["EDITS", "EDIT_NAMES", "EditContext", "make_query", "sample_edits"]
+__all__ = ["COMPOSITING_EDITS", "EDITS", "EDIT_NAMES", "EditContext", "GEOMETRIC_EDITS", "PHOTOMETRIC_EDITS",
+           "make_query", "sample_edits"]
 
 Box = tuple[int, int, int, int]
 
@@ -203,6 +204,7 @@ _COMPOSITING = ("overlay_onto_background", "screenshot")
 _PHOTOMETRIC = ("overlay_text", "overlay_emoji", "overlay_image", "blur", "grayscale", "pixelize", "color_jitter",
                 "jpeg")
 EDIT_NAMES: tuple[str, ...] = _GEOMETRIC + _COMPOSITING + _PHOTOMETRIC
+GEOMETRIC_EDITS, COMPOSITING_EDITS, PHOTOMETRIC_EDITS = _GEOMETRIC, _COMPOSITING, _PHOTOMETRIC  # application order
 _WEIGHTS = {
     "crop": 2.0, "rotate": 1.0, "hflip": 1.0, "vflip": 0.5, "perspective": 1.0, "pad": 1.0, "meme": 0.7,
     "overlay_onto_background": 1.6, "screenshot": 0.6, "overlay_text": 1.0, "overlay_emoji": 1.0,
@@ -250,9 +252,13 @@ def sample_edits(rng: np.random.Generator) -> list[str]:
 
 
 def make_query(img: Image.Image, rng: np.random.Generator, other: Callable[[int], Image.Image],
-               max_side: int) -> tuple[Image.Image, list[str], Box | None]:
-    """Apply 1-3 random edits; returns (query, edit names, box of the pasted content or None)."""
-    names = sample_edits(rng)
+               max_side: int, names: Sequence[str] | None = None) -> tuple[Image.Image, list[str], Box | None]:
+    """Apply 1-3 random edits (or the edits `names`, in that order); returns (query, edit names, box of the
+    pasted content or None)."""
+    names = sample_edits(rng) if names is None else list(names)
+    unknown = [n for n in names if n not in EDITS]
+    if unknown:
+        raise ValueError(f"unknown edit names {unknown}; known: {', '.join(EDIT_NAMES)}")
     ctx = EditContext(other=other)
     for name in names:
         img = EDITS[name](img, rng, ctx)

@@ -14,11 +14,14 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image of a split; `id` is the file name without extension, as in the ISC2021 formats."""
+    """One image of a split; `id` is the file name without extension, as in the ISC2021 formats. `crop`: the
+    part of the image to use instead of the whole, as fractions (x0, y0, x1, y1) of its width and height
+    (a detected query crop, see isc.detect.query_crop); None = the whole image."""
 
     id: str
     split: str
     path: Path
+    crop: tuple[float, float, float, float] | None = None
 
 
 def layout_help(root: Path, dirs: dict[str, str], ground_truth: str | None) -> str:

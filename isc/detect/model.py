@@ -1,0 +1,132 @@
+"""The overlay detector network (torchvision detection models) and its Lightning module.
+
+One foreground class: "pasted content" (VisionForce's YOLOv5 had two, overlay and emoji, RECIPES §4; only the
+overlay box is used to replace queries, and the mini-DISC records only that one).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torchvision.models import detection as tvd
+
+from isc.detect.boxes import box_recall
+
+__all__ = ["ARCHITECTURES", "DetectorModule", "build_detector"]
+
+NUM_CLASSES = 2  # background + pasted content
+# torchvision factories (their `weights` / `weights_backbone` take torchvision enum names, e.g. "DEFAULT",
+# downloaded from the hub: for users with internet) and one light model built here for CPU training.
+TORCHVISION_FACTORIES = ("fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_mobilenet_v3_large_fpn",
+                         "ssdlite320_mobilenet_v3_large")
+ARCHITECTURES = TORCHVISION_FACTORIES + ("fasterrcnn_mobilenet_v3_small_fpn",)
+
+
+def build_detector(arch: str, *, weights: str | None = None, weights_backbone: str | None = None,
+                   min_size: int = 320, max_size: int = 640, box_score_thresh: float = 0.01,
+                   box_detections_per_img: int = 10, representation_size: int = 256) -> torch.nn.Module:
+    """A torchvision detector with 2 classes. `weights`: torchvision's COCO weights (the box predictor is then
+    replaced by a 2-class one); `weights_backbone`: ImageNet weights of the backbone. None = random init."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"detector.arch={arch!r} is unknown; choose one of {', '.join(ARCHITECTURES)}")
+    if arch == "fasterrcnn_mobilenet_v3_small_fpn":
+        return _fasterrcnn_small(weights_backbone, min_size, max_size, box_score_thresh, box_detections_per_img,
+                                 representation_size)
+    if weights is not None and arch.startswith("ssdlite"):
+        raise ValueError("weights for ssdlite320_mobilenet_v3_large: its 91-class head cannot be swapped here; "
+                         "use weights_backbone, or a fasterrcnn_* arch")
+    kwargs: dict[str, Any] = dict(weights=weights, weights_backbone=weights_backbone,
+                                  box_score_thresh=box_score_thresh, box_detections_per_img=box_detections_per_img)
+    if arch.startswith("fasterrcnn"):
+        kwargs.update(min_size=min_size, max_size=max_size)
+    else:  # SSDlite: fixed 320 input; its score threshold has another name
+        kwargs = dict(weights=weights, weights_backbone=weights_backbone, score_thresh=box_score_thresh,
+                      detections_per_img=box_detections_per_img)
+    if weights is None:
+        return getattr(tvd, arch)(num_classes=NUM_CLASSES, **kwargs)
+    model = getattr(tvd, arch)(**kwargs)  # 91 COCO classes; swap the class/box predictor
+    in_features = model.roi_heads.box_predictor.cls_score.in_features
+    model.roi_heads.box_predictor = tvd.faster_rcnn.FastRCNNPredictor(in_features, NUM_CLASSES)
+    return model
+
+
+def _fasterrcnn_small(weights_backbone, min_size, max_size, box_score_thresh, box_detections_per_img,
+                      representation_size) -> torch.nn.Module:
+    """Faster R-CNN on a MobileNetV3-Small FPN with a 256-d box head: ~6 M parameters instead of the 19 M of
+    torchvision's MobileNetV3-Large model (a training step on 8 images at 160 px took ~3 s on one loaded CPU
+    core instead of ~6 s). Proposal counts are cut to suit at most one pasted box per image (source silent)."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import mobilenet_backbone
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+
+    backbone = mobilenet_backbone(backbone_name="mobilenet_v3_small", weights=weights_backbone, fpn=True,
+                                  trainable_layers=6 if weights_backbone is None else 3)
+    anchors = AnchorGenerator(((32, 64, 128, 256, 512),) * 3, ((0.5, 1.0, 2.0),) * 3)  # as torchvision's 320 model
+    return tvd.FasterRCNN(
+        backbone, rpn_anchor_generator=anchors, min_size=min_size, max_size=max_size,
+        box_head=TwoMLPHead(backbone.out_channels * 7 * 7, representation_size),
+        box_predictor=FastRCNNPredictor(representation_size, NUM_CLASSES),
+        rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=300, rpn_pre_nms_top_n_test=150,
+        rpn_post_nms_top_n_test=150, rpn_score_thresh=0.05, box_batch_size_per_image=64,
+        box_score_thresh=box_score_thresh, box_detections_per_img=box_detections_per_img)
+
+
+def detections_of(output: dict) -> list[tuple[tuple[float, float, float, float], float]]:
+    """torchvision's output dict of one image → [(box, confidence)] by decreasing confidence."""
+    boxes, scores = output["boxes"].detach().cpu().tolist(), output["scores"].detach().cpu().tolist()
+    return sorted(((tuple(b), float(s)) for b, s in zip(boxes, scores)), key=lambda d: -d[1])
+
+
+class DetectorModule(L.LightningModule):
+    """Trains a torchvision detector on (images, targets) batches; validation reports box recall at IoU ≥ 0.5
+    among detections above `min_confidence` on labelled queries (val/box_recall), and the other rates of
+    `isc.detect.boxes.box_recall`."""
+
+    def __init__(self, model: dict, optimizer: dict, min_confidence: float = 0.5, iou: float = 0.5,
+                 config: dict | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_detector(**model)
+        self._truth: list = []
+        self._detections: list = []
+
+    def training_step(self, batch, batch_idx):
+        images, targets = batch
+        losses = self.model(images, targets)
+        loss = sum(losses.values())
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, batch_size=len(images))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._truth, self._detections = [], []
+
+    def validation_step(self, batch, batch_idx):
+        images, targets = batch
+        for target, output in zip(targets, self.model(images)):
+            boxes = target["boxes"].tolist()
+            self._truth.append(tuple(boxes[0]) if boxes else None)
+            self._detections.append(detections_of(output))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._truth:
+            return
+        stats = box_recall(self._truth, self._detections, min_confidence=self.hparams.min_confidence,
+                           iou=self.hparams.iou)
+        self.last_validation = stats
+        for key in ("recall", "top1_recall", "false_positive_rate", "replaced_wrongly"):
+            self.log(f"val/box_{key}" if key != "false_positive_rate" else "val/false_positive_rate", stats[key])
+
+    def configure_optimizers(self):
+        opt = self.hparams.optimizer
+        optimizer = torch.optim.AdamW(self.parameters(), lr=opt["lr"], weight_decay=opt["weight_decay"])
+        steps = self.trainer.estimated_stepping_batches
+        warmup = min(int(opt.get("warmup_steps", 0)), max(0, int(steps) - 1))
+        schedule = torch.optim.lr_scheduler.SequentialLR(optimizer, [
+            torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, total_iters=max(1, warmup)),
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(steps) - warmup)),
+        ], milestones=[max(1, warmup)])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,109 @@
+"""`train_detector(cfg)`: config → synthetic overlays + labelled queries → Lightning → metrics and checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from isc.data.disc import load_disc
+from isc.detect.boxes import read_overlay_boxes
+from isc.detect.model import DetectorModule
+from isc.detect.synthetic import LabelledQueries, SyntheticOverlays, collate_detection
+
+log = logging.getLogger(__name__)
+
+__all__ = ["labelled_queries", "train_detector"]
+
+
+def labelled_queries(data) -> list:
+    """(query record, recorded overlay box or None) for every query of the dataset, from its query_edits.csv."""
+    boxes = read_overlay_boxes(Path(data.root) / "query_edits.csv")
+    missing = [q.id for q in data.queries if q.id not in boxes]
+    if missing:
+        raise ValueError(f"{Path(data.root) / 'query_edits.csv'} has no row for {len(missing)} queries "
+                         f"(e.g. {missing[:3]}); rebuild the mini-DISC")
+    return [(q, boxes[q.id]) for q in data.queries]
+
+
+def _loaders(cfg: DictConfig, data) -> tuple[DataLoader, DataLoader, int]:
+    d = cfg.data
+    train = SyntheticOverlays(data.training, int(d.samples_per_epoch), p_overlay=float(d.p_overlay),
+                              max_side=int(d.max_side), draft_size=d.draft_size)
+    items = labelled_queries(data)
+    workers = int(d.num_workers)
+    common = dict(collate_fn=collate_detection, num_workers=workers, persistent_workers=workers > 0)
+    return (DataLoader(train, batch_size=int(d.batch_size), shuffle=False, drop_last=True, **common),
+            DataLoader(LabelledQueries(items), batch_size=int(d.val_batch_size), shuffle=False, **common),
+            sum(box is not None for _, box in items))
+
+
+def initialise_detector(module: DetectorModule, path: str | Path) -> None:
+    """Start from the detector weights of an earlier isc-train-detector checkpoint (a longer run in stages);
+    the optimizer and schedule start fresh."""
+    path = Path(str(path)).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from={str(path)!r} does not exist (isc-train-detector writes "
+                                "<run>/checkpoints/last.ckpt)")
+    state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict") or {}
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    try:
+        module.model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise ValueError(f"init_from={str(path)!r} does not fit detector.* of this run: {error}") from None
+    log.info("detector initialised from %s", path)
+
+
+def train_detector(cfg: DictConfig) -> dict:
+    """Train as configured; returns the final validation metrics (val/box_recall at validation.min_confidence,
+    …), detection ms/image during that validation, and the checkpoint path. Writes config.yaml, metrics.json
+    and checkpoints/last.ckpt to paths.output_dir."""
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(int(cfg.seed), workers=True)
+    from isc.train import configure_threads
+
+    configure_threads(cfg.get("torch_threads"), int(cfg.data.num_workers))
+    data = load_disc(cfg.dataset)
+    train_loader, val_loader, n_boxes = _loaders(cfg, data)
+    if n_boxes == 0:
+        raise ValueError(f"no query of {data.root} has an overlay box: nothing to validate the detector on")
+    log.info("detector: %d training images for synthetic overlays; %d queries (%d with a box) for validation",
+             len(data.training), len(val_loader.dataset), n_boxes)
+
+    module = DetectorModule(model=OmegaConf.to_container(cfg.detector, resolve=True),
+                            optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+                            min_confidence=float(cfg.validation.min_confidence), iou=float(cfg.validation.iou),
+                            config=OmegaConf.to_container(cfg, resolve=True))
+    if cfg.get("init_from"):
+        initialise_detector(module, cfg.init_from)
+    checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                                 save_on_train_epoch_end=True, enable_version_counter=False)
+    trainer = instantiate(cfg.trainer, callbacks=[checkpoint], default_root_dir=str(output_dir),
+                          logger=CSVLogger(str(output_dir), name="csv", version=""))
+    started = time.perf_counter()
+    trainer.fit(module, train_loader, val_loader)
+    train_seconds = time.perf_counter() - started
+    trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")  # the final weights, also after max_time
+
+    started = time.perf_counter()
+    trainer.validate(module, val_loader, verbose=False)  # always the final weights
+    val_seconds = time.perf_counter() - started
+    stats = module.last_validation
+    metrics = {f"val/box_{k}" if k in ("recall", "top1_recall", "replaced_wrongly") else f"val/{k}": v
+               for k, v in stats.items()}
+    metrics.update({"train/steps": int(trainer.global_step), "train/seconds": round(train_seconds, 1),
+                    "val/detect_ms_per_image": round(1000 * val_seconds / len(val_loader.dataset), 1),
+                    "checkpoint": str(output_dir / "checkpoints" / "last.ckpt")})
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return metrics
