@@ -111,12 +111,10 @@ def _read_ablation(path: Path) -> list[dict]:
 
 
 def _histogram_png(edges: np.ndarray, matches: np.ndarray, others: np.ndarray, threshold: float | None) -> bytes:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (e.g. a notebook's) alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    fig = Figure(figsize=(6.4, 3.6), dpi=100)
+    ax = fig.subplots()
     ax.stairs(others, edges, label=f"non-matches ({int(others.sum())})", fill=True, alpha=0.5, color="tab:red")
     ax.stairs(matches, edges, label=f"true pairs ({int(matches.sum())})", fill=True, alpha=0.6, color="tab:blue")
     if threshold is not None:
@@ -129,7 +127,6 @@ def _histogram_png(edges: np.ndarray, matches: np.ndarray, others: np.ndarray, t
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
     return buffer.getvalue()
 
 
