@@ -208,7 +208,7 @@ def breakdown(gt: GroundTruth, preds: Predictions, groups: Mapping[str, Iterable
         if not matched:
             out.append(SliceMetrics(name, len(members), 0, None, None, None))
             continue
-        rows = np.array([q in members for q in preds.query_ids.tolist()], dtype=bool)
+        rows = np.isin(preds.query_ids, np.array(sorted(members), dtype=str))
         subset = Predictions(preds.query_ids[rows], preds.reference_ids[rows], preds.scores[rows])
         slice_gt = GroundTruth.from_pairs([q for q in gt.query_ids if q in members], matched)
         metrics = evaluate(slice_gt, subset)
