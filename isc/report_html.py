@@ -75,7 +75,7 @@ def write_report(output_dir: str | Path, data: DiscData, gt: GroundTruth, option
     edits = read_query_edits(edits_path) if edits_path.is_file() else None
     images = {r.id: r.path for r in (*data.queries, *data.references)}
     fps = false_positives(gt, preds, options.top_k)
-    missed = missed_matches(gt, preds, options.top_k, threshold=summary.get("threshold_at_p90"))
+    missed = missed_matches(gt, preds, gt.n_pairs, threshold=summary.get("threshold_at_p90"))  # all, hardest first
     slices = _slices(gt, preds, edits) if edits is not None else None
     histogram = _histogram_png(*score_histograms(gt, preds, options.histogram_bins), summary.get("threshold_at_p90"))
     thumbs = Thumbnails(images, options.thumbnail, options.jpeg_quality)
@@ -83,7 +83,8 @@ def write_report(output_dir: str | Path, data: DiscData, gt: GroundTruth, option
         title=title, dataset=str(data.root), summary=summary, n_queries=len(gt.query_ids), n_matched=gt.n_pairs,
         n_references=len(data.references), pr_curve=_read_optional(output_dir / "pr_curve.png"),
         histogram=histogram, ablation=_read_ablation(output_dir / "ablation.csv"), slices=slices,
-        false_positives=fps, missed=missed, edits=edits or {}, thumbnails=thumbs,
+        false_positives=fps, missed=missed[: options.top_k], n_missed=len(missed), edits=edits or {},
+        thumbnails=thumbs,
     )
     path = output_dir / "report.html"
     path.write_text(page, encoding="utf-8")
@@ -201,16 +202,17 @@ figure.pair{margin:0;padding:8px;border:1px solid #ddd;border-radius:6px;backgro
 
 def render(*, title: str, dataset: str, summary: dict, n_queries: int, n_matched: int, n_references: int,
            pr_curve: bytes | None, histogram: bytes, ablation: Sequence[dict], slices: list[SliceMetrics] | None,
-           false_positives: Sequence[FalsePositive], missed: Sequence[MissedMatch], edits: dict[str, QueryEdits],
-           thumbnails: Thumbnails) -> str:
-    """The whole page as a string; every piece of text is HTML-escaped."""
+           false_positives: Sequence[FalsePositive], missed: Sequence[MissedMatch], n_missed: int,
+           edits: dict[str, QueryEdits], thumbnails: Thumbnails) -> str:
+    """The whole page as a string; every piece of text is HTML-escaped. `missed` are the hardest of the
+    `n_missed` missed matches."""
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head = (f"<h1>isc-eval report</h1><p class=sub>{escape(title or 'isc-eval')} · primary chain "
             f"<b>{escape(str(summary.get('primary_chain', '')))}</b> · {n_queries} queries ({n_matched} with a match), "
             f"{n_references} references · {escape(dataset)}</p>")
     parts = [head, _metrics_section(summary), _plots_section(pr_curve, histogram), _ablation_section(ablation),
              _slices_section(slices), _fp_section(false_positives, edits, thumbnails),
-             _missed_section(missed, edits, thumbnails, summary.get("threshold_at_p90"))]
+             _missed_section(missed, n_missed, edits, thumbnails, summary.get("threshold_at_p90"))]
     return ("<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
             f"<title>isc-eval report · {escape(title or 'isc-eval')}</title><style>{STYLE}</style></head>\n<body>\n"
             + "\n".join(parts) + f"\n<p class=note>written by isc-eval, {generated}</p>\n</body></html>\n")
@@ -283,8 +285,8 @@ def _fp_section(items: Sequence[FalsePositive], edits: dict[str, QueryEdits], th
             f"wrong predictions, in the order of the pooled list.</p><div class=cards>{body}</div></section>")
 
 
-def _missed_section(items: Sequence[MissedMatch], edits: dict[str, QueryEdits], thumbnails: Thumbnails,
-                    threshold: float | None) -> str:
+def _missed_section(items: Sequence[MissedMatch], n_missed: int, edits: dict[str, QueryEdits],
+                    thumbnails: Thumbnails, threshold: float | None) -> str:
     cards = []
     for m in items:
         tiles = [_tile(thumbnails, m.query_id, "query"), _tile(thumbnails, m.reference_id, "true match")]
@@ -297,6 +299,7 @@ def _missed_section(items: Sequence[MissedMatch], edits: dict[str, QueryEdits], 
     rule = (f"or scored below the threshold at 90 % precision ({threshold:.4f})" if threshold is not None
             else "(precision never reaches 90 %, so no threshold applies)")
     body = "".join(cards) or "<p class=note>no missed match</p>"
-    return (f"<section id=missed><h2>{len(items)} missed matches</h2><p class=note>True pairs absent from the "
-            f"predictions, outranked by another reference of their query, {escape(rule)}; hardest first.</p>"
+    return (f"<section id=missed><h2>Missed matches: the {len(items)} hardest of {n_missed}</h2><p class=note>True "
+            f"pairs absent from the predictions, outranked by another reference of their query, {escape(rule)}; "
+            "hardest first.</p>"
             f"<div class=cards>{body}</div></section>")
