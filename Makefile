@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup train test test-fast clean-venv
+.PHONY: help setup train test test-fast strip-notebooks clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,6 +25,9 @@ test: $(STAMP) ## run the whole test suite
 
 test-fast: $(STAMP) ## the tests not marked slow
 	$(BIN)/python -m pytest -n 2 -m "not slow" $(ARGS)
+
+strip-notebooks: $(STAMP) ## clear the outputs of notebooks/*.ipynb before committing them (the tests check)
+	$(BIN)/python notebooks/strip_outputs.py
 
 clean-venv: ## remove .venv (data/ and outputs/ are kept)
 	rm -rf $(VENV)

@@ -3,7 +3,7 @@
 One run extracts the query, reference (and, when a chain needs them, training) descriptors once per
 checkpoint or baseline, then scores every chain of the eval grid on them. Files in paths.output_dir:
 metrics.json, predictions.csv and descriptors.h5 (the primary chain = the first one), pr_curve.png,
-ablation.csv / ablation.md, chains/<name>/{predictions.csv, metrics.json}, descriptors/ (the HDF5 caches).
+ablation.csv / ablation.md, report.html, chains/<name>/{predictions.csv, metrics.json}, descriptors/ (the HDF5 caches).
 """
 
 from __future__ import annotations
@@ -199,6 +199,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     if query_crop is not None:
         summary["query_crop"] = query_crop
     (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    if cfg.eval.report.enabled:  # report.html: reads the files above (isc/report_html.py)
+        from isc.report_html import write_report
+
+        write_report(output_dir, data, gt, cfg.eval.report, title=_title(cfg, extractors))
     return summary
 
 
