@@ -37,13 +37,11 @@ def _cell(value) -> str:
 
 
 def plot_pr_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | Path, title: str = "") -> Path:
-    """One precision-recall curve per chain (name, precision, recall) in a PNG (matplotlib, Agg)."""
-    import matplotlib
+    """One precision-recall curve per chain (name, precision, recall) in a PNG."""
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (e.g. a notebook's) alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
+    fig = Figure(figsize=(6.4, 4.8), dpi=100)
+    ax = fig.subplots()
     for name, precision, recall in curves:
         ax.plot(recall, precision, label=name, linewidth=1.2)
     ax.axhline(0.9, color="grey", linestyle=":", linewidth=0.8)
@@ -58,5 +56,4 @@ def plot_pr_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: s
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
-    plt.close(fig)
     return path
