@@ -42,7 +42,8 @@ def export_checkpoint(checkpoint: str | Path, out: Path, formats: list[str], *, 
                       name: str | None = None, overwrite: bool = False, batch: int = 4) -> dict:
     """Export, then compare each file with the checkpoint model on a random batch; returns a JSON-ready report."""
     from isc.evaluate import load_checkpoint
-    from isc.export import export_onnx, export_torchscript, load_onnx, load_torchscript, onnx_descriptors, preprocessing
+    from isc.export import (export_onnx, export_torchscript, load_onnx, load_torchscript, onnx_descriptors,
+                            preprocessing)
 
     model, config = load_checkpoint(checkpoint)
     size = size or (config.get("data") or {}).get("eval_size")

@@ -70,7 +70,8 @@ class _Files(Dataset):
 
 def _collate(batch: list[dict]) -> dict:
     ok = [s for s in batch if "views" in s]
-    return {"index": [s["index"] for s in ok], "views": [[s["views"][j] for s in ok] for j in range(len(ok[0]["views"]))] if ok else [],
+    views = [[s["views"][j] for s in ok] for j in range(len(ok[0]["views"]))] if ok else []  # per scale
+    return {"index": [s["index"] for s in ok], "views": views,
             "failed": [(s["index"], s["error"]) for s in batch if "error" in s]}
 
 
