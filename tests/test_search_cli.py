@@ -13,6 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from isc.cli import search as search_cli
 from isc.cli.search import main
 from isc.data.edits import EDITS, EditContext
 from isc.data.mini_disc import MiniDiscSpec, ensure_mini_disc
@@ -28,7 +29,15 @@ COPY_EDITS = ("jpeg", "overlay_text", "overlay_emoji")  # edits a randomly initi
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
+def one_torch_thread(monkeypatch):
+    """Tiny models on a busy 2-core machine: one intra-op thread, whatever --threads (still validated) says."""
+    real = search_cli._set_threads
+
+    def validate_then_one(setting, workers):
+        real(setting, workers)
+        torch.set_num_threads(1)
+
+    monkeypatch.setattr(search_cli, "_set_threads", validate_then_one)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -79,7 +88,12 @@ def world(tmp_path_factory, data_dir):
     sources = sorted(photos.iterdir())[:6]
     for i, p in enumerate(sources):  # one mild edit each
         _edit(load_image(p), (COPY_EDITS[i % 3],), 100 + i).save(queries / f"copy_of_{p.stem}.png")
-    return {"ckpt": ckpt, "photos": photos, "calib": calib, "queries": queries, "root": root}
+    own = root / "own_data.ckpt"  # the same weights, recording the smoke mini-DISC it was "validated" on
+    recorded = OmegaConf.to_container(OmegaConf.load(Path(__file__).parents[1] / "conf" / "dataset" / "mini_disc.yaml"))
+    dataset = {**recorded, "root": str(data_dir / "mini_disc"), "build": dict(SMOKE.dataset.build)}
+    torch.save({"hyper_parameters": {"model": MODEL_ARGS, "config": {"data": {"eval_size": 48}, "dataset": dataset}},
+                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, own)
+    return {"ckpt": ckpt, "own": own, "mini": mini, "photos": photos, "calib": calib, "queries": queries, "root": root}
 
 
 def _build(world, index: Path, *extra: str) -> int:
@@ -141,6 +155,32 @@ def test_threshold_is_where_validation_precision_first_drops_below_target(world,
             best = (s, tp / rank, tp / 12)
     assert cal["threshold"] == pytest.approx(best[0], abs=1e-5)
     assert cal["precision"] == pytest.approx(best[1]) and cal["recall"] == pytest.approx(best[2])
+
+
+def test_calibrates_on_the_validation_data_recorded_in_the_checkpoint(world, tmp_path, capsys):
+    """Without --calibration-data the threshold comes from the checkpoint's own dataset (its validation queries and
+    references); when precision never reaches the target there is no threshold, and nothing is flagged."""
+    index = tmp_path / "index"
+    assert main(["build", str(index), str(world["photos"]), "--checkpoint", str(world["own"]), "--quiet"]) == 0
+    cal = SearchIndex.open(index).meta["calibration"]
+    assert cal["data"] == str(world["mini"]) and (cal["n_queries"], cal["n_references"]) == (16, 24)
+    assert cal["n_gt_pairs"] == round(16 * SMOKE.dataset.build.get("match_fraction", 0.35))
+    assert cal["threshold"] is None or cal["precision"] >= 0.9
+    wrong = tmp_path / "wrong_gt"  # every copy paired with another photo's reference: precision stays < 0.9
+    shutil.copytree(world["calib"], wrong)
+    rows = "".join(f"Q{i:05d},R{(i + 1) % 12:06d}\n" if i < 12 else f"Q{i:05d},\n" for i in range(24))
+    (wrong / "ground_truth.csv").write_text("query_id,reference_id\n" + rows)
+    unflagged = tmp_path / "unflagged"
+    capsys.readouterr()
+    assert main(["build", str(unflagged), str(world["photos"]), "--checkpoint", str(world["ckpt"]),
+                 "--calibration-data", str(wrong), "--quiet"]) == 0
+    assert "precision never reaches 0.9" in capsys.readouterr().err
+    assert SearchIndex.open(unflagged).threshold is None
+    assert main(["query", str(unflagged), str(world["queries"]), "--json", str(tmp_path / "q.json"), "--quiet"]) == 0
+    out = json.loads((tmp_path / "q.json").read_text())
+    assert out["threshold"] is None and len(out["results"]) == 6
+    assert not any(m["copy"] for r in out["results"] for m in r["matches"])
+    assert "copy threshold none (nothing flagged)" in capsys.readouterr().err
 
 
 def test_threshold_at_precision_matches_the_official_p90_operating_point():
@@ -264,3 +304,5 @@ def test_errors_name_the_problem(world, tmp_path, capsys):
     assert "does not embed like the index" in capsys.readouterr().err
     assert main(["query", str(index), str(tmp_path / "missing.jpg"), "--quiet"]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+    assert main(["query", str(index), str(world["queries"]), "--threads", "0", "--quiet"]) == 2
+    assert "--threads must be auto or a positive integer" in capsys.readouterr().err

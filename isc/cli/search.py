@@ -29,6 +29,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes (default 0)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--threads", default="auto",
+                   help="torch intra-op threads: auto (CPU cores minus --workers, as isc-eval) or N; on a busy "
+                        "shared machine 1 can be many times faster")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -63,6 +66,20 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="what an index holds")
     i.add_argument("index", type=Path)
     return p
+
+
+def _set_threads(setting: str, workers: int) -> None:
+    import os
+
+    import torch
+
+    if setting == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores - workers))
+    elif setting.isdigit() and int(setting) >= 1:
+        torch.set_num_threads(int(setting))
+    else:
+        raise ValueError(f"--threads must be auto or a positive integer, got {setting!r}")
 
 
 def _say(message: str) -> None:
@@ -212,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = {"build": _build, "add": _add, "query": _query, "info": _info}[args.command]
     try:
+        if args.command != "info":
+            _set_threads(args.threads, args.workers)
         return command(args)
     except (ValueError, OSError, RuntimeError) as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
