@@ -276,6 +276,11 @@ def test_refuses_to_overwrite_an_index_or_a_foreign_folder(world, tmp_path, caps
     assert (index / "index.json").read_text() == stamp
     assert main([*args, "--threshold", "0.5", "--overwrite"]) == 0  # the last --threshold wins
     assert SearchIndex.open(index).threshold == 0.5 and len(SearchIndex.open(index)) == 24
+    capsys.readouterr()
+    assert main(["info", str(index)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["images"] == 24 and info["calibration"] == {**info["calibration"], "method": "manual", "threshold": 0.5}
+    assert info["model"]["size"] == 48 and info["model"]["checkpoint"] == str(world["ckpt"])
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
