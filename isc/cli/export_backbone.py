@@ -1,5 +1,6 @@
 """isc-export-backbone: write the backbone weights of a training checkpoint as a plain state dict, loadable
-by another run with `backbone.weights_file=` (e.g. after a Barlow Twins pretraining stage)."""
+by another run with `backbone.weights_file=` (e.g. after a Barlow Twins pretraining stage). To deploy the whole
+descriptor model (TorchScript / ONNX), use `isc-export` instead."""
 
 from __future__ import annotations
 
