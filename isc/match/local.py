@@ -20,7 +20,7 @@ from PIL import Image
 __all__ = ["LocalFeatureVerifier"]
 
 FEATURES = ("sift", "orb")
-SCORES = ("inliers", "matches")
+SCORES = ("inliers", "matches", "contained_inliers")
 MODELS = ("homography", "affine")
 
 
@@ -28,7 +28,10 @@ class LocalFeatureVerifier:
     """``score_pairs(queries, references) -> float array``: higher = more likely a copy.
 
     feature: sift | orb; n_features: keypoints kept per image; ratio: Lowe's ratio-test threshold;
-    score: inliers (RANSAC inliers of ``model``) | matches (ratio-test matches, imgFp §7);
+    score: inliers (RANSAC inliers of ``model``) | matches (ratio-test matches, imgFp §7) | contained_inliers:
+    inliers × the larger of the two shares of image area their convex hull covers (a copy holds all of the
+    other image — a crop of it, or it pasted on a background — while two crops of one photo share only a part;
+    source silent);
     model: homography (cv2.findHomography) | affine (cv2.estimateAffinePartial2D: rotation, scale, shift);
     reprojection_error: RANSAC threshold in pixels of the resized images; min_inliers: fewer inliers → 0;
     contrast_threshold: SIFT's (OpenCV default 0.04); lower finds keypoints on flat, low-contrast images.
@@ -104,34 +107,51 @@ class LocalFeatureVerifier:
         good = [(m.queryIdx, m.trainIdx) for m, n in (p for p in pairs if len(p) == 2) if m.distance < self.ratio * n.distance]
         return np.array(good, np.int64).reshape(-1, 2)
 
-    def _inliers(self, pa: np.ndarray, pb: np.ndarray) -> int:
+    def _inliers(self, pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
+        """Boolean inlier mask of the matched points under the RANSAC fit of ``model``."""
         need = 4 if self.model == "homography" else 3
         if len(pa) < need:
-            return 0
+            return np.zeros(len(pa), bool)
         cv2.setRNGSeed(self.seed)  # RANSAC draws: the same pair always gets the same score
         if self.model == "homography":
             _, mask = cv2.findHomography(pa, pb, cv2.RANSAC, self.reprojection_error)
         else:
             _, mask = cv2.estimateAffinePartial2D(pa, pb, method=cv2.RANSAC,
                                                   ransacReprojThreshold=self.reprojection_error)
-        return 0 if mask is None else int(mask.sum())
+        return np.zeros(len(pa), bool) if mask is None else mask.ravel().astype(bool)
 
     def pair_score(self, query: Image.Image, reference: Image.Image) -> float:
         """The score of one pair (the better of plain and mirrored query with ``mirror``)."""
         pr, dr = self.features(reference)
-        best = 0
+        best = 0.0
         for flipped in (False, True) if self.mirror else (False,):
             pq, dq = self.features(query, flipped)
             matches = self._ratio_matches(dq, dr)
             if self.score == "matches":
-                value = len(matches)
+                value = float(len(matches))
             else:
-                value = self._inliers(pq[matches[:, 0]], pr[matches[:, 1]])
-                value = value if value >= self.min_inliers else 0
+                a, b = pq[matches[:, 0]], pr[matches[:, 1]]
+                inliers = self._inliers(a, b)
+                value = float(inliers.sum()) if inliers.sum() >= max(1, self.min_inliers) else 0.0
+                if self.score == "contained_inliers" and value:
+                    value *= max(_hull_share(a[inliers], self._grey_shape(query)),
+                                 _hull_share(b[inliers], self._grey_shape(reference)))
             best = max(best, value)
-        return float(best)
+        return best
+
+    def _grey_shape(self, image: Image.Image) -> tuple[int, int]:
+        s = min(1.0, self.max_side / max(image.size))
+        return max(1, round(image.height * s)), max(1, round(image.width * s))
 
     def score_pairs(self, queries: list[Image.Image], references: list[Image.Image]) -> np.ndarray:
         if len(queries) != len(references):
             raise ValueError(f"score_pairs: {len(queries)} queries but {len(references)} references")
         return np.array([self.pair_score(q, r) for q, r in zip(queries, references)], np.float64)
+
+
+def _hull_share(points: np.ndarray, shape: tuple[int, int]) -> float:
+    """Area of the convex hull of `points` over the area of an image of `shape` (h, w)."""
+    if len(points) < 3:
+        return 0.0
+    hull = cv2.convexHull(points.astype(np.float32).reshape(-1, 1, 2))
+    return min(1.0, float(cv2.contourArea(hull)) / float(shape[0] * shape[1]))

@@ -192,8 +192,8 @@ def match(cfg: DictConfig) -> dict:
     qids = np.array([r.id for r in data.queries])
     rids = np.array([r.id for r in data.references])
     pair_q, pair_r = qids[pairs["query"]], rids[pairs["reference"]]
-    candidate_preds = Predictions(pair_q, pair_r, pairs["score"])
-    candidate_metrics = evaluate(gt, candidate_preds).to_dict()
+    shown = _cap_per_query(pairs["query"], pairs["score"], cfg.results_per_query)  # as the submission, unverified
+    candidate_metrics = evaluate(gt, Predictions(pair_q[shown], pair_r[shown], pairs["score"][shown])).to_dict()
     found = sum(gt.matches.get(q) == r for q, r in zip(pair_q.tolist(), pair_r.tolist()))
     candidate_metrics["recall"] = found / max(1, gt.n_pairs)
 
@@ -205,7 +205,8 @@ def match(cfg: DictConfig) -> dict:
         rule = fu.combine
     final = combine(pairs["score"], verified, rule, descriptor_weight=float(fu.descriptor_weight),
                     verifier_weight=float(fu.verifier_weight), boost=float(fu.boost), threshold=float(fu.threshold))
-    order = np.argsort(-final, kind="stable")
+    submitted = _cap_per_query(pairs["query"], final, cfg.results_per_query)
+    order = submitted[np.argsort(-final[submitted], kind="stable")]
     max_rows = None if cfg.max_rows is None else int(cfg.max_rows)
     if max_rows is not None and len(order) > max_rows:
         log.info("keeping the %d best-scored of %d pairs (max_rows)", max_rows, len(order))
@@ -230,6 +231,7 @@ def match(cfg: DictConfig) -> dict:
         "setup": {"verifier": verifier.name, "query_crops": getattr(query_crops, "name", type(query_crops).__name__),
                   "reference_crops": getattr(reference_crops, "name", type(reference_crops).__name__),
                   "combine": rule, "pairs_rule": fu.pairs, "min_votes": int(fu.min_votes),
+                  "results_per_query": cfg.results_per_query,
                   "models": len(extractors), "queries": len(qids), "references": len(rids)},
     }
     (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
