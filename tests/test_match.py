@@ -132,6 +132,8 @@ def test_configuration_errors_come_before_any_work(run):
         match(run("verifier=none", "verifier._target_=isc.match.crops.NoCrops"))
     with pytest.raises(ValueError, match="verify.views must be one of"):
         match(run("verify.views=crops"))
+    with pytest.raises(ValueError, match="fusion.vote_over must be models or views"):
+        match(run("fusion.vote_over=crops"))
 
 
 @pytest.mark.parametrize("group, options", [("verifier", ["none", "sift", "orb"]),

@@ -46,6 +46,8 @@ def _components(cfg: DictConfig):
             raise TypeError(f"{role}: {type(provider).__name__} has no crops(image) method (see isc/match/crops.py)")
     verifier = instantiate(cfg.verifier)
     check_verifier(verifier)
+    if cfg.fusion.vote_over not in ("models", "views"):
+        raise ValueError(f"fusion.vote_over must be models or views, got {cfg.fusion.vote_over!r}")
     if cfg.verify.views not in VERIFY_VIEWS:
         raise ValueError(f"verify.views must be one of {', '.join(VERIFY_VIEWS)}, got {cfg.verify.views!r}")
     return query_crops, reference_crops, verifier
@@ -178,8 +180,6 @@ def match(cfg: DictConfig) -> dict:
     keys = hits.query * n_refs + hits.reference
     fu = cfg.fusion
     sources = hits.source if fu.vote_over == "models" else None
-    if fu.vote_over not in ("models", "views"):
-        raise ValueError(f"fusion.vote_over must be models or views, got {fu.vote_over!r}")
     pair_keys, desc_score, votes = fuse_pairs(keys, hits.score, fu.pairs, sources=sources, min_votes=int(fu.min_votes))
     best_keys, best = best_entry(keys, hits.score)
     best = best[np.searchsorted(best_keys, pair_keys)]
