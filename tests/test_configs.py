@@ -28,15 +28,14 @@ def test_groups_found():
     assert {"augmentation", "backbone", "callbacks", "dataset", "debug", "logger", "loss", "optimizer", "paths", "scheduler", "trainer"} <= set(GROUPS)
 
 
-EVAL_GROUPS = {"eval_grid": "eval_grid={}", "postprocess": "+postprocess={}",  # isc-eval's groups
-               "query_crops": "+query_crops={}"}  # query-crop providers (isc-match, isc-eval's query replacement)
-ADDED_GROUPS = {"verifier": "+verifier={}"}  # isc-match's verifiers: in no defaults list of train.yaml
+EVAL_GROUPS = {"eval_grid": "eval_grid={}", "postprocess": "+postprocess={}"}  # isc-eval's groups
+MATCH_GROUPS = ("verifier", "query_crops")  # isc-match's groups (instantiated in tests/test_match.py)
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_instantiates(group, option, tmp_path):
-    choice = {**EVAL_GROUPS, **ADDED_GROUPS}.get(group, "{}={}".replace("{}", group, 1)).format(option)
-    cfg = compose_config("eval" if group in EVAL_GROUPS else "train",
+    choice = EVAL_GROUPS.get(group, "{}={}".replace("{}", group, 1)).format(option)
+    cfg = compose_config("eval" if group in EVAL_GROUPS else "match" if group in MATCH_GROUPS else "train",
                          [choice, f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path}"])
     if group not in ("experiment", "debug"):  # these are @package _global_ overlays
         assert cfg[group] is not None

@@ -1,0 +1,80 @@
+"""Candidate pairs from view descriptors: the top-k references of every query view (whole image: k, crop: k_crops),
+searched over all reference views by cosine similarity; one entry per (query view, reference image)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from isc.match.views import ViewDescriptors
+
+__all__ = ["Entries", "view_candidates"]
+
+
+@dataclass(frozen=True, eq=False)
+class Entries:
+    """Scored (query view, reference view) hits; `query`/`reference` index the records, `*_view` the views."""
+
+    query: np.ndarray
+    reference: np.ndarray
+    score: np.ndarray
+    query_view: np.ndarray
+    reference_view: np.ndarray
+    source: np.ndarray  # model index
+
+    @classmethod
+    def concatenate(cls, parts: list[Entries]) -> Entries:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                     ("query", "reference", "score", "query_view", "reference_view", "source")))
+
+    def __len__(self) -> int:
+        return len(self.query)
+
+
+def _normalised(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def view_candidates(queries: ViewDescriptors, references: ViewDescriptors, *, k: int, k_crops: int,
+                    crop_penalty: float = 0.0, source: int = 0, batch_size: int = 4096) -> Entries:
+    """Top-k distinct references per query view (k for whole queries, k_crops for crops; 0 = none), scored by
+    the cosine of the best reference view; crop-view scores are lowered by `crop_penalty` (D²LV, RECIPES §5.3)."""
+    import faiss
+
+    if k < 0 or k_crops < 0:
+        raise ValueError(f"candidates.k and candidates.k_crops must be >= 0, got {k}, {k_crops}")
+    q, r = _normalised(queries.vectors), _normalised(references.vectors)
+    if q.shape[1] != r.shape[1]:
+        raise ValueError(f"query views have {q.shape[1]} dims but reference views {r.shape[1]}")
+    n_refs = int(references.owner.max()) + 1 if len(references) else 0
+    per_ref = int(np.bincount(references.owner).max()) if len(references) else 1
+    want = np.where(queries.whole, k, k_crops)
+    k_max = int(want.max(initial=0))
+    if k_max == 0 or n_refs == 0:
+        empty = np.zeros(0, np.int64)
+        return Entries(empty, empty, np.zeros(0), empty, empty, empty)
+    depth = min(len(r), k_max * per_ref)  # enough reference views for k_max distinct references
+    parts = []
+    for start in range(0, len(q), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(q)))
+        rows = rows[want[rows] > 0]
+        if not len(rows):
+            continue
+        sims, labels = faiss.knn(q[rows], r, depth, metric=faiss.METRIC_INNER_PRODUCT)
+        owners = references.owner[labels]
+        # the first (best) hit of every reference in each row, then the first want[row] of those
+        order = np.argsort(owners, axis=1, kind="stable")
+        sorted_owners = np.take_along_axis(owners, order, axis=1)
+        first_sorted = np.ones_like(sorted_owners, bool)
+        first_sorted[:, 1:] = sorted_owners[:, 1:] != sorted_owners[:, :-1]
+        first = np.empty_like(first_sorted)
+        np.put_along_axis(first, order, first_sorted, axis=1)
+        keep = first & (np.cumsum(first, axis=1) <= want[rows][:, None])
+        i, j = np.nonzero(keep)
+        qv = rows[i]
+        score = sims[i, j].astype(np.float64) - np.where(queries.whole[qv], 0.0, crop_penalty)
+        parts.append(Entries(queries.owner[qv], owners[i, j], score, qv, labels[i, j],
+                             np.full(len(qv), source, np.int64)))
+    return Entries.concatenate(parts) if parts else view_candidates(queries, references, k=0, k_crops=0)

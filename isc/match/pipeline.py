@@ -1,0 +1,254 @@
+"""isc-match: descriptor candidates (whole images and crops) → verification → score fusion → matching-track CSV.
+
+Files in paths.output_dir: predictions.csv (query_id,reference_id,score; ≤ max_rows, scored by isc-score),
+candidates.csv (the same pairs with their descriptor and verifier scores) and metrics.json (descriptor-only
+µAP of the same checkpoint, candidate µAP and recall, matched µAP, verification cost).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from PIL import Image
+from tqdm import tqdm
+
+from isc.data.disc import load_disc
+from isc.data.records import ImageRecord
+from isc.formats import write_predictions
+from isc.images import load_image
+from isc.match.candidates import Entries, view_candidates
+from isc.match.fusion import best_entry, combine, fuse_pairs
+from isc.match.verifiers import NoVerifier, check_verifier
+from isc.match.views import ViewDescriptors, embed_views
+from isc.metric import GroundTruth, Predictions, evaluate
+from isc.search import global_candidates
+
+log = logging.getLogger(__name__)
+
+__all__ = ["match"]
+
+VERIFY_VIEWS = ("whole", "best_view", "both")
+
+
+def _components(cfg: DictConfig):
+    """Crop providers and verifier from their config groups (Hydra _target_), checked before any work."""
+    query_crops = instantiate(cfg.query_crops)
+    reference_crops = instantiate(cfg.reference_crops)
+    for role, provider in (("query_crops", query_crops), ("reference_crops", reference_crops)):
+        if not callable(getattr(provider, "crops", None)):
+            raise TypeError(f"{role}: {type(provider).__name__} has no crops(image) method (see isc/match/crops.py)")
+    verifier = instantiate(cfg.verifier)
+    check_verifier(verifier)
+    if cfg.fusion.vote_over not in ("models", "views"):
+        raise ValueError(f"fusion.vote_over must be models or views, got {cfg.fusion.vote_over!r}")
+    if cfg.verify.views not in VERIFY_VIEWS:
+        raise ValueError(f"verify.views must be one of {', '.join(VERIFY_VIEWS)}, got {cfg.verify.views!r}")
+    return query_crops, reference_crops, verifier
+
+
+class _ImageCache:
+    """Decoded images by path, least recently used dropped first."""
+
+    def __init__(self, size: int, draft_size: int | None) -> None:
+        self.size, self.draft_size = max(1, int(size)), draft_size
+        self._images: OrderedDict[Path, Image.Image] = OrderedDict()
+
+    def get(self, record: ImageRecord) -> Image.Image:
+        image = self._images.get(record.path)
+        if image is None:
+            image = load_image(record.path, draft_size=self.draft_size)
+            self._images[record.path] = image
+            if len(self._images) > self.size:
+                self._images.popitem(last=False)
+        else:
+            self._images.move_to_end(record.path)
+        return image
+
+
+def _cap_per_query(query: np.ndarray, score: np.ndarray, limit: int | None) -> np.ndarray:
+    """Indices of the `limit` best-scored pairs of every query (all when limit is None), by query then score."""
+    order = np.lexsort((-score, query))
+    if limit is None:
+        return order
+    q = query[order]
+    starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])
+    rank = np.arange(len(q)) - np.repeat(starts, np.diff(np.r_[starts, len(q)]))
+    return order[rank < int(limit)]
+
+
+def _verify(cfg: DictConfig, verifier, data, pairs: dict, views: tuple) -> tuple[np.ndarray, dict]:
+    """Verifier scores of the candidate pairs (fused over whole/best-view inputs) and the cost of computing them."""
+    q_views, r_views = views
+    cache = _ImageCache(cfg.verify.image_cache, cfg.verify.draft_size)
+    inputs = ["whole", "best_view"] if cfg.verify.views == "both" else [cfg.verify.views]
+    n = len(pairs["query"])
+    batch = max(1, int(cfg.verify.batch_pairs))
+    scores = {name: np.zeros(n) for name in inputs}
+    load_s = verify_s = 0.0
+    with tqdm(total=n * len(inputs), desc=f"verify ({verifier.name})", unit="pair") as bar:
+        for start in range(0, n, batch):
+            rows = np.arange(start, min(n, start + batch))
+            for name in inputs:
+                t0 = time.perf_counter()
+                qs, rs = [], []
+                for i in rows:
+                    q_img = cache.get(data.queries[pairs["query"][i]])
+                    r_img = cache.get(data.references[pairs["reference"][i]])
+                    if name == "best_view":
+                        q_img = q_img.crop(tuple(_scaled_box(q_views, pairs["query_view"][i], q_img)))
+                        r_img = r_img.crop(tuple(_scaled_box(r_views, pairs["reference_view"][i], r_img)))
+                    qs.append(q_img)
+                    rs.append(r_img)
+                t1 = time.perf_counter()
+                out = np.asarray(verifier.score_pairs(qs, rs), np.float64).reshape(-1)
+                t2 = time.perf_counter()
+                if len(out) != len(rows):
+                    raise ValueError(f"verifier {verifier.name!r} returned {len(out)} scores for {len(rows)} pairs")
+                scores[name][rows] = out
+                load_s, verify_s = load_s + t1 - t0, verify_s + t2 - t1
+                bar.update(len(rows))
+    if len(inputs) == 1:
+        fused = scores[inputs[0]]
+    else:
+        keys = np.tile(np.arange(n), len(inputs))
+        _, fused, _ = fuse_pairs(keys, np.concatenate([scores[k] for k in inputs]), cfg.fusion.verified)
+    n_queries = len(data.queries)
+    total = load_s + verify_s
+    cost = {"verifier": verifier.name, "inputs": inputs, "pairs": int(n), "seconds": round(total, 3),
+            "image_load_seconds": round(load_s, 3),
+            "ms_per_query": round(1000 * total / max(1, n_queries), 3),
+            "ms_per_pair": round(1000 * total / max(1, n * len(inputs)), 3),
+            "verifier_ms_per_pair": round(1000 * verify_s / max(1, n * len(inputs)), 3)}
+    return fused, cost
+
+
+def _scaled_box(views: ViewDescriptors, view: int, image: Image.Image) -> np.ndarray:
+    """A view's box in the pixels of `image` (the view was cut from the image decoded for extraction, which
+    may be smaller: draft mode)."""
+    box = views.boxes[view].astype(np.float64)
+    whole = views.boxes[np.flatnonzero((views.owner == views.owner[view]) & views.whole)[0]]
+    sx, sy = image.width / max(1, whole[2]), image.height / max(1, whole[3])
+    out = np.round(box * [sx, sy, sx, sy]).astype(int)
+    out[2:] = np.maximum(out[2:], out[:2] + 1)
+    return out
+
+
+def _descriptor_only(q: ViewDescriptors, r: ViewDescriptors, data, gt: GroundTruth, per_query: int) -> dict:
+    """µAP of the whole-image descriptors under the official descriptor-track rule (isc-eval's raw chain)."""
+    qi, ri = np.flatnonzero(q.whole), np.flatnonzero(r.whole)
+    qids = np.array([data.queries[i].id for i in q.owner[qi]])
+    rids = np.array([data.references[i].id for i in r.owner[ri]])
+    preds = global_candidates(q.vectors[qi], r.vectors[ri], qids, rids, num_results=per_query * len(qids))
+    return evaluate(gt, preds).to_dict()
+
+
+def match(cfg: DictConfig) -> dict:
+    """Run isc-match as configured; returns the metrics written to metrics.json."""
+    from isc.evaluate import build_extractors
+    from isc.train import configure_threads
+
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    query_crops, reference_crops, verifier = _components(cfg)
+    configure_threads(cfg.get("torch_threads"), int(cfg.eval.num_workers))
+    extractors = build_extractors(cfg)
+    data = load_disc(cfg.dataset)
+    gt = data.ground_truth
+    started = time.perf_counter()
+
+    common = dict(batch_size=int(cfg.eval.batch_size), num_workers=int(cfg.eval.num_workers),
+                  draft_size=cfg.eval.draft_size)
+    entries, views, descriptor_metrics = [], [], []
+    cand = cfg.candidates
+    for m, extractor in enumerate(extractors):
+        qv = embed_views(extractor, data.queries, query_crops, desc=f"{extractor.name} query views", **common)
+        rv = embed_views(extractor, data.references, reference_crops, desc=f"{extractor.name} reference views", **common)
+        views.append((qv, rv))
+        descriptor_metrics.append(_descriptor_only(qv, rv, data, gt, int(cand.descriptor_results_per_query)))
+        entries.append(view_candidates(qv, rv, k=int(cand.k), k_crops=int(cand.k_crops),
+                                       crop_penalty=float(cand.crop_penalty), source=m))
+    extract_s = time.perf_counter() - started
+    hits = Entries.concatenate(entries)
+    n_refs = len(data.references)
+    keys = hits.query * n_refs + hits.reference
+    fu = cfg.fusion
+    sources = hits.source if fu.vote_over == "models" else None
+    pair_keys, desc_score, votes = fuse_pairs(keys, hits.score, fu.pairs, sources=sources, min_votes=int(fu.min_votes))
+    best_keys, best = best_entry(keys, hits.score)
+    best = best[np.searchsorted(best_keys, pair_keys)]
+    pairs = {"query": pair_keys // n_refs, "reference": pair_keys % n_refs, "score": desc_score, "votes": votes,
+             "query_view": hits.query_view[best], "reference_view": hits.reference_view[best],
+             "model": hits.source[best]}
+    keep = _cap_per_query(pairs["query"], pairs["score"], cand.max_per_query)
+    pairs = {k: v[keep] for k, v in pairs.items()}
+
+    qids = np.array([r.id for r in data.queries])
+    rids = np.array([r.id for r in data.references])
+    pair_q, pair_r = qids[pairs["query"]], rids[pairs["reference"]]
+    shown = _cap_per_query(pairs["query"], pairs["score"], cfg.results_per_query)  # as the submission, unverified
+    candidate_metrics = evaluate(gt, Predictions(pair_q[shown], pair_r[shown], pairs["score"][shown])).to_dict()
+    found = sum(gt.matches.get(q) == r for q, r in zip(pair_q.tolist(), pair_r.tolist()))
+    candidate_metrics["recall"] = found / max(1, gt.n_pairs)
+
+    if isinstance(verifier, NoVerifier):
+        verified, cost = None, {"verifier": "none", "pairs": 0, "seconds": 0.0, "ms_per_query": 0.0, "ms_per_pair": 0.0}
+        rule = "descriptor"
+    else:
+        verified, cost = _verify(cfg, verifier, data, pairs, views[0])
+        rule = fu.combine
+    final = combine(pairs["score"], verified, rule, descriptor_weight=float(fu.descriptor_weight),
+                    verifier_weight=float(fu.verifier_weight), boost=float(fu.boost), threshold=float(fu.threshold))
+    submitted = _cap_per_query(pairs["query"], final, cfg.results_per_query)
+    order = submitted[np.argsort(-final[submitted], kind="stable")]
+    max_rows = None if cfg.max_rows is None else int(cfg.max_rows)
+    if max_rows is not None and len(order) > max_rows:
+        log.info("keeping the %d best-scored of %d pairs (max_rows)", max_rows, len(order))
+        order = order[:max_rows]
+    preds = Predictions(pair_q[order], pair_r[order], final[order])
+    write_predictions(output_dir / "predictions.csv", preds, max_rows=max_rows,
+                      known_query_ids=qids, known_reference_ids=rids)
+    _write_candidates(output_dir / "candidates.csv", pair_q, pair_r, pairs, verified, final)
+    matched = evaluate(gt, preds).to_dict()
+
+    summary = {
+        "uAP": matched["uAP"],
+        "descriptor_uAP": descriptor_metrics[0]["uAP"],
+        "candidates_uAP": candidate_metrics["uAP"],
+        "candidate_recall": candidate_metrics["recall"],
+        "matched": matched,
+        "descriptor_only": descriptor_metrics if len(descriptor_metrics) > 1 else descriptor_metrics[0],
+        "candidates": {**candidate_metrics, "pairs": int(len(pair_q)),
+                       "query_views": int(len(views[0][0])), "reference_views": int(len(views[0][1]))},
+        "verification": cost,
+        "extraction_seconds": round(extract_s, 3),
+        "setup": {"verifier": verifier.name, "query_crops": getattr(query_crops, "name", type(query_crops).__name__),
+                  "reference_crops": getattr(reference_crops, "name", type(reference_crops).__name__),
+                  "combine": rule, "pairs_rule": fu.pairs, "min_votes": int(fu.min_votes),
+                  "results_per_query": cfg.results_per_query,
+                  "models": len(extractors), "queries": len(qids), "references": len(rids)},
+    }
+    (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    log.info("descriptor-only µAP %.4f | candidates µAP %.4f (recall %.3f) | matched µAP %.4f | verification "
+             "%.1f ms/query, %.2f ms/pair", summary["descriptor_uAP"], summary["candidates_uAP"],
+             summary["candidate_recall"], summary["uAP"], cost["ms_per_query"], cost["ms_per_pair"])
+    return summary
+
+
+def _write_candidates(path: Path, qids, rids, pairs: dict, verified, final) -> None:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["query_id", "reference_id", "descriptor_score", "verifier_score", "score", "votes"])
+        v = verified if verified is not None else np.full(len(qids), np.nan)
+        for row in zip(qids.tolist(), rids.tolist(), pairs["score"].tolist(), v.tolist(), final.tolist(),
+                       pairs["votes"].tolist()):
+            w.writerow([row[0], row[1], f"{row[2]:.6f}", "" if np.isnan(row[3]) else f"{row[3]:.6f}",
+                        f"{row[4]:.6f}", row[5]])
