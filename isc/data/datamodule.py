@@ -103,6 +103,10 @@ class DiscDataModule(L.LightningDataModule):
                                      label_offset=len(dataset), draft_size=self.draft_size)
         return dataset
 
+    def batches_per_epoch(self, world_size: int = 1) -> int:
+        """Training batches per process and epoch (full global batches only, as EpochSampler draws them)."""
+        return len(self.train_dataset()) // (self.batch_size * world_size)
+
     def train_dataloader(self) -> DataLoader:
         """Order and augmentations depend on (seed, epoch, sample) only (see isc.data.sampling): a resumed run
         replays them, and under DDP each step's global batch is one process's batch."""
@@ -112,7 +116,9 @@ class DiscDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         limit = (lambda: self.class_limit() if self.class_limit else None) if self.limit_classes else None
-        sampler = EpochSampler(len(dataset), self.batch_size, self.seed, limit, num_replicas=world, rank=rank)
+        sampler = EpochSampler(len(dataset), self.batch_size, self.seed, limit, num_replicas=world, rank=rank,
+                               current_epoch=(lambda: trainer.fit_loop.epoch_progress.current.processed)
+                               if trainer is not None else None)  # the value Lightning passes to set_epoch
         return self._loader(SeededSamples(dataset, self.seed), self.batch_size, shuffle=False, drop_last=True,
                             sampler=sampler)
 

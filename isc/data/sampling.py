@@ -29,16 +29,18 @@ class EpochSampler(DistributedSampler):
     the first `limit()` samples, the permutation repeated to fill the epoch. Yields (epoch, index) pairs, which
     `SeededSamples` turns into the sample's random draws.
 
-    A DistributedSampler subclass so that Lightning neither replaces nor wraps it under DDP; Lightning calls
-    `set_epoch` before every epoch, including the first epoch of a resumed run."""
+    A DistributedSampler subclass so that Lightning neither replaces nor wraps it under DDP. The epoch is read
+    when an epoch's iteration starts, from `current_epoch()` if given (the trainer's epoch progress), else from
+    `set_epoch`: a resumed run with data workers creates its first iterator (and the workers prefetch from it)
+    before Lightning calls `set_epoch`, which then comes too late."""
 
     def __init__(self, length: int, batch_size: int, seed: int = 0, limit: Callable[[], int | None] | None = None,
-                 num_replicas: int = 1, rank: int = 0):
+                 num_replicas: int = 1, rank: int = 0, current_epoch: Callable[[], int] | None = None):
         if length < batch_size * num_replicas:
             raise ValueError(f"data.batch_size={batch_size} × {num_replicas} processes is larger than the "
                              f"{length} training samples")
         self.length, self.batch_size, self.seed, self.limit = length, batch_size, seed, limit
-        self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
+        self.num_replicas, self.rank, self.epoch, self.current_epoch = num_replicas, rank, 0, current_epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -58,6 +60,8 @@ class EpochSampler(DistributedSampler):
         return order[: self.length // self.global_batch * self.global_batch].tolist()
 
     def __iter__(self):
+        if self.current_epoch is not None:
+            self.epoch = self.current_epoch()
         order, b, g = self.order(), self.batch_size, self.global_batch
         mine = [i for start in range(0, len(order), g) for i in order[start + self.rank * b: start + (self.rank + 1) * b]]
         return iter([(self.epoch, i) for i in mine])
