@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from isc.augment import eval_transform
 from isc.callbacks import EpochSeeding, RetrievalEvaluation, RetrievalFigures
 from isc.data.datamodule import DiscDataModule
+from isc.loggers import ResumableCSVLogger
 from isc.losses.build import build_loss
 from isc.module import CopyDetectionModule
 
@@ -179,6 +180,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resume_checkpoint(cfg, output_dir)
     if ckpt_path is not None:
         log.info("resuming from %s (optimizer, scheduler, loss state and data order restored)", ckpt_path)
+        step = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("global_step")
+        for logger in trainer.loggers:
+            if isinstance(logger, ResumableCSVLogger):
+                logger.keep_before_step = step  # keep the crashed part's rows up to the checkpoint
     metrics: dict[str, float] = {}
     if evaluation is not None and cfg.validate_before_training and ckpt_path is None:
         trainer.validate(module, datamodule=datamodule, verbose=False)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -74,6 +75,11 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_run(smoke_cfg
     got = json.loads((crashed / "metrics.json").read_text())
     for key in ("val/uAP", "val/recall_at_rank10", "best/uAP", "train/loss", "train/epoch_loss"):
         assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-7), key
+    # the CSV log holds every step once: the crashed part up to the checkpoint, then the resumed part
+    losses = [pd.read_csv(run / "csv" / "metrics.csv").dropna(subset=["train/loss"]).set_index("step")["train/loss"]
+              for run in (crashed, Path(reference.paths.output_dir))]
+    assert list(losses[0].index) == list(range(18))
+    assert losses[0].to_numpy() == pytest.approx(losses[1].to_numpy(), rel=1e-5)
     resumed, uninterrupted = final_state(crashed), final_state(Path(reference.paths.output_dir))
     assert resumed["global_step"] == uninterrupted["global_step"] == 18
     for key, value in uninterrupted["state_dict"].items():  # weights and memory bank
