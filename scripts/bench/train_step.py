@@ -8,9 +8,10 @@ loop with the same model, loss, optimizer, schedule and batch, side by side. Pri
 GPU, a recipe backbone in bf16:  --device cuda --precision bf16 --backbone resnet50 --size 224 --batch 128
 
 One fixed batch (B images × 2 views of random pixels) is fed every step through a DataLoader in both arms, and
-moved to the device every step in both. Each repetition times `steps` optimizer steps after `warmup` untimed
-ones, in both arms, alternating which arm goes first; the JSON reports per-arm medians and the median of the
-per-repetition ratios (Lightning / raw, images per second): interleaving cancels slow drifts of a shared CPU.
+moved to the device every step in both. Each repetition times `steps` optimizer steps (start to start) after
+`warmup` untimed ones, in both arms, alternating which arm goes first, and takes each arm's median step time
+(robust to bursts of other jobs on a shared CPU); the JSON reports per-arm medians over the repetitions and the
+median of the per-repetition ratios (Lightning / raw, images per second): interleaving cancels slow drifts.
 """
 
 from __future__ import annotations
@@ -56,26 +57,30 @@ def make_module(args) -> CopyDetectionModule:
 
 
 class StepTimer(L.Callback):
-    """Wall time from the start of step `warmup` to the end of the last step."""
+    """Start-to-start intervals of the training steps after `warmup` (each includes everything Lightning does per
+    step: fetching, moving the batch, hooks, logging), the last one ending when training ends."""
 
     def __init__(self, warmup: int, device: str):
-        self.warmup, self.device, self.start, self.seconds = warmup, device, None, None
+        self.warmup, self.device, self.starts = warmup, device, []
 
-    def _sync(self) -> None:
+    def _now(self) -> float:
         if self.device == "cuda":
             torch.cuda.synchronize()
+        return time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == self.warmup:
-            self._sync()
-            self.start = time.perf_counter()
+        if batch_idx >= self.warmup:
+            self.starts.append(self._now())
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self._sync()
-        self.seconds = time.perf_counter() - self.start
+        self.starts.append(self._now())
+
+    @property
+    def intervals(self) -> list[float]:
+        return [b - a for a, b in zip(self.starts, self.starts[1:])]
 
 
-def run_lightning(args, batch: dict) -> float:
+def run_lightning(args, batch: dict) -> list[float]:
     module = make_module(args)
     if args.channels_last:
         module.model.to(memory_format=torch.channels_last)
@@ -85,10 +90,10 @@ def run_lightning(args, batch: dict) -> float:
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(module, train_dataloaders=loader(batch, args.warmup + args.steps))
-    return timer.seconds
+    return timer.intervals
 
 
-def run_raw(args, batch: dict) -> float:
+def run_raw(args, batch: dict) -> list[float]:
     module = make_module(args).to(args.device)  # the same initial weights, loss and optimizer groups
     if args.channels_last:
         module.model.to(memory_format=torch.channels_last)
@@ -96,12 +101,9 @@ def run_raw(args, batch: dict) -> float:
     optimizer = optimizer_factory(parameter_groups(module))
     scheduler = warmup_cosine(optimizer, args.warmup + args.steps)
     autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.precision == "bf16")
-    start = None
+    timer = StepTimer(args.warmup, args.device)
     for step, item in enumerate(loader(batch, args.warmup + args.steps)):
-        if step == args.warmup:
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
+        timer.on_train_batch_start(None, None, item, step)
         views = item["views"].to(args.device, non_blocking=True)
         labels = item["label"].to(args.device, non_blocking=True)
         images, labels = views.flatten(0, 1), labels.repeat_interleave(views.shape[1])
@@ -113,9 +115,8 @@ def run_raw(args, batch: dict) -> float:
         out["loss"].backward()
         optimizer.step()
         scheduler.step()
-    if args.device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+    timer.on_train_end(None, None)
+    return timer.intervals
 
 
 def main() -> None:
@@ -134,13 +135,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     batch = make_batch(args)
-    images = args.batch * 2 * args.steps
+    per_image = args.batch * 2
     raw, lightning, ratios = [], [], []
     for repeat in range(args.repeats):
         arms = (("raw", run_raw), ("lightning", run_lightning))
-        seconds = {name: fn(args, batch) for name, fn in (arms if repeat % 2 == 0 else arms[::-1])}
-        raw.append(images / seconds["raw"])
-        lightning.append(images / seconds["lightning"])
+        steps = {name: fn(args, batch) for name, fn in (arms if repeat % 2 == 0 else arms[::-1])}
+        # median step time: robust to the bursts of other jobs on a shared CPU
+        raw.append(per_image / statistics.median(steps["raw"]))
+        lightning.append(per_image / statistics.median(steps["lightning"]))
         ratios.append(lightning[-1] / raw[-1])
     print(json.dumps({
         "benchmark": "train_step", "backbone": args.backbone, "size": args.size, "images_per_step": args.batch * 2,
