@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import lightning as L
@@ -30,6 +31,25 @@ def training_inputs(batch: dict, batch_mix: Callable | None = None) -> tuple[tor
         images = torch.cat([images, batch["negatives"].flatten(0, 1)])
         labels = torch.cat([labels, negative_labels])
     return images, labels
+
+
+def total_steps(trainer: L.Trainer) -> int:
+    """Optimizer steps of the run (Lightning's estimated_stepping_batches, same rules). Computed from the data
+    module's `batches_per_epoch()` when it has one: estimated_stepping_batches builds the training loader — and
+    its workers prefetch the first epoch's batches — before a resumed run's epoch counter is restored, so that
+    run would replay the first epoch's order instead of the next epoch's."""
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is None or not hasattr(datamodule, "batches_per_epoch"):
+        return int(trainer.estimated_stepping_batches)
+    batches = datamodule.batches_per_epoch(trainer.world_size)
+    limit = trainer.limit_train_batches
+    batches = min(batches, int(limit)) if isinstance(limit, int) else int(batches * limit)
+    if trainer.max_epochs is None or trainer.max_epochs < 0:
+        if trainer.max_steps < 0:
+            raise ValueError("the learning-rate schedule needs trainer.max_epochs or trainer.max_steps")
+        return trainer.max_steps
+    steps = math.ceil(batches * trainer.max_epochs / trainer.accumulate_grad_batches)
+    return min(steps, trainer.max_steps) if trainer.max_steps >= 0 else steps
 
 
 class CopyDetectionModule(L.LightningModule):
@@ -83,9 +103,7 @@ class CopyDetectionModule(L.LightningModule):
         optimizer = self.optimizer_factory(parameter_groups(self))
         if self.scheduler_factory is None:
             return optimizer
-        total = self.trainer.estimated_stepping_batches
-        if self.scheduler_interval == "epoch":
-            total = self.trainer.max_epochs
+        total = self.trainer.max_epochs if self.scheduler_interval == "epoch" else total_steps(self.trainer)
         scheduler = self.scheduler_factory(optimizer, total_steps=int(total))
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch",

@@ -13,8 +13,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from isc.augment import eval_transform
-from isc.callbacks import RetrievalEvaluation
+from isc.callbacks import EpochSeeding, RetrievalEvaluation, RetrievalFigures
 from isc.data.datamodule import DiscDataModule
+from isc.loggers import ResumableCSVLogger
 from isc.losses.build import build_loss
 from isc.module import CopyDetectionModule
 
@@ -63,10 +64,49 @@ def build_module(cfg: DictConfig, loss: torch.nn.Module) -> CopyDetectionModule:
 
 
 def build_trainer(cfg: DictConfig, output_dir: Path, extra_callbacks: list | tuple = ()) -> L.Trainer:
+    """Callbacks of the `callbacks` group, then the loss's, then those of the `trainer` node (e.g. trainer=gpu's
+    ModelAcceleration), then EpochSeeding (resumable random draws); figures come last, after the evaluation."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks += list(extra_callbacks)
+    trainer_node = OmegaConf.to_container(cfg.trainer, resolve=True)
+    callbacks += [instantiate(c) for c in trainer_node.pop("callbacks", None) or []]
+    callbacks.append(EpochSeeding(cfg.seed))
+    callbacks.sort(key=lambda c: isinstance(c, RetrievalFigures))  # stable: figures after the evaluation
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(output_dir))
+    return instantiate(trainer_node, callbacks=callbacks, logger=loggers or False, default_root_dir=str(output_dir))
+
+
+def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
+    """The checkpoint to continue from. `ckpt_path=last`: this run folder's checkpoints/last.ckpt, else the newest
+    last.ckpt of the task's earlier runs (`paths.log_dir/task_name/runs/*`); `ckpt_path=<file>`: that file;
+    null: this folder's last.ckpt if it exists (`resume: true`, the default), so that rerunning the same
+    command into the same folder — a requeued SLURM job, `paths.output_dir=<folder>` — continues the run."""
+    requested = cfg.get("ckpt_path")
+    own = output_dir / "checkpoints" / "last.ckpt"
+    if requested == "last":
+        if own.is_file():
+            return own
+        runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
+        found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise FileNotFoundError(f"ckpt_path=last: no checkpoints/last.ckpt in {output_dir} nor in any run under "
+                                    f"{runs}; give the checkpoint file, ckpt_path=<run>/checkpoints/last.ckpt")
+        return found[-1]
+    if requested:
+        path = Path(requested).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"ckpt_path={requested!r} does not exist (ckpt_path=last finds the newest run's)")
+        return path
+    return own if cfg.get("resume", True) and own.is_file() else None
+
+
+def _last_good_checkpoint(output_dir: Path) -> str:
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return "No checkpoint was written before it (the failure came in the first epoch)."
+    epoch = torch.load(last, map_location="cpu", weights_only=False).get("epoch")
+    return (f"The last good checkpoint is {last} (end of epoch {epoch}); lower the learning rate or clip gradients "
+            f"(trainer.gradient_clip_val=1.0) and continue from it with ckpt_path={last}")
 
 
 def _floats(metrics: dict) -> dict[str, float]:
@@ -137,11 +177,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if evaluation is None:
         log.warning("no RetrievalEvaluation callback configured: no val/* metrics will be computed")
 
+    ckpt_path = resume_checkpoint(cfg, output_dir)
+    if ckpt_path is not None:
+        log.info("resuming from %s (optimizer, scheduler, loss state and data order restored)", ckpt_path)
+        step = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("global_step")
+        for logger in trainer.loggers:
+            if isinstance(logger, ResumableCSVLogger):
+                logger.keep_before_step = step  # keep the crashed part's rows up to the checkpoint
     metrics: dict[str, float] = {}
-    if evaluation is not None and cfg.validate_before_training and not cfg.get("ckpt_path"):
+    if evaluation is not None and cfg.validate_before_training and ckpt_path is None:
         trainer.validate(module, datamodule=datamodule, verbose=False)
         metrics.update(_evaluation_metrics(evaluation, "init"))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except FloatingPointError as error:
+        raise FloatingPointError(f"{error}; training stopped. {_last_good_checkpoint(output_dir)}") from error
     metrics.update(_floats(trainer.callback_metrics))
     if evaluation is not None and evaluation.scored_at_step != trainer.global_step:
         # check_val_every_n_epoch skipped the last epoch: score the final weights, so val/* is "after training"

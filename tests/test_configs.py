@@ -25,7 +25,8 @@ OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / gro
 
 
 def test_groups_found():
-    assert {"augmentation", "backbone", "callbacks", "dataset", "debug", "logger", "loss", "optimizer", "paths", "scheduler", "trainer"} <= set(GROUPS)
+    assert {"augmentation", "backbone", "callbacks", "dataset", "debug", "hparams_search", "logger", "loss", "optimizer",
+            "paths", "scheduler", "trainer"} <= set(GROUPS)
 
 
 EVAL_GROUPS = {"eval_grid": "eval_grid={}", "postprocess": "+postprocess={}"}  # isc-eval's groups
@@ -37,7 +38,7 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
     choice = EVAL_GROUPS.get(group, "{}={}".replace("{}", group, 1)).format(option)
     cfg = compose_config("eval" if group in EVAL_GROUPS else "match" if group in MATCH_GROUPS else "train",
                          [choice, f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path}"])
-    if group not in ("experiment", "debug"):  # these are @package _global_ overlays
+    if group not in ("experiment", "debug", "hparams_search"):  # these are @package _global_ overlays
         assert cfg[group] is not None
     if group == "eval_grid":
         assert [chain.name for chain in build_chains(cfg.eval_grid.chains)] == list(cfg.eval_grid.chains)
@@ -89,8 +90,13 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
         objects = [instantiate(node) for node in cfg[group].values() if node is not None]
         assert len(objects) == len([n for n in cfg[group].values() if n is not None])
     elif group == "trainer":
-        trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, callbacks=[])
-        assert trainer.max_epochs == cfg.trainer.max_epochs
+        # GPU configs are built for the CPU here when there is no GPU (the rest of the node as configured)
+        cpu = {} if torch.cuda.is_available() else {"accelerator": "cpu"}
+        trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, callbacks=[], **cpu)
+        assert trainer.max_epochs == cfg.trainer.max_epochs and trainer.num_nodes == cfg.trainer.get("num_nodes", 1)
+        assert all(instantiate(c) for c in cfg.trainer.get("callbacks") or [])  # e.g. trainer=gpu's ModelAcceleration
+    elif group == "hparams_search":
+        check_optimized_metric(cfg.optimized_metric)
     elif group == "debug":
         assert cfg.backbone.name == "test_resnet" and cfg.trainer.max_epochs <= 2
     elif group == "verifier" and option == "pairwise":  # needs a trained checkpoint: tests/test_verifier_train.py

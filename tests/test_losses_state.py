@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from isc.callbacks import ArcFaceDrip
 from isc.cli.export_backbone import export_backbone
-from isc.data.datamodule import PrefixSampler
+from isc.data.sampling import EpochSampler
 from isc.losses import ArcFaceLoss, BarlowTwinsLoss
 from isc.losses.build import build_loss
 from isc.model import DescriptorModel
@@ -89,11 +89,12 @@ def test_drip_initialises_class_weights_from_image_embeddings(smoke_cfg):
 
 def test_prefix_sampler_draws_only_active_classes_and_is_rank_independent():
     limit = {"n": 5}
-    a, b = PrefixSampler(12, lambda: limit["n"], seed=3), PrefixSampler(12, lambda: limit["n"], seed=3)
-    first = list(a)
-    assert len(first) == 12 and set(first) == set(range(5)) and first == list(b)
+    a, b = EpochSampler(12, 4, seed=3, limit=lambda: limit["n"]), EpochSampler(12, 4, seed=3, limit=lambda: limit["n"])
+    first = [i for _, i in a]
+    assert len(first) == 12 and set(first) == set(range(5)) and first == [i for _, i in b]
     limit["n"] = 12
-    assert sorted(a) == list(range(12))
+    a.set_epoch(1)
+    assert sorted(i for _, i in a) == list(range(12))
 
 
 def test_optimizer_reaches_loss_parameters_without_decaying_arcface_weights():

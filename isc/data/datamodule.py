@@ -3,34 +3,15 @@ negatives; queries + references for validation."""
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from isc.data.datasets import EvalImages, ExtraNegatives, GroundTruthPairs, TrainingViews, collate_skipping
 from isc.data.disc import DiscData, hold_out_training_pairs, load_disc, load_training_pairs, resolve_root
-
-
-class PrefixSampler(Sampler[int]):
-    """`length` indices per epoch drawn from the first `limit()` samples: a random permutation, repeated when
-    the prefix is shorter than an epoch (ArcFace drip training only trains on its active classes). The
-    permutation depends on (seed, epoch) only, so every DDP rank draws the same one."""
-
-    def __init__(self, length: int, limit: Callable[[], int | None], seed: int = 0):
-        self.length, self.limit, self.seed, self.epoch = length, limit, seed, 0
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __iter__(self):
-        n = min(self.limit() or self.length, self.length)
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1
-        order = torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(self.length / n))])
-        return iter(order[: self.length].tolist())
+from isc.data.sampling import EpochSampler, SeededSamples
 
 
 class DiscDataModule(L.LightningDataModule):
@@ -122,14 +103,24 @@ class DiscDataModule(L.LightningDataModule):
                                      label_offset=len(dataset), draft_size=self.draft_size)
         return dataset
 
+    def batches_per_epoch(self, world_size: int = 1) -> int:
+        """Training batches per process and epoch (full global batches only, as EpochSampler draws them)."""
+        return len(self.train_dataset()) // (self.batch_size * world_size)
+
     def train_dataloader(self) -> DataLoader:
+        """Order and augmentations depend on (seed, epoch, sample) only (see isc.data.sampling): a resumed run
+        replays them, and under DDP each step's global batch is one process's batch."""
         dataset = self.train_dataset()
         if len(dataset) < self.batch_size:
             raise ValueError(f"data.batch_size={self.batch_size} is larger than the {len(dataset)} training samples.")
-        if self.limit_classes:
-            sampler = PrefixSampler(len(dataset), lambda: self.class_limit() if self.class_limit else None, self.seed)
-            return self._loader(dataset, self.batch_size, shuffle=False, drop_last=True, sampler=sampler)
-        return self._loader(dataset, self.batch_size, shuffle=True, drop_last=True)
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        limit = (lambda: self.class_limit() if self.class_limit else None) if self.limit_classes else None
+        sampler = EpochSampler(len(dataset), self.batch_size, self.seed, limit, num_replicas=world, rank=rank,
+                               current_epoch=(lambda: trainer.fit_loop.epoch_progress.current.processed)
+                               if trainer is not None else None)  # the value Lightning passes to set_epoch
+        return self._loader(SeededSamples(dataset, self.seed), self.batch_size, shuffle=False, drop_last=True,
+                            sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         dataset = EvalImages(self.val_records, self.eval_transform, self.skip_bad_eval_images, self.draft_size)

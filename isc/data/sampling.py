@@ -1,0 +1,86 @@
+"""Training order and augmentation draws that depend on (seed, epoch, sample) only.
+
+A run resumed from an epoch-end checkpoint replays the next epoch exactly (same order, same augmentations,
+whatever the number of data workers), and under DDP every optimiser step sees the same global batch, with the
+same augmented views, as one process would.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed for one (seed, epoch, sample) triple (numpy's SeedSequence mixes the three)."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(2, np.uint32).astype(np.uint64)
+               .dot(np.array([1 << 31, 1], dtype=np.uint64)))
+
+
+class EpochSampler(DistributedSampler):
+    """Each epoch a permutation drawn from (seed, epoch), cut into global batches of `batch_size` × `num_replicas`;
+    rank r takes the r-th slice of every global batch, so the ranks' batches concatenated in rank order are
+    exactly one process's batch. Incomplete global batches are dropped. `limit()` (ArcFace drip training) keeps
+    the first `limit()` samples, the permutation repeated to fill the epoch. Yields (epoch, index) pairs, which
+    `SeededSamples` turns into the sample's random draws.
+
+    A DistributedSampler subclass so that Lightning neither replaces nor wraps it under DDP. The epoch is read
+    when an epoch's iteration starts, from `current_epoch()` if given (the trainer's epoch progress), else from
+    `set_epoch`: a resumed run with data workers creates its first iterator (and the workers prefetch from it)
+    before Lightning calls `set_epoch`, which then comes too late."""
+
+    def __init__(self, length: int, batch_size: int, seed: int = 0, limit: Callable[[], int | None] | None = None,
+                 num_replicas: int = 1, rank: int = 0, current_epoch: Callable[[], int] | None = None):
+        if length < batch_size * num_replicas:
+            raise ValueError(f"data.batch_size={batch_size} × {num_replicas} processes is larger than the "
+                             f"{length} training samples")
+        self.length, self.batch_size, self.seed, self.limit = length, batch_size, seed, limit
+        self.num_replicas, self.rank, self.epoch, self.current_epoch = num_replicas, rank, 0, current_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.num_replicas
+
+    def __len__(self) -> int:
+        return self.length // self.global_batch * self.batch_size
+
+    def order(self) -> list[int]:
+        """This epoch's global order (all ranks), full global batches only."""
+        n = min((self.limit() if self.limit else None) or self.length, self.length)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(self.length / n))])
+        return order[: self.length // self.global_batch * self.global_batch].tolist()
+
+    def __iter__(self):
+        if self.current_epoch is not None:
+            self.epoch = self.current_epoch()
+        order, b, g = self.order(), self.batch_size, self.global_batch
+        mine = [i for start in range(0, len(order), g) for i in order[start + self.rank * b: start + (self.rank + 1) * b]]
+        return iter([(self.epoch, i) for i in mine])
+
+
+class SeededSamples(Dataset):
+    """`dataset[index]` with torch's, numpy's and Python's RNGs seeded from (seed, epoch, index) first: the
+    augmentations of a sample depend on nothing else (not the worker, the rank or the run's history)."""
+
+    def __init__(self, dataset: Dataset, seed: int = 0):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        s = sample_seed(self.seed, epoch, index)
+        torch.default_generator.manual_seed(s)
+        np.random.seed(s % 2**32)
+        random.seed(s)
+        return self.dataset[index]

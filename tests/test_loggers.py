@@ -1,0 +1,71 @@
+"""Experiment tracking: CSV, TensorBoard and W&B (offline) get the metrics, the resolved config, the PR curve
+and example matches; and trainer=gpu's speed settings keep checkpoints plain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from isc.callbacks import ModelAcceleration
+from isc.callbacks.figures import example_matches_image, pr_curve_image
+from isc.metric import GroundTruth, Predictions, evaluate
+from isc.module import CopyDetectionModule
+from isc.train import train
+
+
+@pytest.mark.slow
+def test_every_logger_gets_metrics_config_and_figures(smoke_cfg, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = smoke_cfg("logger=[csv,tensorboard,wandb]", "trainer.max_epochs=1")
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    assert events.Scalars("val/uAP")[-1].value == pytest.approx(metrics["val/uAP"], abs=1e-6)
+    assert {"val/pr_curve", "val/example_matches"} <= set(events.Tags()["images"])
+    assert len(events.Images("val/pr_curve")) == 2  # before training and after the epoch
+    for hparams in (run / "tensorboard" / "hparams.yaml", run / "csv" / "hparams.yaml"):
+        assert yaml.safe_load(hparams.read_text())["config"]["backbone"]["name"] == "test_resnet"
+
+    (wandb_run,) = (run / "wandb").glob("offline-run-*")  # offline: nothing was sent anywhere
+    assert list(wandb_run.glob("*.wandb"))
+    assert len(list((run / "figures").glob("val_pr_curve_step*.png"))) == 2
+    assert len(list((run / "figures").glob("val_example_matches_step*.png"))) == 2
+
+
+def test_pr_curve_and_example_matches_images(tmp_path):
+    from PIL import Image
+
+    gt = GroundTruth.from_pairs(["q1", "q2", "q3"], {"q1": "r1", "q2": "r2"})
+    predictions = Predictions.from_rows([("q1", "r1", 0.9), ("q3", "r2", 0.8), ("q2", "r2", 0.5), ("q2", "r1", 0.1)])
+    colours = {"q1": (255, 0, 0), "q2": (0, 255, 0), "q3": (0, 0, 255), "r1": (255, 255, 0), "r2": (0, 255, 255)}
+    paths = {}
+    for name, colour in colours.items():
+        paths[name] = tmp_path / f"{name}.png"
+        Image.new("RGB", (30, 20), colour).save(paths[name])
+    grid = example_matches_image(gt, predictions, paths, n=3, size=16)
+    assert grid.shape == (3 * 24, 2 * 16 + 12, 3)
+    # rows by descending score; frame green for a true match, red otherwise; query left, reference right
+    frames = [tuple(grid[24 * i, 0]) for i in range(3)]
+    assert frames == [(40, 170, 60), (210, 40, 40), (40, 170, 60)]
+    assert tuple(grid[4 + 8, 4 + 8]) == colours["q1"] and tuple(grid[24 + 12, 20 + 8]) == colours["r2"]
+    curve = pr_curve_image(gt, predictions, evaluate(gt, predictions).uAP)
+    assert curve.ndim == 3 and curve.shape[2] == 3 and curve.std() > 0
+
+
+def test_gpu_speed_settings_keep_checkpoint_keys():
+    module = CopyDetectionModule({"backbone": "test_resnet", "embedding_dim": 8}, torch.nn.Identity(),
+                                 optimizer=torch.optim.SGD)
+    keys = list(module.state_dict())
+    ModelAcceleration(channels_last=True, compile={"dynamic": False}).setup(None, module, "fit")
+    conv = next(m for m in module.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert list(module.state_dict()) == keys  # compiled in place: no "_orig_mod." prefixes in checkpoints
+    assert module.model.backbone._compiled_call_impl is not None
+    assert np.isfinite(module.model.projection.weight.detach().numpy()).all()
