@@ -37,6 +37,18 @@ def missing_metric_error(name: str, available: dict) -> KeyError:
     )
 
 
+def optimized_value(cfg, metrics: dict) -> float | None:
+    """What a CLI returns to Hydra's sweepers: the metric named by `optimized_metric` (None without one; 0.0
+    for a metric that was never reached, e.g. recall@P90, as the DrivenData scorer does)."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise missing_metric_error(name, metrics)
+    value = metrics[name]
+    return 0.0 if value is None else float(value)
+
+
 EVALUATION_METRICS = ("uAP", "recall_at_p90", "recall_at_rank1", "recall_at_rank10")
 
 

@@ -133,18 +133,24 @@ def configure_threads(setting: int | str | None, num_workers: int) -> None:
     torch.set_num_threads(int(setting))
 
 
+def init_from_weights(path: Path, prefix: str) -> dict:
+    """The weights under `prefix` of the isc-train checkpoint named by `init_from`, with "model." stripped;
+    a missing file or a file that is not a Lightning checkpoint is an error that says what to give."""
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from={str(path)!r} does not exist; give an isc-train checkpoint (e.g. the "
+                                "previous stage's outputs/train/runs/<time>/checkpoints/last.ckpt) or init_from=null")
+    state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict")
+    if state is None:
+        raise ValueError(f"init_from={str(path)!r} is not an isc-train checkpoint (no 'state_dict')")
+    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith(prefix)}
+
+
 def initialise_from(module: CopyDetectionModule, checkpoint: str | Path) -> None:
     """Load the model weights (backbone, pooling, neck) of an earlier isc-train checkpoint — the previous
     stage of a multi-stage recipe (e.g. lyakaap 256 → 384 → 512 px, RECIPES §2.2). Optimizer, scheduler and
     loss state (memory bank, ArcFace weights) start fresh; `ckpt_path=` resumes a run instead."""
     path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"init_from={str(path)!r} does not exist; give the checkpoint of the previous stage, "
-                                "e.g. outputs/train/runs/<time>/checkpoints/last.ckpt")
-    state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict")
-    if state is None:
-        raise ValueError(f"init_from={str(path)!r} is not an isc-train checkpoint (no 'state_dict')")
-    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    weights = init_from_weights(path, "model.")
     own = module.model.state_dict()
     mismatched = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items()
                   if k in own and v.shape != own[k].shape]

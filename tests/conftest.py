@@ -34,3 +34,15 @@ def smoke_cfg(data_dir, tmp_path):
         return cfg
 
     return make
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: one intra-op thread (on a busy 2-core machine two threads made a forward ~100× slower).
+    Modules that need it say `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

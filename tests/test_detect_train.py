@@ -20,12 +20,7 @@ from tests.conftest import compose_config
 from tests.test_evaluate import SMOKE_DATASET  # the session's smoke mini-DISC (16 queries)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def detector_cfg(data_dir, out, *overrides):

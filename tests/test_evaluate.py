@@ -45,13 +45,7 @@ def eval_cfg(data_dir: Path, out: Path, *overrides: str):
                                    *SMOKE_DATASET, *overrides])
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models: one intra-op thread (on a busy 2-core machine two threads made a forward ~100× slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -29,12 +29,7 @@ VARIANTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def save_checkpoint(path: Path, model_args: dict, eval_size: int) -> Path:

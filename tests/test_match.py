@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from hydra.utils import instantiate
 from PIL import Image
 
@@ -49,12 +48,7 @@ class CornerCrops:
         return [(0, 0, image.width // 2, image.height // 2)]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

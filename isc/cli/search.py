@@ -135,11 +135,18 @@ def _build(args: argparse.Namespace) -> int:
                  f"{calibration.recall:.3f} on {calibration.n_queries} validation queries × "
                  f"{calibration.n_references} references of {calibration.data} (µAP {calibration.uAP:.3f})")
     index = SearchIndex.create(args.index, embedder.settings(), calibration, overwrite=args.overwrite)
+    return _add_images(index, embedder, args, before=None)
+
+
+def _add_images(index, embedder, args: argparse.Namespace, before: int | None) -> int:
+    """Embed and add args.images, report unreadable files on stderr, print the index size (`before` → now) and
+    the summary."""
     started = time.perf_counter()
     report = index.add(embedder, args.images, batch_size=args.batch_size, num_workers=args.workers,
                        progress=not args.quiet)
     _report_unreadable(report.failed, "image")
-    print(f"{index.directory}: {len(index)} images\n" + _add_summary(report, time.perf_counter() - started))
+    size = f"{len(index)} images" if before is None else f"{before} → {len(index)} images"
+    print(f"{index.directory}: {size}\n" + _add_summary(report, time.perf_counter() - started))
     return 0
 
 
@@ -148,13 +155,7 @@ def _add(args: argparse.Namespace) -> int:
 
     index = SearchIndex.open(args.index)
     embedder = _embedder(args.checkpoint or index.meta["model"]["checkpoint"], args, index.meta["model"])
-    before = len(index)
-    started = time.perf_counter()
-    report = index.add(embedder, args.images, batch_size=args.batch_size, num_workers=args.workers,
-                       progress=not args.quiet)
-    _report_unreadable(report.failed, "image")
-    print(f"{index.directory}: {before} → {len(index)} images\n" + _add_summary(report, time.perf_counter() - started))
-    return 0
+    return _add_images(index, embedder, args, before=len(index))
 
 
 def _query(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from isc.config import check_optimized_metric, config_dir, missing_metric_error, quiet_third_party_loggers
+from isc.config import check_optimized_metric, config_dir, optimized_value, quiet_third_party_loggers
 
 log = logging.getLogger("isc.train")
 
@@ -33,13 +33,7 @@ def main(cfg: DictConfig) -> float | None:
     log.info("metrics: %s", json.dumps(metrics, sort_keys=True))
     if "init/uAP" in metrics and "val/uAP" in metrics:
         log.info("µAP %.4f at initialisation → %.4f after training", metrics["init/uAP"], metrics["val/uAP"])
-    name = cfg.get("optimized_metric")
-    if not name:
-        return None
-    if name not in metrics:
-        raise missing_metric_error(name, metrics)
-    value = metrics[name]
-    return 0.0 if value is None else value  # recall@P90 never reached: 0, as the DrivenData scorer
+    return optimized_value(cfg, metrics)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from isc.config import config_dir, missing_metric_error, quiet_third_party_loggers
+from isc.config import config_dir, optimized_value, quiet_third_party_loggers
 
 log = logging.getLogger("isc.train_verifier")
 
@@ -23,13 +23,7 @@ def main(cfg: DictConfig) -> float | None:
     for key in ("accuracy", "auc", "uAP"):
         if f"init/{key}" in metrics and f"val/{key}" in metrics:
             log.info("pair %s %s at initialisation → %s after training", key, metrics[f"init/{key}"], metrics[f"val/{key}"])
-    name = cfg.get("optimized_metric")
-    if not name:
-        return None
-    if name not in metrics:
-        raise missing_metric_error(name, metrics)
-    value = metrics[name]
-    return 0.0 if value is None else float(value)
+    return optimized_value(cfg, metrics)
 
 
 if __name__ == "__main__":

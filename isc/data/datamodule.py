@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Callable
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 from isc.data.datasets import EvalImages, ExtraNegatives, GroundTruthPairs, TrainingViews, collate_skipping

@@ -33,14 +33,10 @@ class PairClassifier(nn.Module):
 def load_backbone_weights(model: PairClassifier, checkpoint: str | Path) -> None:
     """Start the verifier's backbone from the backbone of an isc-train (descriptor) checkpoint: every weight
     but the new one-logit head must be found there, with the same shape."""
+    from isc.train import init_from_weights
+
     path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"init_from={str(path)!r} does not exist; give an isc-train checkpoint "
-                                "(e.g. outputs/train/runs/<time>/checkpoints/last.ckpt) or init_from=null")
-    state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict")
-    if state is None:
-        raise ValueError(f"init_from={str(path)!r} is not an isc-train checkpoint (no 'state_dict')")
-    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.backbone.")}
+    weights = init_from_weights(path, "model.backbone.")
     own = model.state_dict()
     head = model.head_parameter_names()
     mismatched = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items()
