@@ -20,6 +20,10 @@ class ModelAcceleration(L.Callback):
         self.compile = compile
 
     def setup(self, trainer, pl_module, stage: str) -> None:
+        # isc.train runs trainer.validate before trainer.fit: setup comes twice for one model; apply once
+        if getattr(pl_module, "_isc_accelerated", False):
+            return
+        pl_module._isc_accelerated = True
         if self.channels_last:
             pl_module.model.to(memory_format=torch.channels_last)
         if self.compile:

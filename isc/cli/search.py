@@ -69,17 +69,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _set_threads(setting: str, workers: int) -> None:
-    import os
+    from isc.train import configure_threads
 
-    import torch
-
-    if setting == "auto":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(max(1, cores - workers))
-    elif setting.isdigit() and int(setting) >= 1:
-        torch.set_num_threads(int(setting))
-    else:
+    if setting != "auto" and not (setting.isdigit() and int(setting) >= 1):
         raise ValueError(f"--threads must be auto or a positive integer, got {setting!r}")
+    configure_threads(setting, workers)
 
 
 def _say(message: str) -> None:

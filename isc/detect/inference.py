@@ -15,15 +15,10 @@ from torchvision.transforms.v2 import functional as TF
 
 from isc.detect.boxes import Box, clip_box
 from isc.detect.model import build_detector, detections_of
+from isc.evaluate import resolve_device
 from isc.images import to_rgb
 
 __all__ = ["OverlayDetector"]
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class OverlayDetector:
@@ -35,7 +30,7 @@ class OverlayDetector:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
         if max_boxes < 1:
             raise ValueError(f"max_boxes must be >= 1, got {max_boxes}")
-        self.device = _device(device)
+        self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.min_confidence, self.max_boxes, self.name = float(min_confidence), int(max_boxes), name
 

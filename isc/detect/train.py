@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -19,6 +18,7 @@ from isc.data.disc import load_disc
 from isc.detect.boxes import read_overlay_boxes
 from isc.detect.model import DetectorModule
 from isc.detect.synthetic import LabelledQueries, SyntheticOverlays, collate_detection
+from isc.train import init_from_weights
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,7 @@ def initialise_detector(module: DetectorModule, path: str | Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"init_from={str(path)!r} does not exist (isc-train-detector writes "
                                 "<run>/checkpoints/last.ckpt)")
-    state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict") or {}
-    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    weights = init_from_weights(path, "model.")
     try:
         module.model.load_state_dict(weights)
     except RuntimeError as error:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from isc.match.views import ViewDescriptors
+from isc.postprocess.base import l2_normalize
 
 __all__ = ["Entries", "view_candidates"]
 
@@ -32,11 +33,6 @@ class Entries:
         return len(self.query)
 
 
-def _normalised(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def view_candidates(queries: ViewDescriptors, references: ViewDescriptors, *, k: int, k_crops: int,
                     crop_penalty: float = 0.0, source: int = 0, batch_size: int = 4096) -> Entries:
     """Top-k distinct references per query view (k for whole queries, k_crops for crops; 0 = none), scored by
@@ -45,7 +41,7 @@ def view_candidates(queries: ViewDescriptors, references: ViewDescriptors, *, k:
 
     if k < 0 or k_crops < 0:
         raise ValueError(f"candidates.k and candidates.k_crops must be >= 0, got {k}, {k_crops}")
-    q, r = _normalised(queries.vectors), _normalised(references.vectors)
+    q, r = l2_normalize(queries.vectors), l2_normalize(references.vectors)
     if q.shape[1] != r.shape[1]:
         raise ValueError(f"query views have {q.shape[1]} dims but reference views {r.shape[1]}")
     n_refs = int(references.owner.max()) + 1 if len(references) else 0

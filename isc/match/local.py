@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from isc.images import fit_long_side
+
 __all__ = ["LocalFeatureVerifier"]
 
 FEATURES = ("sift", "orb")
@@ -66,11 +68,7 @@ class LocalFeatureVerifier:
         return cv2.ORB_create(nfeatures=self.n_features)
 
     def _grey(self, image: Image.Image) -> np.ndarray:
-        image = image.convert("L")
-        if max(image.size) > self.max_side:
-            s = self.max_side / max(image.size)
-            image = image.resize((max(1, round(image.width * s)), max(1, round(image.height * s))), Image.BILINEAR)
-        return np.asarray(image)
+        return np.asarray(fit_long_side(image.convert("L"), self.max_side, Image.BILINEAR))
 
     def _describe(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if self._detector is None:
