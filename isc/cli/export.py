@@ -47,8 +47,10 @@ def export_checkpoint(checkpoint: str | Path, out: Path, formats: list[str], *, 
 
     model, config = load_checkpoint(checkpoint)
     size = size or (config.get("data") or {}).get("eval_size")
-    if not size or int(size) < 8:
+    if not size:
         raise ValueError(f"{checkpoint} does not record data.eval_size: pass the input side with --size S (>= 8)")
+    if int(size) < 8:
+        raise ValueError(f"--size must be >= 8 (the input side in pixels), got {size}")
     size = int(size)
     stem = name or Path(checkpoint).stem
     paths = {f: out / f"{stem}{FORMATS[f]}" for f in formats}
