@@ -42,7 +42,7 @@ def read_query_edits(path: str | Path) -> dict[str, QueryEdits]:
         raise FormatError(path, "file not found; the mini-DISC builder writes query_edits.csv next to ground_truth.csv "
                                 "(real DISC21 folders have none)")
     out: dict[str, QueryEdits] = {}
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header != EDITS_HEADER:

@@ -83,7 +83,8 @@ def build_extractors(cfg: DictConfig) -> list:
         if not size:
             raise ValueError(f"eval.size is not set and {path} does not record data.eval_size: pass eval.size=N")
         transform = EvalTransform(int(size), ev.resize, list(ev.tta.scales))
-        extractors.append(ModelExtractor(model, transform, flip=bool(ev.tta.flip), device=device, name=f"model{i}"))
+        extractors.append(ModelExtractor(model, transform, flip=bool(ev.tta.flip), device=device, name=f"model{i}",
+                                         precision=str(ev.precision)))
     return extractors
 
 

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from isc.augment.policies import ToNormalisedTensor
 from isc.data.datasets import EvalImages
 from isc.data.records import ImageRecord
-from isc.images import to_rgb
+from isc.images import draft_floor, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +76,31 @@ class EvalTransform:
         return {"size": self.size, "resize": self.resize, "scales": self.scales}
 
 
+PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+
+
 class ModelExtractor:
-    """A descriptor model with test-time augmentation: the sum of the view descriptors, L2-normalised."""
+    """A descriptor model with test-time augmentation: the sum of the view descriptors, L2-normalised.
+    `precision` "bf16" or "16" runs the model under autocast (lyakaap extracted in fp16 autocast, RECIPES §2.4);
+    the descriptors are summed and normalised in float32 either way."""
 
     def __init__(self, model: torch.nn.Module, transform: EvalTransform, *, flip: bool = False,
-                 device: torch.device = torch.device("cpu"), name: str = "model", weights_id: str = "") -> None:
+                 device: torch.device = torch.device("cpu"), name: str = "model", weights_id: str = "",
+                 precision: str = "32") -> None:
+        if str(precision) not in PRECISIONS:
+            raise ValueError(f"eval.precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.model = model.eval().to(device)
         self.transform = transform
         self.flip = flip
         self.device = device
         self.name = name
+        self.precision = str(precision)
         self.weights_id = weights_id or state_fingerprint(model)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            return self.model(batch).float()
 
     @torch.no_grad()
     def embed(self, views: list[list[torch.Tensor]]) -> np.ndarray:
@@ -98,16 +112,18 @@ class ModelExtractor:
                 by_shape.setdefault(tuple(v.shape), []).append(i)
             for rows in by_shape.values():  # square resizes: one group; keep-aspect: one per image shape
                 batch = torch.stack([scale_views[i] for i in rows]).to(self.device)
-                out = self.model(batch).float()
+                out = self._forward(batch)
                 if self.flip:
-                    out = out + self.model(torch.flip(batch, dims=[-1])).float()
+                    out = out + self._forward(torch.flip(batch, dims=[-1]))
                 if total is None:
                     total = torch.zeros(n, out.shape[1], device=out.device)
                 total[rows] += out
         return F.normalize(total, dim=-1).cpu().numpy()
 
     def fingerprint(self) -> dict:
-        return {"kind": "model", "weights": self.weights_id, "flip": self.flip, **self.transform.fingerprint()}
+        precision = {} if self.precision == "32" else {"precision": self.precision}  # fp32 files stay valid
+        return {"kind": "model", "weights": self.weights_id, "flip": self.flip, **precision,
+                **self.transform.fingerprint()}
 
 
 def state_fingerprint(model: torch.nn.Module) -> str:
@@ -202,7 +218,8 @@ def extract_to_hdf5(
         for c in pending:
             start, stop = c * chunk_size, min(len(records), (c + 1) * chunk_size)
             batches += [list(range(s, min(s + batch_size, stop))) for s in range(start, stop, batch_size)]
-        dataset = EvalImages(records, extractor.transform, skip_bad_images, draft_size)
+        draft = draft_floor(draft_size, *getattr(extractor.transform, "sides", ()))  # never below the eval side
+        dataset = EvalImages(records, extractor.transform, skip_bad_images, draft)
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_views)
         buffer: dict[int, list] = {}
         remaining = {c: 0 for c in pending}

@@ -88,6 +88,12 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = _WHITE) -> Image.
     return im.convert("RGB")
 
 
+def draft_floor(draft_size: int | None, *sides: int) -> int | None:
+    """The draft size to decode with: `draft_size`, raised to the largest side the image will be resized to, so
+    that reduced-size decoding saves time without ever upsampling (a 512-px eval with draft_size 256 would)."""
+    return None if not draft_size else max([int(draft_size), *(int(s) for s in sides)])
+
+
 def load_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.Image:
     """Load ``path`` fully as an 8-bit RGB image with its EXIF orientation applied.
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from isc.augment import eval_transform
 from isc.callbacks import EpochSeeding, RetrievalEvaluation, RetrievalFigures
 from isc.data.datamodule import DiscDataModule
+from isc.images import draft_floor
 from isc.loggers import ResumableCSVLogger
 from isc.losses.build import build_loss
 from isc.module import CopyDetectionModule
@@ -31,7 +32,7 @@ def build_datamodule(cfg: DictConfig) -> DiscDataModule:
         eval_batch_size=cfg.data.eval_batch_size,
         num_workers=cfg.data.num_workers,
         n_views=cfg.data.n_views,
-        draft_size=cfg.data.draft_size,
+        draft_size=draft_floor(cfg.data.draft_size, cfg.data.train_size, cfg.data.eval_size),
         skip_bad_eval_images=cfg.data.skip_bad_eval_images,
         extra_negatives=cfg.data.get("extra_negatives", 0),
         gt_pairs=cfg.data.get("gt_pairs"),

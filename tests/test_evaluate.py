@@ -17,6 +17,7 @@ from PIL import Image
 from isc.augment import eval_transform
 from isc.cli.score import main as score_main
 from isc.data.disc import load_disc
+from isc.data.records import ImageRecord
 from isc.evaluate import evaluate_checkpoint
 from isc.extract import EvalTransform, ModelExtractor, extract_to_hdf5, read_descriptors
 from isc.formats import read_descriptor_submission, read_predictions
@@ -85,6 +86,22 @@ def test_tta_descriptor_is_the_normalised_sum_of_all_views():
         np.testing.assert_allclose(got, np.stack(expected), atol=1e-5)
 
 
+def test_bf16_extraction_is_close_to_fp32_and_is_fingerprinted_apart():
+    torch.manual_seed(0)
+    model = DescriptorModel(**MODEL_ARGS).eval()
+    transform = EvalTransform(32)
+    images = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 50, 3), dtype=np.uint8)) for i in range(4)]
+    views = [[transform(im)[0] for im in images]]
+    fp32, bf16 = (ModelExtractor(model, transform, precision=p) for p in ("32", "bf16"))
+    a, b = fp32.embed(views), bf16.embed(views)
+    assert b.dtype == np.float32 and not np.array_equal(a, b)  # autocast really ran in bf16
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert (a * b).sum(1).min() > 0.99
+    assert fp32.fingerprint() != bf16.fingerprint() and "precision" not in fp32.fingerprint()
+    with pytest.raises(ValueError, match="eval.precision must be one of"):
+        ModelExtractor(model, transform, precision="fp8")
+
+
 class CountingExtractor:
     """Wraps an extractor; counts embed calls and can fail after a number of them (an interruption)."""
 
@@ -130,6 +147,28 @@ def test_extraction_resumes_after_an_interruption(tmp_path, data_dir):
     other = CountingExtractor(ModelExtractor(model, EvalTransform(40)))
     extract_to_hdf5(other, records, path, **args)
     assert other.calls == 8
+
+
+class SizeRecordingTransform(EvalTransform):
+    def __init__(self, size):
+        super().__init__(size)
+        self.decoded = []
+
+    def __call__(self, image):
+        self.decoded.append(image.size)
+        return super().__call__(image)
+
+
+def test_draft_decoding_never_goes_below_the_eval_side(tmp_path):
+    path = tmp_path / "R000001.jpg"
+    y, x = np.mgrid[0:1500, 0:2000]
+    Image.fromarray(np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)).save(path, quality=85)
+    records = [ImageRecord("R000001", "reference", path)]
+    model = DescriptorModel(**MODEL_ARGS)
+    for side, decoded in ((32, (250, 188)), (300, (500, 375))):  # draft 64: 1/8 scale, unless the side needs more
+        transform = SizeRecordingTransform(side)
+        extract_to_hdf5(ModelExtractor(model, transform), records, tmp_path / f"{side}.h5", draft_size=64)
+        assert transform.decoded == [decoded]
 
 
 def test_extraction_rebuilds_a_corrupt_file_and_skips_bad_images(tmp_path, data_dir):

@@ -82,12 +82,15 @@ def test_drip_initialises_class_weights_from_image_embeddings(smoke_cfg):
         eval_mode = module.model.eval()(images)
     torch.testing.assert_close(F.normalize(centres, dim=1), expected, rtol=1e-4, atol=1e-5)
     assert (F.normalize(centres, dim=1) - eval_mode).abs().max() > 1e-2  # the old eval-mode centres differ
+    for bad in (0, 49, 1.5):  # 0 is not "all classes" (null is)
+        with pytest.raises(ValueError, match="drip stage 0: classes="):
+            ArcFaceDrip(loss, [{"classes": bad}])
     loss.set_classes(0, torch.randn(3, loss.weight.shape[1]))
     loss.set_classes(3, centres)
     assert int(loss.active_classes) == 7
 
 
-def test_prefix_sampler_draws_only_active_classes_and_is_rank_independent():
+def test_epoch_sampler_draws_only_active_classes_and_is_rank_independent():
     limit = {"n": 5}
     a, b = EpochSampler(12, 4, seed=3, limit=lambda: limit["n"]), EpochSampler(12, 4, seed=3, limit=lambda: limit["n"])
     first = [i for _, i in a]

@@ -311,3 +311,8 @@ def test_errors_name_the_problem(world, tmp_path, capsys):
     assert "no such file or folder" in capsys.readouterr().err
     assert main(["query", str(index), str(world["queries"]), "--threads", "0", "--quiet"]) == 2
     assert "--threads must be auto or a positive integer" in capsys.readouterr().err
+    meta = json.loads((index / "index.json").read_text())
+    del meta["calibration"]
+    (index / "index.json").write_text(json.dumps(meta))
+    assert main(["query", str(index), str(world["queries"]), "--quiet"]) == 2
+    assert "index.json lacks calibration.threshold" in capsys.readouterr().err

@@ -62,7 +62,8 @@ class ArcFaceDrip(L.Callback):
         unknown = set(stage) - {"classes", "epoch", "loss_below"}
         if unknown:
             raise ValueError(f"drip stage {index}: unknown keys {sorted(unknown)} (use classes, epoch, loss_below)")
-        classes = stage.get("classes") or self.loss.num_classes
+        classes = stage.get("classes")
+        classes = self.loss.num_classes if classes is None else classes  # 0 is an error below, not "all"
         if isinstance(classes, float):  # a fraction of all classes
             if not 0 < classes <= 1:
                 raise ValueError(f"drip stage {index}: classes={classes} must be an int count or a fraction in (0, 1]")

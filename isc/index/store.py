@@ -112,6 +112,12 @@ class SearchIndex:
         if meta.get("format") != FORMAT:
             raise SearchIndexError(f"{meta_path}: index format {meta.get('format')!r}, this isc-search reads {FORMAT}; "
                               "rebuild the index with --overwrite")
+        missing = [key for key, ok in (("model.dim", "dim" in (meta.get("model") or {})),
+                                       ("calibration.threshold", "threshold" in (meta.get("calibration") or {})),
+                                       ("next_id", "next_id" in meta)) if not ok]
+        if missing:
+            raise SearchIndexError(f"{meta_path} lacks {', '.join(missing)} (damaged or edited by hand?); "
+                                   "rebuild the index with --overwrite")
         rows: dict[int, tuple[str, int, int]] = {}
         with open(directory / IMAGES_FILE, newline="") as f:
             reader = csv.reader(f)

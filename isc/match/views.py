@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from isc.data.records import ImageRecord
-from isc.images import load_image
+from isc.images import draft_floor, load_image
 from isc.match.crops import Box, check_boxes
 
 __all__ = ["ViewDescriptors", "embed_views"]
@@ -53,7 +53,8 @@ class _ImageViews(Dataset):
 def embed_views(extractor, records: Sequence[ImageRecord], provider, *, batch_size: int = 128,
                 num_workers: int = 0, draft_size: int | None = None, desc: str = "views") -> ViewDescriptors:
     """Descriptors of every image of `records` and of the crops `provider` proposes for it."""
-    loader = DataLoader(_ImageViews(records, provider, extractor.transform, draft_size), batch_size=None,
+    draft = draft_floor(draft_size, *getattr(extractor.transform, "sides", ()))  # never below the eval side
+    loader = DataLoader(_ImageViews(records, provider, extractor.transform, draft), batch_size=None,
                         shuffle=False, num_workers=num_workers)
     owners, boxes, whole, vectors = [], [], [], []
     pending: list[list[torch.Tensor]] = []
