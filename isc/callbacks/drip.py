@@ -79,7 +79,6 @@ class ArcFaceDrip(L.Callback):
             datamodule = trainer.datamodule
             if datamodule.train_pairs is not None:
                 raise ValueError("ArcFace drip training classifies training images: set data.gt_pairs.enabled=false")
-            datamodule.limit_classes = True
             # read when an epoch's sampler starts, which may precede on_train_start (worker prefetch); a resumed
             # run restores the loss buffers before any loader is iterated
             datamodule.class_limit = lambda: int(self.loss.active_classes)

@@ -48,8 +48,8 @@ class DiscDataModule(L.LightningDataModule):
         self.seed = seed
         self.data: DiscData | None = None
         self.train_pairs = None
-        # Set by isc.callbacks.ArcFaceDrip before the loaders are built: train on the first `class_limit()` images.
-        self.limit_classes = False
+        # Set by isc.callbacks.ArcFaceDrip before the loaders are built: train on the first `class_limit()` images
+        # (read when each epoch's sampler starts); None = all of them.
         self.class_limit: Callable[[], int] | None = None
 
     def prepare_data(self) -> None:
@@ -114,8 +114,7 @@ class DiscDataModule(L.LightningDataModule):
             raise ValueError(f"data.batch_size={self.batch_size} is larger than the {len(dataset)} training samples.")
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        limit = (lambda: self.class_limit() if self.class_limit else None) if self.limit_classes else None
-        sampler = EpochSampler(len(dataset), self.batch_size, self.seed, limit, num_replicas=world, rank=rank,
+        sampler = EpochSampler(len(dataset), self.batch_size, self.seed, self.class_limit, num_replicas=world, rank=rank,
                                current_epoch=(lambda: trainer.fit_loop.epoch_progress.current.processed)
                                if trainer is not None else None)  # the value Lightning passes to set_epoch
         return self._loader(SeededSamples(dataset, self.seed), self.batch_size, shuffle=False, drop_last=True,
