@@ -142,14 +142,18 @@ def test_wheel_ships_the_configs(tmp_path):
     assert expected <= set(names)
 
 
-@pytest.mark.parametrize("experiment,loss,lr", [("cpu_visionforce", "VisionForceLoss", 3.5e-4),
-                                                 ("cpu_arcface", "ArcFaceLoss", 1e-3),
-                                                 ("cpu_barlow_twins", "BarlowTwinsLoss", 1e-3)])
-def test_cpu_loss_experiments_select_their_loss_and_keep_the_recipe_values(experiment, loss, lr, tmp_path):
-    """`experiment=cpu_<loss>` selects the loss and overrides the optimizer only; the loss's recipe values stay."""
+@pytest.mark.parametrize("experiment,loss,lr,changed", [
+    ("cpu_visionforce", "VisionForceLoss", 3.5e-4, {}),
+    ("cpu_arcface", "ArcFaceLoss", 1e-3, {"margin": 0.1}),
+    ("cpu_barlow_twins", "BarlowTwinsLoss", 1e-3, {"projector_dims": [512, 512]}),
+])
+def test_cpu_loss_experiments_select_their_loss_and_keep_the_recipe_values(experiment, loss, lr, changed, tmp_path):
+    """`experiment=cpu_<loss>` selects the loss and overrides the optimizer and only the loss values it names
+    (each commented with its measurement); the loss's other recipe values stay."""
     cfg = compose_config("train", [f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
     plain = compose_config("train", [f"loss={experiment.removeprefix('cpu_')}", f"paths.output_dir={tmp_path}"])
-    assert cfg.loss._target_ == f"isc.losses.{loss}" and cfg.loss == plain.loss
+    differing = {k: OmegaConf.to_object(cfg.loss)[k] for k in cfg.loss if cfg.loss[k] != plain.loss.get(k)}
+    assert cfg.loss._target_ == f"isc.losses.{loss}" and differing == changed and set(cfg.loss) == set(plain.loss)
     assert cfg.optimizer._target_ == "torch.optim.AdamW" and cfg.optimizer.lr == pytest.approx(lr)
     assert cfg.trainer.max_epochs == plain.trainer.max_epochs == 48
     assert cfg.trainer.gradient_clip_val == (1.0 if experiment == "cpu_arcface" else None)

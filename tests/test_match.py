@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from hydra.utils import instantiate
 from PIL import Image
 
@@ -15,10 +16,12 @@ from isc.data.disc import load_disc
 from isc.formats import FormatError, read_predictions, write_predictions
 from isc.match.candidates import view_candidates
 from isc.match.pipeline import match
-from isc.match.views import ViewDescriptors
+from isc.match.views import ViewDescriptors, embed_views
+from isc.extract import EvalTransform, ModelExtractor
 from isc.metric import Predictions
+from isc.model import DescriptorModel
 from tests.conftest import compose_config
-from tests.test_evaluate import SMOKE_DATASET, save_checkpoint
+from tests.test_evaluate import MODEL_ARGS, SMOKE_DATASET, save_checkpoint
 
 
 class ThumbnailVerifier:
@@ -119,6 +122,31 @@ def test_no_verifier_keeps_the_descriptor_ranking(run, tmp_path):
     m = match(run("verifier=none", "results_per_query=null", "candidates.max_per_query=null"))
     assert m["verification"]["pairs"] == 0 and m["setup"]["combine"] == "descriptor"
     assert m["uAP"] == pytest.approx(m["candidates_uAP"], abs=1e-12)
+
+
+class CountingCorners(CornerCrops):
+    def __init__(self):
+        self.calls = 0
+
+    def crops(self, image):
+        self.calls += 1
+        return super().crops(image)
+
+
+def test_an_ensemble_decodes_and_crops_each_image_once(run, tmp_path):
+    records = load_disc(run().dataset).queries[:4]
+    extractors = []
+    for seed, size in ((0, 32), (1, 48)):  # two models with different eval sizes
+        torch.manual_seed(seed)
+        extractors.append(ModelExtractor(DescriptorModel(**MODEL_ARGS), EvalTransform(size), name=f"model{seed}"))
+    provider = CountingCorners()
+    both = embed_views(extractors, records, provider, batch_size=3)
+    assert provider.calls == len(records)  # once per image, not once per model
+    for extractor, views in zip(extractors, both):
+        alone = embed_views([extractor], records, CornerCrops())[0]
+        assert views.vectors.shape == alone.vectors.shape == (8, 32)
+        np.testing.assert_allclose(views.vectors, alone.vectors, atol=1e-6)
+        assert (views.boxes == both[0].boxes).all() and (views.owner == alone.owner).all()
 
 
 def test_configuration_errors_come_before_any_work(run):

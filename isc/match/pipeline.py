@@ -165,12 +165,11 @@ def match(cfg: DictConfig) -> dict:
 
     common = dict(batch_size=int(cfg.eval.batch_size), num_workers=int(cfg.eval.num_workers),
                   draft_size=cfg.eval.draft_size)
-    entries, views, descriptor_metrics = [], [], []
+    entries, descriptor_metrics = [], []
     cand = cfg.candidates
-    for m, extractor in enumerate(extractors):
-        qv = embed_views(extractor, data.queries, query_crops, desc=f"{extractor.name} query views", **common)
-        rv = embed_views(extractor, data.references, reference_crops, desc=f"{extractor.name} reference views", **common)
-        views.append((qv, rv))
+    query_views = embed_views(extractors, data.queries, query_crops, desc="query views", **common)
+    reference_views = embed_views(extractors, data.references, reference_crops, desc="reference views", **common)
+    for m, (qv, rv) in enumerate(zip(query_views, reference_views)):  # the same views (boxes) for every model
         descriptor_metrics.append(_descriptor_only(qv, rv, data, gt, int(cand.descriptor_results_per_query)))
         entries.append(view_candidates(qv, rv, k=int(cand.k), k_crops=int(cand.k_crops),
                                        crop_penalty=float(cand.crop_penalty), source=m))
@@ -201,7 +200,7 @@ def match(cfg: DictConfig) -> dict:
         verified, cost = None, {"verifier": "none", "pairs": 0, "seconds": 0.0, "ms_per_query": 0.0, "ms_per_pair": 0.0}
         rule = "descriptor"
     else:
-        verified, cost = _verify(cfg, verifier, data, pairs, views[0])
+        verified, cost = _verify(cfg, verifier, data, pairs, (query_views[0], reference_views[0]))
         rule = fu.combine
     final = combine(pairs["score"], verified, rule, descriptor_weight=float(fu.descriptor_weight),
                     verifier_weight=float(fu.verifier_weight), boost=float(fu.boost), threshold=float(fu.threshold))
@@ -225,7 +224,7 @@ def match(cfg: DictConfig) -> dict:
         "matched": matched,
         "descriptor_only": descriptor_metrics if len(descriptor_metrics) > 1 else descriptor_metrics[0],
         "candidates": {**candidate_metrics, "pairs": int(len(pair_q)),
-                       "query_views": int(len(views[0][0])), "reference_views": int(len(views[0][1]))},
+                       "query_views": int(len(query_views[0])), "reference_views": int(len(reference_views[0]))},
         "verification": cost,
         "extraction_seconds": round(extract_s, 3),
         "setup": {"verifier": verifier.name, "query_crops": getattr(query_crops, "name", type(query_crops).__name__),

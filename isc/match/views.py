@@ -33,8 +33,10 @@ class ViewDescriptors:
 
 
 class _ImageViews(Dataset):
-    def __init__(self, records: Sequence[ImageRecord], provider, transform, draft_size: int | None) -> None:
-        self.records, self.provider, self.transform, self.draft_size = list(records), provider, transform, draft_size
+    """Each image decoded and cropped once; every box transformed by each model's eval transform."""
+
+    def __init__(self, records: Sequence[ImageRecord], provider, transforms: Sequence, draft_size: int | None) -> None:
+        self.records, self.provider, self.transforms, self.draft_size = list(records), provider, list(transforms), draft_size
 
     def __len__(self) -> int:
         return len(self.records)
@@ -43,36 +45,45 @@ class _ImageViews(Dataset):
         image = load_image(self.records[index].path, draft_size=self.draft_size)
         boxes: list[Box] = [(0, 0, image.width, image.height)]
         boxes += check_boxes(self.provider.crops(image), image, self.provider)
-        views = []
-        for j, box in enumerate(boxes):
-            out = self.transform(image if j == 0 else image.crop(box))
-            views.append(out if isinstance(out, list | tuple) else [out])
+        crops = [image if j == 0 else image.crop(box) for j, box in enumerate(boxes)]
+        views = []  # per model: per box, the list of its TTA tensors
+        for transform in self.transforms:
+            outs = [transform(crop) for crop in crops]
+            views.append([out if isinstance(out, list | tuple) else [out] for out in outs])
         return {"index": index, "boxes": boxes, "views": views}
 
 
-def embed_views(extractor, records: Sequence[ImageRecord], provider, *, batch_size: int = 128,
-                num_workers: int = 0, draft_size: int | None = None, desc: str = "views") -> ViewDescriptors:
-    """Descriptors of every image of `records` and of the crops `provider` proposes for it."""
-    draft = draft_floor(draft_size, *getattr(extractor.transform, "sides", ()))  # never below the eval side
-    loader = DataLoader(_ImageViews(records, provider, extractor.transform, draft), batch_size=None,
+def embed_views(extractors: Sequence, records: Sequence[ImageRecord], provider, *, batch_size: int = 128,
+                num_workers: int = 0, draft_size: int | None = None, desc: str = "views") -> list[ViewDescriptors]:
+    """Descriptors of every image of `records` and of the crops `provider` proposes for it, one ViewDescriptors
+    per extractor. Each image is decoded and cropped once for all extractors, so every model sees the same
+    boxes in the same order (a view index means the same crop in each)."""
+    sides = [side for e in extractors for side in getattr(e.transform, "sides", ())]
+    draft = draft_floor(draft_size, *sides)  # never below the largest eval side
+    loader = DataLoader(_ImageViews(records, provider, [e.transform for e in extractors], draft), batch_size=None,
                         shuffle=False, num_workers=num_workers)
-    owners, boxes, whole, vectors = [], [], [], []
-    pending: list[list[torch.Tensor]] = []
+    owners, boxes, whole = [], [], []
+    vectors: list[list[np.ndarray]] = [[] for _ in extractors]
+    pending: list[list[list[torch.Tensor]]] = [[] for _ in extractors]
 
     def flush() -> None:
-        if pending:
-            per_scale = [[v[s] for v in pending] for s in range(len(pending[0]))]
-            vectors.append(np.asarray(extractor.embed(per_scale), np.float32))
-            pending.clear()
+        for m, extractor in enumerate(extractors):
+            if pending[m]:
+                per_scale = [[v[s] for v in pending[m]] for s in range(len(pending[m][0]))]
+                vectors[m].append(np.asarray(extractor.embed(per_scale), np.float32))
+                pending[m].clear()
 
     for item in tqdm(loader, total=len(records), desc=desc, unit="img"):
-        for j, (box, view) in enumerate(zip(item["boxes"], item["views"])):
+        for j, box in enumerate(item["boxes"]):
             owners.append(item["index"])
             boxes.append(box)
             whole.append(j == 0)
-            pending.append(view)
-            if len(pending) == batch_size:
+            for m in range(len(extractors)):
+                pending[m].append(item["views"][m][j])
+            if len(pending[0]) == batch_size:
                 flush()
     flush()
-    return ViewDescriptors(np.asarray(owners, np.int64), np.asarray(boxes, np.int64).reshape(-1, 4),
-                           np.asarray(whole, bool), np.concatenate(vectors) if vectors else np.zeros((0, 0), np.float32))
+    owner, box_array, whole_array = (np.asarray(owners, np.int64), np.asarray(boxes, np.int64).reshape(-1, 4),
+                                     np.asarray(whole, bool))
+    return [ViewDescriptors(owner, box_array, whole_array,
+                            np.concatenate(v) if v else np.zeros((0, 0), np.float32)) for v in vectors]
