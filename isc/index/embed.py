@@ -20,7 +20,7 @@ from tqdm import tqdm
 from isc.data.records import IMAGE_SUFFIXES
 from isc.evaluate import load_checkpoint
 from isc.extract import EvalTransform, ModelExtractor, state_fingerprint
-from isc.images import ImageLoadError, load_image
+from isc.images import ImageLoadError, draft_floor, load_image
 
 __all__ = ["Embedder", "Embedded", "list_images"]
 
@@ -90,7 +90,7 @@ class Embedder:
         self.transform = EvalTransform(int(size), resize, list(scales))
         self.extractor = ModelExtractor(model, self.transform, flip=flip, device=torch.device(device),
                                         weights_id=state_fingerprint(model))
-        self.draft_size = draft_size
+        self.draft_size = draft_floor(draft_size, *self.transform.sides)  # never below the eval side
         self.dim = int(model.embedding_dim)
 
     def settings(self) -> dict:
