@@ -99,6 +99,10 @@ class CopyDetectionModule(L.LightningModule):
                     "index": torch.empty(0, dtype=torch.long, device=self.device), "skipped": batch["skipped"]}
         return {"embeddings": self.model(batch["image"]), "index": batch["index"], "skipped": batch["skipped"]}
 
+    def on_fit_start(self) -> None:
+        if hasattr(self.loss, "schedule"):  # losses with a schedule in run fractions (XBM's memory start)
+            self.loss.schedule(total_steps(self.trainer) * self.trainer.accumulate_grad_batches)
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(parameter_groups(self))
         if self.scheduler_factory is None:

@@ -159,6 +159,24 @@ def test_contrastive_start_iteration_uses_the_batch_until_then():
     assert int(loss.filled) == 6
 
 
+def test_contrastive_start_as_a_fraction_of_the_run():
+    z, labels = unit(6, 4, seed=3), torch.tensor([0, 0, 1, 1, 2, 2])
+    loss = ContrastiveXBMLoss(4, memory_size=50, start_iteration=0.25).double()
+    with pytest.raises(ValueError, match="is a fraction of the run: call schedule"):
+        loss(z, labels)
+    loss.schedule(10)  # 25 % of 10 batches: the memory joins after iteration 2 (rounded from 2.5)
+    assert loss.start_iteration == 2
+    for _ in range(2):
+        loss(z, labels)
+    assert int(loss.filled) == 0
+    loss(z, labels)
+    assert int(loss.filled) == 6
+    assert ContrastiveXBMLoss(4, start_iteration=3.0).start_iteration == 3  # a whole float is an iteration
+    for bad in (1.5, -1, -0.5):
+        with pytest.raises(ValueError, match="must be an iteration >= 0 or a fraction of the run"):
+            ContrastiveXBMLoss(4, start_iteration=bad)
+
+
 def test_contrastive_with_mixed_labels_and_extra_negatives():
     z = unit(9, 4, seed=4)
     loss = ContrastiveXBMLoss(4, neg_margin=1.5, memory_size=30).double()

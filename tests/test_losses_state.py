@@ -48,6 +48,15 @@ def test_memory_bank_survives_checkpoint_and_resume(smoke_cfg):
     assert second["loss.memory_labels"][: steps * 16].equal(first["loss.memory_labels"][: steps * 16])
 
 
+def test_memory_start_as_a_fraction_is_fixed_from_the_run_length(smoke_cfg):
+    cfg = smoke_cfg("loss=contrastive_xbm", "loss.memory_size=500", "loss.start_iteration=0.75", *NO_EVAL,
+                    "trainer.max_epochs=2")
+    train(cfg)
+    state = checkpoint_state(Path(cfg.paths.output_dir))
+    steps = 2 * (48 // 8)  # 12 batches; the memory joins after round(0.75 × 12) = 9 of them
+    assert int(state["loss.iteration"]) == steps and int(state["loss.filled"]) == (steps - 9) * 16
+
+
 @pytest.mark.slow
 def test_arcface_drip_grows_classes_and_checkpoints_the_stage(smoke_cfg):
     stages = "loss.callbacks.drip.stages=[{classes: 0.5},{classes: null, epoch: 1}]"

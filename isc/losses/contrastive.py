@@ -36,17 +36,24 @@ class ContrastiveXBMLoss(nn.Module):
 
     From iteration `start_iteration` + 1 on, each batch is first enqueued (detached) and its rows are then
     compared with the whole memory, own slot excluded; before that (and with memory_size=0) the batch is
-    compared with itself. Memory rows, labels, pointer, fill count and iteration are buffers: they are saved
+    compared with itself. A float `start_iteration` in (0, 1) is a fraction of the run's training batches,
+    fixed by `schedule(total_batches)` (CopyDetectionModule calls it when fitting starts). Memory rows, labels, pointer, fill count and iteration are buffers: they are saved
     in checkpoints and restored on resume.
     """
 
     def __init__(self, embedding_dim: int, pos_margin: float = 0.0, neg_margin: float = 1.0,
-                 memory_size: int = 20000, start_iteration: int = 0, label_slots: int = 2):
+                 memory_size: int = 20000, start_iteration: int | float = 0, label_slots: int = 2):
         super().__init__()
-        if memory_size < 0 or start_iteration < 0 or label_slots < 1:
-            raise ValueError("loss.memory_size and loss.start_iteration must be >= 0, loss.label_slots >= 1")
+        if memory_size < 0 or label_slots < 1:
+            raise ValueError("loss.memory_size must be >= 0, loss.label_slots >= 1")
+        fraction = isinstance(start_iteration, float) and not float(start_iteration).is_integer()
+        if start_iteration < 0 or (fraction and start_iteration >= 1):
+            raise ValueError(f"loss.start_iteration must be an iteration >= 0 or a fraction of the run in (0, 1), "
+                             f"got {start_iteration}")
         self.pos_margin, self.neg_margin = pos_margin, neg_margin
-        self.memory_size, self.start_iteration = memory_size, start_iteration
+        self.memory_size = memory_size
+        self.start_fraction = float(start_iteration) if fraction else None
+        self.start_iteration = None if fraction else int(start_iteration)  # set by schedule() for a fraction
         self.register_buffer("memory", torch.zeros(memory_size, embedding_dim))
         self.register_buffer("memory_labels", torch.full((memory_size, label_slots), -1, dtype=torch.long))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
@@ -54,6 +61,9 @@ class ContrastiveXBMLoss(nn.Module):
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.start_iteration is None:
+            raise ValueError(f"loss.start_iteration={self.start_fraction} is a fraction of the run: call "
+                             "schedule(total_batches) first (isc-train does), or give an iteration count")
         z, y = gather_with_grad(embeddings), label_sets(gather_with_grad(labels))
         if self.training:
             self.iteration += 1
@@ -75,6 +85,11 @@ class ContrastiveXBMLoss(nn.Module):
         return {"loss": pos_loss + neg_loss, "positive_loss": pos_loss.detach(), "negative_loss": neg_loss.detach(),
                 "active_negatives": (neg_terms > 0).float().mean() if neg_terms.numel() else neg_loss.new_zeros(()),
                 "memory_filled": self.filled.float()}
+
+    def schedule(self, total_batches: int) -> None:
+        """Fix a fractional start_iteration once the run's number of training batches is known."""
+        if self.start_fraction is not None:
+            self.start_iteration = round(self.start_fraction * int(total_batches))
 
     @torch.no_grad()
     def enqueue(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
