@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from isc.formats import FormatError
-from isc.metric import GroundTruth, Predictions, check_duplicates, evaluate
+from isc.metric import GroundTruth, Predictions, check_duplicates, evaluate, pooled_order
 
 __all__ = [
     "EDITS_HEADER", "FalsePositive", "MissedMatch", "QueryEdits", "SliceMetrics", "breakdown", "edit_count_groups",
@@ -69,6 +69,9 @@ def _box(path: Path, line: int, text: str) -> tuple[int, int, int, int] | None:
         left, top, right, bottom = (int(v) for v in text.split())
     except ValueError:
         raise FormatError(path, f"overlay_box must be 4 integers 'left top right bottom', got {text!r}", line) from None
+    if not (0 <= left < right and 0 <= top < bottom):
+        raise FormatError(path, f"overlay_box {text!r} is empty or negative (need 0 <= left < right, 0 <= top < bottom)",
+                          line)
     return left, top, right, bottom
 
 
@@ -76,11 +79,6 @@ def is_match(gt: GroundTruth, preds: Predictions) -> np.ndarray:
     """Per prediction row: True when (query, reference) is a ground-truth pair."""
     truth = np.array([gt.matches.get(q, "") for q in preds.query_ids.tolist()], dtype=str)
     return (truth == preds.reference_ids) & (truth != "")
-
-
-def _pooled_order(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Row order of the official metric: descending score, non-matches first at equal score."""
-    return np.lexsort((y, -scores))
 
 
 @dataclass(frozen=True)
@@ -98,7 +96,7 @@ def false_positives(gt: GroundTruth, preds: Predictions, k: int) -> list[FalsePo
     """The k highest-scoring predictions that are not ground-truth pairs, most confident first."""
     check_duplicates(preds)
     y = is_match(gt, preds)
-    order = _pooled_order(y, preds.scores)
+    order = pooled_order(y, preds.scores)
     out = []
     for position, i in enumerate(order.tolist(), start=1):
         if len(out) == k:

@@ -18,6 +18,7 @@ __all__ = [
     "Predictions",
     "check_duplicates",
     "evaluate",
+    "pooled_order",
     "precision_recall",
 ]
 
@@ -216,10 +217,15 @@ def _labels(gt: GroundTruth, preds: Predictions) -> tuple[np.ndarray, np.ndarray
     return idx_c, is_match
 
 
+def pooled_order(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Row order of the pooled predictions: descending score; at equal score non-matches (y=0) first."""
+    return np.lexsort((y, -scores))
+
+
 def _pr_from_labels(
     y: np.ndarray, scores: np.ndarray, n_pairs: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    order = np.lexsort((y, -scores))  # descending score; at equal score non-matches (y=0) first
+    order = pooled_order(y, scores)
     ys = y[order]
     tp = np.cumsum(ys, dtype=np.int64)
     precision = tp / np.arange(1, len(ys) + 1)

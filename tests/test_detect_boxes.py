@@ -149,10 +149,10 @@ def test_read_overlay_boxes(tmp_path):
     path.write_text("query_id,source,edits,overlay_box\nQ00000,R000001,blur,\nQ00001,R000002,screenshot,1 2 30 40\n")
     assert read_overlay_boxes(path) == {"Q00000": None, "Q00001": (1, 2, 30, 40)}
     path.write_text("query_id,source,edits,overlay_box\nQ00000,R000001,screenshot,1 2 x 4\n")
-    with pytest.raises(ValueError, match="line 2: overlay_box '1 2 x 4'"):
+    with pytest.raises(ValueError, match=r"query_edits.csv:2: overlay_box must be 4 integers .*, got '1 2 x 4'"):
         read_overlay_boxes(path)
     path.write_text("query_id,source,edits,overlay_box\nQ00000,R000001,screenshot,5 2 5 4\n")
-    with pytest.raises(ValueError, match="line 2: overlay_box '5 2 5 4' is empty"):
+    with pytest.raises(ValueError, match="query_edits.csv:2: overlay_box '5 2 5 4' is empty"):
         read_overlay_boxes(path)
     with pytest.raises(FileNotFoundError, match="query_edits.csv"):
         read_overlay_boxes(tmp_path / "missing" / "query_edits.csv")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from isc.analysis import read_query_edits
 
 __all__ = ["Box", "box_iou", "box_recall", "read_overlay_boxes"]
 
@@ -56,29 +57,13 @@ def box_recall(truth: Sequence[Box | None], detections: Sequence[Sequence[Detect
 
 
 def read_overlay_boxes(path: str | Path) -> dict[str, Box | None]:
-    """query_id → recorded box of pasted content (None when the query has none), from query_edits.csv."""
+    """query_id → recorded box of pasted content (None when the query has none), from query_edits.csv
+    (parsed and checked by isc.analysis.read_query_edits)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the overlay boxes come from a mini-DISC's query_edits.csv "
                                 "(isc-make-dataset writes it); a DISC21 folder has no boxes")
-    out: dict[str, Box | None] = {}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"query_id", "overlay_box"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected a header with query_id and overlay_box, got {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
-            text = (row["overlay_box"] or "").strip()
-            if not text:
-                out[row["query_id"]] = None
-                continue
-            try:
-                x0, y0, x1, y1 = (int(v) for v in text.split())
-            except ValueError:
-                raise ValueError(f"{path}, line {line}: overlay_box {text!r} is not four integers 'x0 y0 x1 y1'") from None
-            if not (0 <= x0 < x1 and 0 <= y0 < y1):
-                raise ValueError(f"{path}, line {line}: overlay_box {text!r} is empty or negative")
-            out[row["query_id"]] = (x0, y0, x1, y1)
-    return out
+    return {query_id: edits.overlay_box for query_id, edits in read_query_edits(path).items()}
 
 
 def clip_box(box: Sequence[float], width: int, height: int) -> Box | None:
