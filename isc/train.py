@@ -134,15 +134,15 @@ def configure_threads(setting: int | str | None, num_workers: int) -> None:
     torch.set_num_threads(int(setting))
 
 
-def init_from_weights(path: Path, prefix: str) -> dict:
-    """The weights under `prefix` of the isc-train checkpoint named by `init_from`, with "model." stripped;
+def init_from_weights(path: Path, prefix: str, tool: str = "isc-train") -> dict:
+    """The weights under `prefix` of the `tool` checkpoint named by `init_from`, with "model." stripped;
     a missing file or a file that is not a Lightning checkpoint is an error that says what to give."""
     if not path.is_file():
-        raise FileNotFoundError(f"init_from={str(path)!r} does not exist; give an isc-train checkpoint (e.g. the "
-                                "previous stage's outputs/train/runs/<time>/checkpoints/last.ckpt) or init_from=null")
+        raise FileNotFoundError(f"init_from={str(path)!r} does not exist; give an {tool} checkpoint (e.g. the "
+                                "previous stage's <run>/checkpoints/last.ckpt) or init_from=null")
     state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict")
     if state is None:
-        raise ValueError(f"init_from={str(path)!r} is not an isc-train checkpoint (no 'state_dict')")
+        raise ValueError(f"init_from={str(path)!r} is not an {tool} checkpoint (no 'state_dict')")
     return {k.removeprefix("model."): v for k, v in state.items() if k.startswith(prefix)}
 
 

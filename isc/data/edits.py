@@ -199,12 +199,12 @@ def _edit_color_jitter(img, rng, ctx):
                              saturation_factor=_u(rng, 0.0, 2.0))
 
 
-_GEOMETRIC = ("crop", "rotate", "hflip", "vflip", "perspective", "pad", "meme")
-_COMPOSITING = ("overlay_onto_background", "screenshot")
-_PHOTOMETRIC = ("overlay_text", "overlay_emoji", "overlay_image", "blur", "grayscale", "pixelize", "color_jitter",
-                "jpeg")
-EDIT_NAMES: tuple[str, ...] = _GEOMETRIC + _COMPOSITING + _PHOTOMETRIC
-GEOMETRIC_EDITS, COMPOSITING_EDITS, PHOTOMETRIC_EDITS = _GEOMETRIC, _COMPOSITING, _PHOTOMETRIC  # application order
+# the edit families, in application order: geometric, then compositing, then photometric (JPEG last)
+GEOMETRIC_EDITS = ("crop", "rotate", "hflip", "vflip", "perspective", "pad", "meme")
+COMPOSITING_EDITS = ("overlay_onto_background", "screenshot")
+PHOTOMETRIC_EDITS = ("overlay_text", "overlay_emoji", "overlay_image", "blur", "grayscale", "pixelize",
+                     "color_jitter", "jpeg")
+EDIT_NAMES: tuple[str, ...] = GEOMETRIC_EDITS + COMPOSITING_EDITS + PHOTOMETRIC_EDITS
 _WEIGHTS = {
     "crop": 2.0, "rotate": 1.0, "hflip": 1.0, "vflip": 0.5, "perspective": 1.0, "pad": 1.0, "meme": 0.7,
     "overlay_onto_background": 1.6, "screenshot": 0.6, "overlay_text": 1.0, "overlay_emoji": 1.0,
@@ -242,12 +242,12 @@ def sample_edits(rng: np.random.Generator) -> list[str]:
     drawn = [str(n) for n in rng.choice(names, size=len(names), replace=False, p=p / p.sum())]
     chosen = []
     for n in drawn:
-        if n in _COMPOSITING and any(c in _COMPOSITING for c in chosen):
+        if n in COMPOSITING_EDITS and any(c in COMPOSITING_EDITS for c in chosen):
             continue
         chosen.append(n)
         if len(chosen) == k:
             break
-    rank = {n: (0 if n in _GEOMETRIC else 1 if n in _COMPOSITING else 3 if n == "jpeg" else 2) for n in chosen}
+    rank = {n: (0 if n in GEOMETRIC_EDITS else 1 if n in COMPOSITING_EDITS else 3 if n == "jpeg" else 2) for n in chosen}
     return sorted(chosen, key=lambda n: rank[n])  # stable: random order within a group
 
 

@@ -51,10 +51,7 @@ def initialise_detector(module: DetectorModule, path: str | Path) -> None:
     """Start from the detector weights of an earlier isc-train-detector checkpoint (a longer run in stages);
     the optimizer and schedule start fresh."""
     path = Path(str(path)).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"init_from={str(path)!r} does not exist (isc-train-detector writes "
-                                "<run>/checkpoints/last.ckpt)")
-    weights = init_from_weights(path, "model.")
+    weights = init_from_weights(path, "model.", tool="isc-train-detector")
     try:
         module.model.load_state_dict(weights)
     except RuntimeError as error:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from isc.data.records import IMAGE_SUFFIXES
 from isc.evaluate import load_checkpoint
-from isc.extract import EvalTransform, ModelExtractor, state_fingerprint
+from isc.extract import EvalTransform, ModelExtractor
 from isc.images import ImageLoadError, draft_floor, load_image
 
 __all__ = ["Embedder", "Embedded", "list_images"]
@@ -88,8 +88,7 @@ class Embedder:
             raise ValueError(f"{self.checkpoint} does not record data.eval_size: pass the image side with --size N")
         self.train_config = config
         self.transform = EvalTransform(int(size), resize, list(scales))
-        self.extractor = ModelExtractor(model, self.transform, flip=flip, device=torch.device(device),
-                                        weights_id=state_fingerprint(model))
+        self.extractor = ModelExtractor(model, self.transform, flip=flip, device=torch.device(device))
         self.draft_size = draft_floor(draft_size, *self.transform.sides)  # never below the eval side
         self.dim = int(model.embedding_dim)
 

@@ -77,9 +77,8 @@ class LocalFeatureVerifier:
         points = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
         return points, descriptors
 
-    def features(self, image: Image.Image, flipped: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """(points (n, 2), descriptors (n, d) or None) of the resized grey image, cached by content."""
-        grey = self._grey(image)
+    def features(self, grey: np.ndarray, flipped: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(points (n, 2), descriptors (n, d) or None) of a resized grey image (`_grey`), cached by content."""
         if flipped:
             grey = np.ascontiguousarray(grey[:, ::-1])
         key = hashlib.sha1(grey.tobytes()).digest() + grey.shape[0].to_bytes(4, "little") + bytes([flipped])
@@ -120,10 +119,11 @@ class LocalFeatureVerifier:
 
     def pair_score(self, query: Image.Image, reference: Image.Image) -> float:
         """The score of one pair (the better of plain and mirrored query with ``mirror``)."""
-        pr, dr = self.features(reference)
+        grey_q, grey_r = self._grey(query), self._grey(reference)  # once per image, also when mirrored
+        pr, dr = self.features(grey_r)
         best = 0.0
         for flipped in (False, True) if self.mirror else (False,):
-            pq, dq = self.features(query, flipped)
+            pq, dq = self.features(grey_q, flipped)
             matches = self._ratio_matches(dq, dr)
             if self.score == "matches":
                 value = float(len(matches))
@@ -132,14 +132,9 @@ class LocalFeatureVerifier:
                 inliers = self._inliers(a, b)
                 value = float(inliers.sum()) if inliers.sum() >= max(1, self.min_inliers) else 0.0
                 if self.score == "contained_inliers" and value:
-                    value *= max(_hull_share(a[inliers], self._grey_shape(query)),
-                                 _hull_share(b[inliers], self._grey_shape(reference)))
+                    value *= max(_hull_share(a[inliers], grey_q.shape), _hull_share(b[inliers], grey_r.shape))
             best = max(best, value)
         return best
-
-    def _grey_shape(self, image: Image.Image) -> tuple[int, int]:
-        s = min(1.0, self.max_side / max(image.size))
-        return max(1, round(image.height * s)), max(1, round(image.width * s))
 
     def score_pairs(self, queries: list[Image.Image], references: list[Image.Image]) -> np.ndarray:
         if len(queries) != len(references):
