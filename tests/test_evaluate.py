@@ -102,6 +102,16 @@ def test_bf16_extraction_is_close_to_fp32_and_is_fingerprinted_apart():
         ModelExtractor(model, transform, precision="fp8")
 
 
+def test_eval_precision_reaches_the_extractors(ckpt, tmp_path, data_dir):
+    from isc.evaluate import build_extractors
+
+    for value in ("32", "bf16", "16"):
+        (extractor,) = build_extractors(eval_cfg(data_dir, tmp_path, f"ckpt_path={ckpt}", f"eval.precision={value}"))
+        assert extractor.precision == value
+    with pytest.raises(ValueError, match="eval.precision must be one of"):
+        build_extractors(eval_cfg(data_dir, tmp_path, f"ckpt_path={ckpt}", "eval.precision=8"))
+
+
 class CountingExtractor:
     """Wraps an extractor; counts embed calls and can fail after a number of them (an interruption)."""
 
