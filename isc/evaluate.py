@@ -23,6 +23,7 @@ from omegaconf import DictConfig, ListConfig
 
 from isc.data.disc import DiscData, load_disc
 from isc.extract import EvalTransform, ModelExtractor, extract_to_hdf5, read_descriptors
+from isc.finite import check_finite
 from isc.formats import DescriptorSubmission, write_descriptor_submission, write_predictions
 from isc.metric import GroundTruth, Predictions, evaluate, precision_recall
 from isc.model import DescriptorModel
@@ -111,7 +112,9 @@ def extract_all(cfg: DictConfig, extractors: list, data: DiscData, need_training
         for split, records in splits:
             path = extract_to_hdf5(extractor, records, directory / extractor.name / f"{split}.h5",
                                    desc=f"{extractor.name} {split}", **common)
-            out[split].append(read_descriptors(path))
+            ids, vectors = read_descriptors(path)
+            check_finite(vectors, f"{extractor.name} {split}")  # a precision error, before any search
+            out[split].append((ids, vectors))
     for split in out:
         first = out[split][0][0]
         for i, (ids, _) in enumerate(out[split][1:], start=1):

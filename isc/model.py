@@ -177,8 +177,12 @@ class DescriptorModel(nn.Module):
             features = features.permute(0, 3, 1, 2)
         if features.ndim == 3:  # transformers give (B, tokens, C): pool over tokens as a 1×N map
             features = features.transpose(1, 2).unsqueeze(-1)
-        if self.gem_eval_p is not None and not self.training:
-            pooled = features.clamp(min=self.pool.eps).pow(self.gem_eval_p).mean(dim=(-2, -1)).pow(1.0 / self.gem_eval_p)
-        else:
-            pooled = self.pool(features)
-        return F.normalize(self.projection(pooled), dim=-1)
+        # The head (pooling, neck, L2) in float32 on every device: under fp16 autocast GeM's power and mean, the
+        # BatchNorm neck and the norm would otherwise follow each device's own autocast op lists (issue 15).
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            features = features.float()
+            if self.gem_eval_p is not None and not self.training:
+                pooled = features.clamp(min=self.pool.eps).pow(self.gem_eval_p).mean(dim=(-2, -1)).pow(1.0 / self.gem_eval_p)
+            else:
+                pooled = self.pool(features)
+            return F.normalize(self.projection(pooled), dim=-1)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from isc.distributed import gather_uneven
+from isc.finite import TRAINING_FIX, check_finite
 from isc.metric import GroundTruth, Metrics, Predictions, evaluate
 from isc.search import global_candidates, knn_candidates
 
@@ -87,6 +88,8 @@ class RetrievalEvaluation(L.Callback):
             seen = set(query_ids)
             gt = GroundTruth.from_pairs([q for q in gt.query_ids if q in seen],
                                         {q: r for q, r in gt.matches.items() if q in seen})
+        check_finite(embeddings[is_query], "validation queries", TRAINING_FIX)  # before the search (issue 15)
+        check_finite(embeddings[~is_query], "validation references", TRAINING_FIX)
         if self.candidates == "global":
             predictions = global_candidates(embeddings[is_query], embeddings[~is_query], query_ids, reference_ids,
                                             num_results=self.results_per_query * len(query_ids))

@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command != "info":
             _set_threads(args.threads, args.workers)
         return command(args)
-    except (ValueError, OSError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError, FloatingPointError) as e:  # FloatingPointError: non-finite descriptors
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
 

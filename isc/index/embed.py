@@ -20,6 +20,7 @@ from tqdm import tqdm
 from isc.data.records import IMAGE_SUFFIXES
 from isc.evaluate import load_checkpoint
 from isc.extract import EvalTransform, ModelExtractor
+from isc.finite import EXTRACTION_FIX, FLOAT32_FIX, check_finite
 from isc.images import ImageLoadError, draft_floor, load_image
 
 __all__ = ["Embedder", "Embedded", "list_images"]
@@ -113,4 +114,5 @@ class Embedder:
                 failed += [(paths[i], reason) for i, reason in batch["failed"]]
                 bar.update(len(batch["index"]) + len(batch["failed"]))
         vectors = np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+        check_finite(vectors, desc, FLOAT32_FIX if self.extractor.precision == "32" else EXTRACTION_FIX)
         return Embedded([paths[i] for i in kept], vectors, failed)

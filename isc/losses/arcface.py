@@ -15,11 +15,14 @@ from torch import nn
 
 from isc.distributed import global_mean
 from isc.losses.labels import single_labels
+from isc.losses.precision import float32_loss
 
 
 def arcface_logits(cosine: torch.Tensor, labels: torch.Tensor, scale: float, margin: float) -> torch.Tensor:
     """s·cos θ_j for the other classes and s·cos(θ_y + m) for the true class; where θ_y + m would pass π the
-    usual monotonic fallback cos θ_y − m·sin m is used (insightface's `easy_margin=False`)."""
+    usual monotonic fallback cos θ_y − m·sin m is used (insightface's `easy_margin=False`). Computed in float32:
+    CUDA autocast runs `pow` in float32 while `cosine` may be half, and `scatter` needs one dtype."""
+    cosine = cosine.float()
     target = cosine.gather(1, labels[:, None])
     sine = (1 - target.pow(2)).clamp(min=0).sqrt()
     with_margin = target * math.cos(margin) - sine * math.sin(margin)
@@ -53,6 +56,7 @@ class ArcFaceLoss(nn.Module):
     def num_classes(self) -> int:
         return self.weight.shape[0]
 
+    @float32_loss
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         labels = single_labels(labels, "ArcFace")
         active = int(self.active_classes)

@@ -12,6 +12,7 @@ from torch import nn
 
 from isc.distributed import gather_with_grad
 from isc.losses.labels import single_labels
+from isc.losses.precision import float32_loss
 
 
 def projector(input_dim: int, dims: list[int]) -> nn.Sequential:
@@ -52,6 +53,7 @@ class BarlowTwinsLoss(nn.Module):
         self.projector = projector(embedding_dim, list(projector_dims))
         self.lambda_offdiag, self.scale = lambda_offdiag, scale
 
+    @float32_loss
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         z, y = gather_with_grad(embeddings), single_labels(gather_with_grad(labels), "Barlow Twins")
         first, second = view_pairs(y)

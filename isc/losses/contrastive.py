@@ -14,6 +14,7 @@ from torch import nn
 
 from isc.distributed import gather_with_grad
 from isc.losses.labels import label_sets, positive_mask
+from isc.losses.precision import float32_loss
 
 
 def pair_distances(anchors: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
@@ -60,6 +61,7 @@ class ContrastiveXBMLoss(nn.Module):
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
 
+    @float32_loss
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.start_iteration is None:
             raise ValueError(f"loss.start_iteration={self.start_fraction} is a fraction of the run: call "

@@ -7,6 +7,7 @@ from torch import nn
 
 from isc.distributed import gather_with_grad
 from isc.losses.labels import positive_mask
+from isc.losses.precision import float32_loss
 
 
 def pair_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,6 +52,7 @@ class InfoNCEEntropyLoss(nn.Module):
         self.temperature = temperature
         self.entropy_weight = entropy_weight
 
+    @float32_loss
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         embeddings, labels = gather_with_grad(embeddings), gather_with_grad(labels)
         similarity = embeddings @ embeddings.T

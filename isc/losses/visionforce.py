@@ -24,6 +24,7 @@ from torch import nn
 from isc.distributed import gather_with_grad
 from isc.losses.contrastive import pair_distances
 from isc.losses.labels import positive_mask, single_labels
+from isc.losses.precision import float32_loss
 
 
 def wide_head(embedding_dim: int, hidden_dim: int, wide_dim: int) -> nn.Sequential:
@@ -75,6 +76,7 @@ class VisionForceLoss(nn.Module):
         if self.descriptor_scale <= 0:
             raise ValueError(f"loss.descriptor_scale must be > 0 (null = √embedding_dim), got {descriptor_scale}")
 
+    @float32_loss
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         z, y = gather_with_grad(embeddings), single_labels(gather_with_grad(labels), "VisionForce")
         if int(y.max()) >= self.descriptor_classifier.out_features:

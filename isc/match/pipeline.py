@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from isc.data.disc import load_disc
 from isc.data.records import ImageRecord
+from isc.finite import check_finite
 from isc.formats import write_predictions
 from isc.images import load_image
 from isc.match.candidates import Entries, view_candidates
@@ -170,6 +171,8 @@ def match(cfg: DictConfig) -> dict:
     query_views = embed_views(extractors, data.queries, query_crops, desc="query views", **common)
     reference_views = embed_views(extractors, data.references, reference_crops, desc="reference views", **common)
     for m, (qv, rv) in enumerate(zip(query_views, reference_views)):  # the same views (boxes) for every model
+        check_finite(qv.vectors, f"model {m} query views")  # a precision error, before any search (issue 15)
+        check_finite(rv.vectors, f"model {m} reference views")
         descriptor_metrics.append(_descriptor_only(qv, rv, data, gt, int(cand.descriptor_results_per_query)))
         entries.append(view_candidates(qv, rv, k=int(cand.k), k_crops=int(cand.k_crops),
                                        crop_penalty=float(cand.crop_penalty), source=m))
