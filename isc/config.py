@@ -62,3 +62,44 @@ def check_optimized_metric(name: str | None) -> None:
         raise missing_metric_error(name, dict.fromkeys(known))
     if prefix == "best" and key != "uAP":
         raise missing_metric_error(name, dict.fromkeys(["best/uAP"]))
+
+
+class MissingRequiredValue(ValueError):
+    """A value that a config declares under `required:` is unset."""
+
+
+def _unset(value) -> bool:
+    return value is None or value == "" or value == "???"
+
+
+def _leaves(tree: dict, prefix: str = ""):
+    """(dotted key, value) of every leaf of a nested mapping."""
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def check_required(cfg) -> None:
+    """Stop before any work when a required value is unset (null, empty or `???`).
+
+    A config declares what it needs in a `required:` mapping of key → example value: at the top level with
+    absolute keys (an experiment: `required: {init_from: <stage 1's last.ckpt>}`, nested for dotted keys), or inside a group's node
+    with keys relative to that node (`dataset.required: {root: /data/DISC21}`). OmegaConf's own `???` cannot
+    do this job: merged over an earlier value it keeps that value, so `init_from: ???` in an experiment
+    composes to the null of train.yaml and the run silently starts from scratch (issue 15)."""
+    from omegaconf import OmegaConf
+
+    declared: list[tuple[str, object, object]] = []  # (full key, example, value)
+    nodes = [("", cfg)] + [(f"{name}.", node) for name, node in cfg.items_ex(resolve=False)
+                           if OmegaConf.is_dict(node) and name != "required"]
+    for prefix, node in nodes:
+        examples = OmegaConf.to_container(node.get("required") or OmegaConf.create(), resolve=True)
+        for key, example in _leaves(examples):
+            if example is not None:  # `required.<key>=null` lifts the requirement
+                declared.append((prefix + key, example, OmegaConf.select(node, key, throw_on_missing=False)))
+    missing = [f"{key} (e.g. {key}={example})" for key, example, value in declared if _unset(value)]
+    if missing:
+        raise MissingRequiredValue(f"required value{'s' if len(missing) > 1 else ''} not set: {'; '.join(missing)} "
+                                   f"— add {'them' if len(missing) > 1 else 'it'} to the command line")

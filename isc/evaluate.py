@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig
 
+from isc.config import check_required
 from isc.data.disc import DiscData, load_disc
 from isc.extract import EvalTransform, ModelExtractor, extract_to_hdf5, read_descriptors
 from isc.finite import check_finite
@@ -151,6 +152,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
     """Run isc-eval as configured; returns the primary chain's metrics plus every chain's under "chains"."""
+    check_required(cfg)  # e.g. dataset=disc21 without dataset.root: stop before any work
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.eval.write_submissions not in ("primary", "all", "none"):

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from isc.precision import autocast_off
+
 
 class GeM(nn.Module):
     """Generalised-mean pooling over the spatial dimensions; p=1 is average pooling, p→∞ max pooling."""
@@ -179,7 +181,7 @@ class DescriptorModel(nn.Module):
             features = features.transpose(1, 2).unsqueeze(-1)
         # The head (pooling, neck, L2) in float32 on every device: under fp16 autocast GeM's power and mean, the
         # BatchNorm neck and the norm would otherwise follow each device's own autocast op lists (issue 15).
-        with torch.autocast(device_type=features.device.type, enabled=False):
+        with autocast_off(features):
             features = features.float()
             if self.gem_eval_p is not None and not self.training:
                 pooled = features.clamp(min=self.pool.eps).pow(self.gem_eval_p).mean(dim=(-2, -1)).pow(1.0 / self.gem_eval_p)

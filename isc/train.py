@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from isc.augment import eval_transform
 from isc.callbacks import EpochSeeding, RetrievalEvaluation, RetrievalFigures
+from isc.config import check_required
 from isc.data.datamodule import DiscDataModule
 from isc.images import draft_floor
 from isc.loggers import ResumableCSVLogger
@@ -166,6 +167,7 @@ def initialise_from(module: CopyDetectionModule, checkpoint: str | Path) -> None
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train as configured and return the metrics: `init/*` (before training, if enabled), `val/*` after the
     last epoch, `best/uAP` of the monitored checkpoint. Writes config.yaml and metrics.json to paths.output_dir."""
+    check_required(cfg)  # an unset mandatory value stops the run before any work
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

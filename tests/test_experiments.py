@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from omegaconf import OmegaConf
 
 from isc.recipes import card_rows, experiment_names
 from isc.train import train
@@ -22,10 +23,38 @@ def test_experiments_found():
             "d2lv_desc", "separate_retriever", "imgfp_global"} <= set(EXPERIMENTS)
 
 
+@pytest.fixture(scope="session")
+def smoke_required_values(data_dir, tmp_path_factory) -> dict[str, str]:
+    """Tiny real values for the keys experiments require (issue 15): the checkpoint of a smoke lyakaap_stage1
+    run (init_from of stages 2–4) and its exported backbone (backbone.weights_file of VisionForce / D²LV)."""
+    from isc.cli.export_backbone import export_backbone
+
+    out = tmp_path_factory.mktemp("stage1")
+    cfg = compose_config("train", ["debug=smoke", "experiment=lyakaap_stage1", f"paths.data_dir={data_dir}",
+                                   f"paths.output_dir={out}", "trainer.max_epochs=1", "validate_before_training=false"])
+    train(cfg)
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    export_backbone(checkpoint, out / "backbone.pth")
+    return {"init_from": str(checkpoint), "backbone.weights_file": str(out / "backbone.pth")}
+
+
+def required_overrides(name: str, values: dict[str, str]) -> list[str]:
+    """`key=value` for every key the experiment requires; a new required key needs a smoke value here."""
+    keys = _required_keys(compose_config("train", [f"experiment={name}"]))
+    assert set(keys) <= set(values), f"{name} requires {keys}: give the smoke test a tiny real value"
+    return [f"{key}={values[key]}" for key in keys]
+
+
+def _required_keys(cfg):
+    from isc.config import _leaves
+
+    return [key for key, example in _leaves(OmegaConf.to_container(cfg.required)) if example is not None]
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_smoke_run(name, smoke_cfg):
+def test_experiment_smoke_run(name, smoke_cfg, smoke_required_values):
     metrics = train(smoke_cfg(f"experiment={name}", "trainer.max_epochs=1", "validate_before_training=false",
-                              *SMOKE_EXTRA.get(name, [])))
+                              *SMOKE_EXTRA.get(name, []), *required_overrides(name, smoke_required_values)))
     assert math.isfinite(metrics["train/loss"])
     assert 0.0 <= metrics["val/uAP"] <= 1.0
 

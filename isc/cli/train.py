@@ -9,7 +9,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from isc.config import check_optimized_metric, config_dir, optimized_value, quiet_third_party_loggers
+from isc.config import check_optimized_metric, check_required, config_dir, optimized_value, quiet_third_party_loggers
 
 log = logging.getLogger("isc.train")
 
@@ -25,6 +25,7 @@ def pin_output_dir(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     check_optimized_metric(cfg.get("optimized_metric"))
+    check_required(cfg)  # also in train(); here before the heavy imports, so that it answers in seconds
     pin_output_dir(cfg)
     quiet_third_party_loggers()
     from isc.train import train  # heavy imports after Hydra has parsed the command line (fast --help)

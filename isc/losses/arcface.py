@@ -15,7 +15,7 @@ from torch import nn
 
 from isc.distributed import global_mean
 from isc.losses.labels import single_labels
-from isc.losses.precision import float32_loss
+from isc.precision import float32_loss
 
 
 def arcface_logits(cosine: torch.Tensor, labels: torch.Tensor, scale: float, margin: float) -> torch.Tensor:

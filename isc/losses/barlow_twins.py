@@ -12,7 +12,7 @@ from torch import nn
 
 from isc.distributed import gather_with_grad
 from isc.losses.labels import single_labels
-from isc.losses.precision import float32_loss
+from isc.precision import float32_loss
 
 
 def projector(input_dim: int, dims: list[int]) -> nn.Sequential:

@@ -14,7 +14,7 @@ from torch import nn
 
 from isc.distributed import gather_with_grad
 from isc.losses.labels import label_sets, positive_mask
-from isc.losses.precision import float32_loss
+from isc.precision import float32_loss
 
 
 def pair_distances(anchors: torch.Tensor, references: torch.Tensor) -> torch.Tensor:

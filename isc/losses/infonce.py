@@ -7,7 +7,7 @@ from torch import nn
 
 from isc.distributed import gather_with_grad
 from isc.losses.labels import positive_mask
-from isc.losses.precision import float32_loss
+from isc.precision import float32_loss
 
 
 def pair_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

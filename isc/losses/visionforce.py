@@ -24,7 +24,7 @@ from torch import nn
 from isc.distributed import gather_with_grad
 from isc.losses.contrastive import pair_distances
 from isc.losses.labels import positive_mask, single_labels
-from isc.losses.precision import float32_loss
+from isc.precision import float32_loss
 
 
 def wide_head(embedding_dim: int, hidden_dim: int, wide_dim: int) -> nn.Sequential:
