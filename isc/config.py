@@ -101,5 +101,6 @@ def check_required(cfg) -> None:
                 declared.append((prefix + key, example, OmegaConf.select(node, key, throw_on_missing=False)))
     missing = [f"{key} (e.g. {key}={example})" for key, example, value in declared if _unset(value)]
     if missing:
-        raise MissingRequiredValue(f"required value{'s' if len(missing) > 1 else ''} not set: {'; '.join(missing)} "
-                                   f"— add {'them' if len(missing) > 1 else 'it'} to the command line")
+        several = len(missing) > 1
+        raise MissingRequiredValue(f"required value{'s' if several else ''} not set: {'; '.join(missing)} "
+                                   f"— add {'them' if several else 'it'} to the command line")

@@ -20,6 +20,7 @@ from isc.images import draft_floor
 from isc.loggers import ResumableCSVLogger
 from isc.losses.build import build_loss
 from isc.module import CopyDetectionModule
+from isc.scaling import fit_to_hardware
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path, extra_callbacks: list | tup
     callbacks += list(extra_callbacks)
     trainer_node = OmegaConf.to_container(cfg.trainer, resolve=True)
     callbacks += [instantiate(c) for c in trainer_node.pop("callbacks", None) or []]
+    trainer_node.pop("total_batch", None)  # isc.scaling turned it into accumulate_grad_batches
     callbacks.append(EpochSeeding(cfg.seed))
     callbacks.sort(key=lambda c: isinstance(c, RetrievalFigures))  # stable: figures after the evaluation
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
@@ -168,6 +170,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Train as configured and return the metrics: `init/*` (before training, if enabled), `val/*` after the
     last epoch, `best/uAP` of the monitored checkpoint. Writes config.yaml and metrics.json to paths.output_dir."""
     check_required(cfg)  # an unset mandatory value stops the run before any work
+    fit_to_hardware(cfg)  # data.num_workers: auto, trainer.total_batch → accumulate_grad_batches
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

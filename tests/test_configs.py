@@ -92,7 +92,9 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
     elif group == "trainer":
         # GPU configs are built for the CPU here when there is no GPU (the rest of the node as configured)
         cpu = {} if torch.cuda.is_available() else {"accelerator": "cpu"}
-        trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, callbacks=[], **cpu)
+        node = OmegaConf.to_container(cfg.trainer)
+        node.pop("total_batch")  # isc's, not Lightning's: isc.scaling turns it into accumulate_grad_batches
+        trainer = instantiate(node, logger=False, enable_checkpointing=False, callbacks=[], **cpu)
         assert trainer.max_epochs == cfg.trainer.max_epochs and trainer.num_nodes == cfg.trainer.get("num_nodes", 1)
         assert all(instantiate(c) for c in cfg.trainer.get("callbacks") or [])  # e.g. trainer=gpu's ModelAcceleration
     elif group == "hparams_search":
