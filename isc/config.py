@@ -81,17 +81,12 @@ def _leaves(tree: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
-def check_required(cfg) -> None:
-    """Stop before any work when a required value is unset (null, empty or `???`).
-
-    A config declares what it needs in a `required:` mapping of key → example value: at the top level with
-    absolute keys (an experiment: `required: {init_from: <stage 1's last.ckpt>}`, nested for dotted keys), or inside a group's node
-    with keys relative to that node (`dataset.required: {root: /data/DISC21}`). OmegaConf's own `???` cannot
-    do this job: merged over an earlier value it keeps that value, so `init_from: ???` in an experiment
-    composes to the null of train.yaml and the run silently starts from scratch (issue 15)."""
+def required_values(cfg) -> list[tuple[str, object, object]]:
+    """(full key, example, current value) of every value the config declares under `required:` — at the top
+    level with absolute keys, or inside a group's node with keys relative to it (see check_required)."""
     from omegaconf import OmegaConf
 
-    declared: list[tuple[str, object, object]] = []  # (full key, example, value)
+    declared = []
     nodes = [("", cfg)] + [(f"{name}.", node) for name, node in cfg.items_ex(resolve=False)
                            if OmegaConf.is_dict(node) and name != "required"]
     for prefix, node in nodes:
@@ -99,7 +94,18 @@ def check_required(cfg) -> None:
         for key, example in _leaves(examples):
             if example is not None:  # `required.<key>=null` lifts the requirement
                 declared.append((prefix + key, example, OmegaConf.select(node, key, throw_on_missing=False)))
-    missing = [f"{key} (e.g. {key}={example})" for key, example, value in declared if _unset(value)]
+    return declared
+
+
+def check_required(cfg) -> None:
+    """Stop before any work when a required value is unset (null, empty or `???`).
+
+    A config declares what it needs in a `required:` mapping of key → example value: at the top level with
+    absolute keys (an experiment: `required: {init_from: <stage 1's last.ckpt>}`, nested for dotted keys), or
+    inside a group's node with keys relative to that node (`dataset.required: {root: /data/DISC21}`). OmegaConf's
+    own `???` cannot do this job: merged over an earlier value it keeps that value, so `init_from: ???` in an
+    experiment composes to the null of train.yaml and the run silently starts from scratch (issue 15)."""
+    missing = [f"{key} (e.g. {key}={example})" for key, example, value in required_values(cfg) if _unset(value)]
     if missing:
         several = len(missing) > 1
         raise MissingRequiredValue(f"required value{'s' if several else ''} not set: {'; '.join(missing)} "

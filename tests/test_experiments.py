@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from omegaconf import OmegaConf
 
+from isc.config import required_values
 from isc.recipes import card_rows, experiment_names
 from isc.train import train
 from tests.conftest import compose_config
@@ -40,15 +40,9 @@ def smoke_required_values(data_dir, tmp_path_factory) -> dict[str, str]:
 
 def required_overrides(name: str, values: dict[str, str]) -> list[str]:
     """`key=value` for every key the experiment requires; a new required key needs a smoke value here."""
-    keys = _required_keys(compose_config("train", [f"experiment={name}"]))
+    keys = [key for key, _, _ in required_values(compose_config("train", [f"experiment={name}"]))]
     assert set(keys) <= set(values), f"{name} requires {keys}: give the smoke test a tiny real value"
     return [f"{key}={values[key]}" for key in keys]
-
-
-def _required_keys(cfg):
-    from isc.config import _leaves
-
-    return [key for key, example in _leaves(OmegaConf.to_container(cfg.required)) if example is not None]
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
