@@ -47,7 +47,7 @@ def one_device_overrides(steps: int, device: str) -> list[str]:
             f"trainer.limit_train_batches={steps}", "trainer.check_val_every_n_epoch=1",
             "trainer.enable_progress_bar=false", "backbone.pretrained=false", "data.num_workers=auto",
             "dataset.validation.max_queries=100", "dataset.validation.max_references=200",
-            "validate_before_training=true", "logger=none", "resume=false"]
+            "validate_before_training=true", "resume=false"]
 
 
 def child(name: str, overrides: list[str], row_path: Path) -> int:
