@@ -50,8 +50,8 @@ def test_every_required_value_of_every_experiment_is_required(name):
     check_required(compose_config("train", [f"experiment={name}", *given]))  # given: no error
 
 
-def test_disc21_requires_its_root_in_training_and_evaluation(tmp_path):
-    for config in ("train", "eval"):
+def test_disc21_requires_its_root_in_training_evaluation_and_matching(tmp_path):
+    for config in ("train", "eval", "match"):
         cfg = compose_config(config, ["dataset=disc21", "ckpt_path=x.ckpt", f"paths.output_dir={tmp_path}"])
         with pytest.raises(MissingRequiredValue, match=r"^required value not set: dataset\.root \(e\.g\. "
                                                        r"dataset\.root=/data/DISC21\)"):

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
+from isc.config import check_required
 from isc.data.disc import load_disc
 from isc.data.records import ImageRecord
 from isc.finite import check_finite
@@ -155,6 +156,7 @@ def match(cfg: DictConfig) -> dict:
     from isc.evaluate import build_extractors
     from isc.train import configure_threads
 
+    check_required(cfg)  # e.g. dataset=disc21 without dataset.root: stop before any work
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     query_crops, reference_crops, verifier = _components(cfg)
