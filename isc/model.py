@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from isc.precision import autocast_off
+from isc.precision import at_least_float32, autocast_off
 
 
 class GeM(nn.Module):
@@ -182,7 +182,7 @@ class DescriptorModel(nn.Module):
         # The head (pooling, neck, L2) in float32 on every device: under fp16 autocast GeM's power and mean, the
         # BatchNorm neck and the norm would otherwise follow each device's own autocast op lists (issue 15).
         with autocast_off(features):
-            features = features.float()
+            features = at_least_float32(features)
             if self.gem_eval_p is not None and not self.training:
                 pooled = features.clamp(min=self.pool.eps).pow(self.gem_eval_p).mean(dim=(-2, -1)).pow(1.0 / self.gem_eval_p)
             else:

@@ -24,14 +24,19 @@ def autocast_off(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type=device, enabled=False)
 
 
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Half and bfloat16 as float32; float32 and float64 (the reference tests) as they are."""
+    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
+
+
 def float32_loss(forward):
-    """Decorate a loss's `forward(self, embeddings, labels, ...)`: the embeddings are cast to float32 and the
+    """Decorate a loss's `forward(self, embeddings, labels, ...)`: half embeddings are cast to float32 and the
     body runs with autocast off, so every parameter (ArcFace weights, projector heads) and buffer (XBM's
     memory) meets float32 inputs, and the returned loss is float32."""
 
     @functools.wraps(forward)
     def wrapper(self, embeddings: torch.Tensor, labels: torch.Tensor, *args, **kwargs):
         with autocast_off(embeddings):
-            return forward(self, embeddings.float(), labels, *args, **kwargs)
+            return forward(self, at_least_float32(embeddings), labels, *args, **kwargs)
 
     return wrapper

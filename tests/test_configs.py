@@ -99,6 +99,9 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
         assert all(instantiate(c) for c in cfg.trainer.get("callbacks") or [])  # e.g. trainer=gpu's ModelAcceleration
     elif group == "hparams_search":
         check_optimized_metric(cfg.optimized_metric)
+    elif group == "debug" and option == "recipe_smoke":  # the recipe's own backbone, 2 steps in bf16
+        assert cfg.backbone.name == compose_config("train").backbone.name and cfg.trainer.max_steps == 2
+        assert cfg.trainer.precision == "bf16-mixed" and cfg.backbone.pretrained is False
     elif group == "debug":
         assert cfg.backbone.name == "test_resnet" and cfg.trainer.max_epochs <= 2
     elif group == "verifier" and option == "pairwise":  # needs a trained checkpoint: tests/test_verifier_train.py

@@ -21,7 +21,7 @@ from isc.train import build_datamodule, build_module, train
 
 # training only: no µAP evaluation (last.ckpt is still written after every epoch)
 NO_EVAL = ("validate_before_training=false", "callbacks.retrieval_evaluation=null", "callbacks.model_checkpoint=null",
-           "+trainer.limit_val_batches=0")
+           "trainer.limit_val_batches=0")
 FAST = (*NO_EVAL, "trainer.max_epochs=1")
 
 

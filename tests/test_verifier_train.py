@@ -52,7 +52,7 @@ def _images(records):
 
 def test_smoke_training_writes_a_checkpoint_that_from_checkpoint_scores(verifier_cfg, tmp_path):
     mining = _descriptor_checkpoint(tmp_path / "descriptor.ckpt")
-    cfg = verifier_cfg("trainer.max_epochs=1", "+trainer.limit_train_batches=3", f"mining.ckpt_path={mining}",
+    cfg = verifier_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=3", f"mining.ckpt_path={mining}",
                        "mining.k=3", "pairs.gt_pairs.enabled=true")
     metrics = train_verifier(cfg)
     assert metrics["negatives"].startswith("hard: 3 nearest")

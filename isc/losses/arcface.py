@@ -15,14 +15,14 @@ from torch import nn
 
 from isc.distributed import global_mean
 from isc.losses.labels import single_labels
-from isc.precision import float32_loss
+from isc.precision import at_least_float32, float32_loss
 
 
 def arcface_logits(cosine: torch.Tensor, labels: torch.Tensor, scale: float, margin: float) -> torch.Tensor:
     """s·cos θ_j for the other classes and s·cos(θ_y + m) for the true class; where θ_y + m would pass π the
     usual monotonic fallback cos θ_y − m·sin m is used (insightface's `easy_margin=False`). Computed in float32:
     CUDA autocast runs `pow` in float32 while `cosine` may be half, and `scatter` needs one dtype."""
-    cosine = cosine.float()
+    cosine = at_least_float32(cosine)
     target = cosine.gather(1, labels[:, None])
     sine = (1 - target.pow(2)).clamp(min=0).sqrt()
     with_margin = target * math.cos(margin) - sine * math.sin(margin)
