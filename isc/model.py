@@ -120,6 +120,8 @@ def to_grayscale(images: torch.Tensor) -> torch.Tensor:
 
 
 NECKS = ("linear", "linear_nobias", "linear_bn")
+FEATURES = ("forward_features", "last_map")
+POOLINGS = ("gem", "cls")
 
 
 def make_neck(kind: str, in_features: int, embedding_dim: int) -> nn.Module:
@@ -140,7 +142,11 @@ class DescriptorModel(nn.Module):
     """Maps images (B, 3, H, W) to L2-normalised descriptors (B, embedding_dim): backbone → GeM → neck → L2.
 
     `gem_eval_p` (if set) replaces p at evaluation (lyakaap's --gem-eval-p); `last_stride` and `wave_block`
-    modify ResNet backbones as VisionForce (RECIPES §4); `grayscale_input` greys every input first."""
+    modify ResNet backbones as VisionForce (RECIPES §4); `grayscale_input` greys every input first.
+    `features`: `forward_features` (timm's, with any final conv head) or `last_map` — the last feature map of the
+    stages, as timm's `features_only=True` gives it (lyakaap pools EfficientNetV2-M's 512-channel map, not the
+    1,280 channels after conv_head, RECIPES §2.1). `pooling`: `gem`, or `cls` — a ViT's class token (the
+    "separate" retriever, RECIPES §6)."""
 
     def __init__(
         self,
@@ -156,23 +162,45 @@ class DescriptorModel(nn.Module):
         wave_block: bool = False,
         backbone_kwargs: dict | None = None,
         grayscale_input: bool = False,
+        features: str = "forward_features",
+        pooling: str = "gem",
     ):
         super().__init__()
+        if features not in FEATURES:
+            raise ValueError(f"model.features={features!r} is unknown; use one of {FEATURES}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"model.pooling={pooling!r} is unknown; use one of {POOLINGS}")
         self.backbone = create_backbone(backbone, pretrained, weights_file, backbone_kwargs)
+        self.features, self.pooling = features, pooling
+        in_features = self.backbone.num_features
+        if features == "last_map":
+            if not hasattr(self.backbone, "forward_intermediates"):
+                raise ValueError(f"model.features=last_map: timm's {backbone!r} has no forward_intermediates")
+            in_features = self.backbone.feature_info[-1]["num_chs"]
+            # what features_only=True builds: the stages only; the head after them is unused (and dropped so
+            # that DDP sees no parameter without a gradient)
+            self.backbone.prune_intermediate_layers(indices=1, prune_head=True, prune_norm=False)
         if last_stride is not None:
             set_last_stride(self.backbone, last_stride)
         if wave_block:
             add_wave_blocks(self.backbone)
         self.pool = GeM(gem_p, gem_learnable)
         self.gem_eval_p = gem_eval_p
-        self.projection = make_neck(neck, self.backbone.num_features, embedding_dim)
+        self.projection = make_neck(neck, in_features, embedding_dim)
         self.embedding_dim = embedding_dim
         self.grayscale_input = grayscale_input
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.grayscale_input:
             images = to_grayscale(images)
-        features = self.backbone.forward_features(images)
+        if self.features == "last_map":
+            features = self.backbone.forward_intermediates(images, indices=1, intermediates_only=True)[-1]
+        else:
+            features = self.backbone.forward_features(images)
+        if self.pooling == "cls":
+            if features.ndim != 3:
+                raise ValueError("model.pooling=cls needs a transformer backbone (tokens); this one gives feature maps")
+            return F.normalize(self.projection(features[:, 0]), dim=-1)
         if getattr(self.backbone, "output_fmt", "NCHW") == "NHWC" and features.ndim == 4:  # e.g. timm's Swin
             features = features.permute(0, 3, 1, 2)
         if features.ndim == 3:  # transformers give (B, tokens, C): pool over tokens as a 1×N map
