@@ -29,11 +29,13 @@ from pathlib import Path
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from isc.config import config_dir
 
 VERDICTS = ("match", "stand-in", "source silent", "differs")
 _NOT_SET = "<not set>"
+_ABSENT = "<no config field>"  # a row without `config:` (null is a value: "the config holds null")
 
 
 def _world_size(cfg: DictConfig) -> int:
@@ -67,7 +69,7 @@ class SourceRow:
     source: object
     cite: str
     verdict: str
-    config: object = None
+    config: object = _ABSENT
     reason: str = ""
     known_difference: str = ""
 
@@ -88,7 +90,9 @@ class SourceRow:
             raise ValueError(f"{where}: a known difference needs known_difference")
         if self.verdict == "source silent" and self.source is not None:
             raise ValueError(f"{where}: 'source silent' rows have source: null")
-        if self.verdict != "match" and self.config is None and self.verdict != "source silent":
+        if self.verdict == "match" and self.config != _ABSENT:
+            raise ValueError(f"{where}: a match holds the source's value; drop `config`")
+        if self.verdict != "match" and self.config == _ABSENT:
             raise ValueError(f"{where}: verdict {self.verdict!r} needs the config's value (config)")
 
 
@@ -150,7 +154,10 @@ def config_value(cfg: DictConfig, key: str, eval_cfg: DictConfig | None = None):
         if eval_cfg is None:
             raise ValueError(f"key {key!r} needs the isc-eval config")
         cfg, key = eval_cfg, key[len("eval:"):]
-    value = OmegaConf.select(cfg, key, throw_on_missing=False, default=_NOT_SET)
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_missing=True, default=_NOT_SET)
+    except MissingMandatoryValue:
+        return "???"  # a required key the user gives (e.g. a weights file, the previous stage's checkpoint)
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
