@@ -53,6 +53,8 @@ DERIVED = {
     # optimiser steps of the run when an epoch has a fixed length (data.steps_per_epoch)
     "total_steps": lambda cfg: int(cfg.trainer.max_epochs) * int(cfg.data.steps_per_epoch)
     if cfg.data.get("steps_per_epoch") else int(cfg.trainer.get("max_steps") or -1),
+    # batch-level mixup/CutMix on (the batch_mix group selected)
+    "mixup": lambda cfg: bool(cfg.get("batch_mix")),
     # which training images: all, or a subset (VisionForce: every 10th)
     "training_images": lambda cfg: "all" if not cfg.dataset.get("max_training") and not cfg.dataset.get("training_every")
     else f"every {cfg.dataset.training_every}th" if cfg.dataset.get("training_every") else f"first {cfg.dataset.max_training}",

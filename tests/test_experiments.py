@@ -1,4 +1,5 @@
-"""Every experiment (winning recipe) runs end to end in smoke mode, and its recipe card matches its config."""
+"""Every experiment (winning recipe) runs end to end in smoke mode; its evaluation overrides compose; the cards
+are regenerated (the source tables are checked in tests/test_recipe_sources.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 
 import pytest
 
-from isc.recipes import card_rows, experiment_names
+from isc.recipes import experiment_names
 from isc.train import train
 from tests.conftest import compose_config
 
@@ -28,15 +29,6 @@ def test_experiment_smoke_run(name, smoke_cfg):
                               *SMOKE_EXTRA.get(name, [])))
     assert math.isfinite(metrics["train/loss"])
     assert 0.0 <= metrics["val/uAP"] <= 1.0
-
-
-@pytest.mark.parametrize("name", EXPERIMENTS)
-def test_recipe_card_matches_the_config(name):
-    cfg = compose_config("train", [f"experiment={name}"])
-    rows = card_rows(cfg)
-    assert rows, f"experiment {name} lists no recipe.source values"
-    mismatched = [row for row in rows if not row.matches]
-    assert not mismatched, f"{name}: config differs from the recipe: {mismatched}"
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
