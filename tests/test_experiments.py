@@ -15,7 +15,8 @@ EXPERIMENTS = experiment_names()
 # the smoke mini-DISC holds only ~3 training ground-truth pairs; VisionForce's 4096/8192-wide heads are
 # recipe-sized (their shapes are checked by the run all the same, at a width a smoke run can afford)
 _NARROW_HEADS = ["loss.hidden_dim=64", "loss.wide_dim=128"]
-SMOKE_EXTRA = {"lyakaap_stage4": ["data.batch_size=2"], "visionforce_desc": _NARROW_HEADS, "d2lv_desc": _NARROW_HEADS}
+# the smoke backbone is a small CNN: the retriever's CLS-token pooling needs a ViT, so its smoke run pools GeM
+SMOKE_EXTRA = {"lyakaap_stage4": ["data.batch_size=2"], "separate_retriever": ["model.pooling=gem"], "visionforce_desc": _NARROW_HEADS, "d2lv_desc": _NARROW_HEADS}
 
 
 def test_experiments_found():
