@@ -3,6 +3,7 @@ recipe names (recipe.init_checkpoint: epoch005 / epoch005 / epoch001, lyakaap's 
 kept by the per-epoch checkpoints, and the loaded weights are that checkpoint's tensors, not a fresh init."""
 
 from __future__ import annotations
+from pathlib import Path
 
 
 import pytest
