@@ -1,0 +1,50 @@
+"""Options the recipes need: a fixed epoch length in steps (VisionForce's 8,000 iterations per epoch), the last
+feature map of the stages (lyakaap's features_only), a ViT's CLS token (the "separate" retriever)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+from isc.data.sampling import EpochSampler
+from isc.model import DescriptorModel
+
+
+def test_epoch_of_fixed_steps_covers_the_set_more_than_once():
+    sampler = EpochSampler(10, batch_size=4, seed=1, steps=7)
+    order = [i for _, i in sampler]
+    assert len(sampler) == len(order) == 28  # 7 steps × 4, longer than one pass over 10 samples
+    counts = Counter(order)
+    assert set(counts) == set(range(10)) and max(counts.values()) - min(counts.values()) <= 1  # whole passes first
+    ranks = [[i for _, i in EpochSampler(10, 2, seed=1, num_replicas=2, rank=r, steps=7)] for r in (0, 1)]
+    assert sorted(ranks[0] + ranks[1]) == sorted(order)  # two processes split the same global batches
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        EpochSampler(10, 4, steps=0)
+
+
+def test_last_map_pools_the_stages_output_without_the_conv_head():
+    torch.manual_seed(0)
+    model = DescriptorModel("efficientnet_b0", embedding_dim=16, features="last_map", neck="linear_bn").eval()
+    assert model.projection[0].in_features == 320  # EfficientNet-B0's last stage, not conv_head's 1,280
+    assert not any(k.startswith("backbone.conv_head") for k in model.state_dict())
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        stages = model.backbone.forward_intermediates(images, indices=1, intermediates_only=True)[-1]
+        expected = torch.nn.functional.normalize(model.projection(model.pool(stages)), dim=-1)
+        assert torch.allclose(model(images), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="model.features"):
+        DescriptorModel("efficientnet_b0", features="head")
+
+
+def test_cls_pooling_takes_the_class_token():
+    torch.manual_seed(0)
+    model = DescriptorModel("vit_tiny_patch16_224", embedding_dim=8, pooling="cls",
+                            backbone_kwargs={"img_size": 32}).eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        tokens = model.backbone.forward_features(images)
+        assert torch.allclose(model(images), torch.nn.functional.normalize(model.projection(tokens[:, 0]), dim=-1))
+    with pytest.raises(ValueError, match="pooling=cls"):
+        DescriptorModel("resnet18", pooling="cls").eval()(torch.randn(1, 3, 32, 32))
