@@ -33,7 +33,8 @@ def test_lyakaap_four_stage_chain_starts_each_stage_from_the_previous_one(data_d
     for stage in (1, 2, 3, 4):
         name = f"lyakaap_stage{stage}"
         overrides = ["debug=smoke", f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path / name}",
-                     f"experiment={name}", f"trainer.max_epochs={EPOCHS[stage]}", "validate_before_training=false"]
+                     f"experiment={name}", f"trainer.max_epochs={EPOCHS[stage]}", "validate_before_training=false",
+                     "dataset.max_training=16", "trainer.check_val_every_n_epoch=100"]  # small: 2 steps an epoch
         if stage == 4:
             overrides.append("data.batch_size=2")
         if previous is not None:
