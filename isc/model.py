@@ -120,6 +120,44 @@ def to_grayscale(images: torch.Tensor) -> torch.Tensor:
 
 
 NECKS = ("linear", "linear_nobias", "linear_bn")
+HEADS = ("visionforce", "d2lv")
+
+
+def projector(in_features: int, hidden_dim: int, wide_dim: int) -> nn.Sequential:
+    """VisionForce's projector (RECIPES §4): Linear → BN → LeakyReLU(0.2) → Linear → BN without a learned bias."""
+    final_bn = nn.BatchNorm1d(wide_dim)
+    final_bn.bias.requires_grad_(False)
+    return nn.Sequential(nn.Linear(in_features, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.LeakyReLU(0.2),
+                         nn.Linear(hidden_dim, wide_dim), final_bn)
+
+
+class WideHead(nn.Module):
+    """VisionForce's heads after GeM (RECIPES §4, §5.2; Test/models_balance_matrix/resnet.py): the projector
+    GeM → 4096 → 8192, then for `visionforce` the "matrix" head BN(8192) → LeakyReLU → Linear 8192→256 → BN, whose
+    output is the descriptor; for `d2lv` (no 256-d head) the 8,192-d projector output is the descriptor.
+    `parts()` gives what the loss needs: the GeM feature (triplet), the projector output (wide CE) and, for
+    `visionforce`, the 256-d BN output (its CE and the distillation)."""
+
+    def __init__(self, kind: str, in_features: int, hidden_dim: int, wide_dim: int, embedding_dim: int):
+        super().__init__()
+        if kind not in HEADS:
+            raise ValueError(f"model.head={kind!r} is unknown; use one of {HEADS} or null")
+        if kind == "d2lv" and embedding_dim != wide_dim:
+            raise ValueError(f"model.head=d2lv: the descriptor is the projector output, so model.embedding_dim "
+                             f"({embedding_dim}) must equal model.head_wide_dim ({wide_dim})")
+        self.kind = kind
+        self.projector = projector(in_features, hidden_dim, wide_dim)
+        self.matrix = nn.Sequential(nn.BatchNorm1d(wide_dim), nn.LeakyReLU(0.2), nn.Linear(wide_dim, embedding_dim),
+                                    nn.BatchNorm1d(embedding_dim)) if kind == "visionforce" else None
+
+    def parts(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        wide = self.projector(pooled)
+        parts = {"pooled": pooled, "wide": wide}
+        parts["head"] = self.matrix(wide) if self.matrix is not None else wide
+        return parts
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.parts(pooled)["head"]
 FEATURES = ("forward_features", "last_map")
 POOLINGS = ("gem", "cls")
 
@@ -164,6 +202,9 @@ class DescriptorModel(nn.Module):
         grayscale_input: bool = False,
         features: str = "forward_features",
         pooling: str = "gem",
+        head: str | None = None,
+        head_hidden_dim: int = 4096,
+        head_wide_dim: int = 8192,
     ):
         super().__init__()
         if features not in FEATURES:
@@ -186,11 +227,24 @@ class DescriptorModel(nn.Module):
             add_wave_blocks(self.backbone)
         self.pool = GeM(gem_p, gem_learnable)
         self.gem_eval_p = gem_eval_p
-        self.projection = make_neck(neck, in_features, embedding_dim)
+        # `head` (VisionForce / D²LV) replaces the neck: GeM → projector (→ matrix head) → L2
+        self.projection = WideHead(head, in_features, head_hidden_dim, head_wide_dim, embedding_dim) if head \
+            else make_neck(neck, in_features, embedding_dim)
         self.embedding_dim = embedding_dim
         self.grayscale_input = grayscale_input
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(self.pooled(images)), dim=-1)
+
+    def forward_parts(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The descriptor plus what a loss on the intermediate features needs (model.head's `parts()`)."""
+        if not isinstance(self.projection, WideHead):
+            raise ValueError("forward_parts needs model.head (visionforce | d2lv)")
+        parts = self.projection.parts(self.pooled(images))
+        return {**parts, "descriptor": F.normalize(parts["head"], dim=-1)}
+
+    def pooled(self, images: torch.Tensor) -> torch.Tensor:
+        """The pooled feature before the neck / head: GeM over the feature map, or a ViT's class token."""
         if self.grayscale_input:
             images = to_grayscale(images)
         if self.features == "last_map":
@@ -200,13 +254,11 @@ class DescriptorModel(nn.Module):
         if self.pooling == "cls":
             if features.ndim != 3:
                 raise ValueError("model.pooling=cls needs a transformer backbone (tokens); this one gives feature maps")
-            return F.normalize(self.projection(features[:, 0]), dim=-1)
+            return features[:, 0]
         if getattr(self.backbone, "output_fmt", "NCHW") == "NHWC" and features.ndim == 4:  # e.g. timm's Swin
             features = features.permute(0, 3, 1, 2)
         if features.ndim == 3:  # transformers give (B, tokens, C): pool over tokens as a 1×N map
             features = features.transpose(1, 2).unsqueeze(-1)
         if self.gem_eval_p is not None and not self.training:
-            pooled = features.clamp(min=self.pool.eps).pow(self.gem_eval_p).mean(dim=(-2, -1)).pow(1.0 / self.gem_eval_p)
-        else:
-            pooled = self.pool(features)
-        return F.normalize(self.projection(pooled), dim=-1)
+            return features.clamp(min=self.pool.eps).pow(self.gem_eval_p).mean(dim=(-2, -1)).pow(1.0 / self.gem_eval_p)
+        return self.pool(features)

@@ -86,7 +86,9 @@ class CopyDetectionModule(L.LightningModule):
             return None
         images, labels = training_inputs(batch, self.batch_mix)
         b = batch["views"].shape[0]
-        out = self.loss(self.model(images), labels)
+        # a loss on the model's intermediate features (VisionForce's heads) gets them all, else the descriptor
+        out = self.loss(self.model.forward_parts(images) if getattr(self.loss, "wants_parts", False)
+                        else self.model(images), labels)
         if not torch.isfinite(out["loss"]):
             raise FloatingPointError(f"training loss is {out['loss'].item()} at global step {self.global_step}")
         self.log_dict({f"train/{k}": val.detach() for k, val in out.items()}, prog_bar=True, batch_size=b)

@@ -48,3 +48,40 @@ def test_cls_pooling_takes_the_class_token():
         assert torch.allclose(model(images), torch.nn.functional.normalize(model.projection(tokens[:, 0]), dim=-1))
     with pytest.raises(ValueError, match="pooling=cls"):
         DescriptorModel("resnet18", pooling="cls").eval()(torch.randn(1, 3, 32, 32))
+
+
+def test_visionforce_head_feeds_each_loss_term_its_source_feature():
+    """RECIPES §4: wide CE on the 8192 projector output (from GeM), the 256-d CE and distillation on the matrix
+    head's BN output (from the 8192 output), the triplet on the GeM feature; D²LV's descriptor is the wide output."""
+    import torch.nn.functional as F
+
+    from isc.losses.visionforce import VisionForceLoss, batch_hard_soft_margin_triplet, soft_cross_entropy
+
+    torch.manual_seed(0)
+    model = DescriptorModel("test_resnet", embedding_dim=8, head="visionforce", head_hidden_dim=16, head_wide_dim=24)
+    images, labels = torch.randn(6, 3, 32, 32), torch.tensor([0, 0, 1, 1, 2, 2])
+    parts = model.forward_parts(images)
+    assert parts["pooled"].shape == (6, model.backbone.num_features) and parts["wide"].shape == (6, 24)
+    assert torch.allclose(parts["head"], model.projection.matrix(parts["wide"]))
+    assert torch.allclose(parts["descriptor"], F.normalize(parts["head"], dim=-1))
+    loss = VisionForceLoss(3, 8, hidden_dim=16, wide_dim=24, model_head=True)
+    assert loss.wide_head is None and loss.wants_parts
+    out = loss(parts, labels)
+    wide_logits, head_logits = loss.wide_classifier(parts["wide"]), loss.descriptor_classifier(parts["head"])
+    expected = (10 * F.cross_entropy(wide_logits, labels, label_smoothing=0.1)
+                + F.cross_entropy(head_logits, labels, label_smoothing=0.1)
+                + 2 * soft_cross_entropy(head_logits, wide_logits, 2.0)
+                + batch_hard_soft_margin_triplet(parts["pooled"], labels))
+    assert torch.allclose(out["loss"], expected)
+    with pytest.raises(ValueError, match="model.head"):
+        loss(parts["descriptor"], labels)
+
+    d2lv = DescriptorModel("test_resnet", embedding_dim=24, head="d2lv", head_hidden_dim=16, head_wide_dim=24).eval()
+    with torch.no_grad():
+        assert torch.allclose(d2lv(images), F.normalize(d2lv.projection.projector(d2lv.pooled(images)), dim=-1))
+    no_head = VisionForceLoss(3, 24, hidden_dim=16, wide_dim=24, descriptor_weight=0.0, distillation_weight=0.0,
+                              model_head=True)
+    assert no_head.descriptor_classifier is None and set(no_head(d2lv.train().forward_parts(images), labels)) == \
+        {"loss", "ce_wide", "triplet"}
+    with pytest.raises(ValueError, match="head_wide_dim"):
+        DescriptorModel("test_resnet", embedding_dim=8, head="d2lv", head_hidden_dim=16, head_wide_dim=24)
