@@ -64,3 +64,30 @@ def test_recipe_evaluation_runs_as_one_command(name, tiny_ckpt, eval_data, tmp_p
     assert set(metrics["chains"]) == recipe_chains
     for chain, result in metrics["chains"].items():
         assert 0.0 <= result["uAP"] <= 1.0 and not math.isnan(result["uAP"]), (name, chain)
+
+
+MATCHING = [n for n in EXPERIMENTS if compose_config("train", [f"experiment={n}"]).recipe.get("match")]
+
+
+def test_matching_recipes_found():
+    assert "d2lv_desc" in MATCHING
+
+
+@pytest.mark.parametrize("name", MATCHING)
+def test_matching_track_protocol_runs_as_one_command(name, eval_data, tmp_path):
+    """isc-match with the recipe's `recipe.match` on three tiny checkpoints (D²LV votes over 3 backbones)."""
+    from isc.match.pipeline import match
+
+    ckpts = []
+    for seed in range(3):
+        path = tmp_path / f"tiny{seed}.ckpt"
+        torch.manual_seed(seed)
+        model = DescriptorModel(**MODEL_ARGS)
+        torch.save({"hyper_parameters": {"model": MODEL_ARGS, "config": {"data": {"eval_size": 48}}},
+                    "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+        ckpts.append(str(path))
+    overrides = list(compose_config("train", [f"experiment={name}"]).recipe.match)
+    cfg = compose_config("match", [f"paths.data_dir={eval_data}", f"paths.output_dir={tmp_path / 'match'}",
+                                   "torch_threads=1", f"ckpt_path=[{','.join(ckpts)}]", *DATASET, *small(overrides)])
+    metrics = match(cfg)
+    assert 0.0 <= metrics["uAP"] <= 1.0

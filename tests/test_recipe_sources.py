@@ -47,7 +47,7 @@ def test_a_wrong_config_value_is_caught(monkeypatch):
     """The check can fail: change a config value under a match row and the row no longer holds."""
     from isc import recipes
 
-    cfg, eval_cfg = recipes.compose_recipe("lyakaap_stage2")
+    cfg, eval_cfg, _ = recipes.compose_recipe("lyakaap_stage2")
     cfg.data.train_size = 256
     rows = {r.row.key: r for r in card_rows("lyakaap_stage2", cfg, eval_cfg)}
     assert not rows["data.train_size"].holds
