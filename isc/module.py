@@ -101,6 +101,10 @@ class CopyDetectionModule(L.LightningModule):
                     "index": torch.empty(0, dtype=torch.long, device=self.device), "skipped": batch["skipped"]}
         return {"embeddings": self.model(batch["image"]), "index": batch["index"], "skipped": batch["skipped"]}
 
+    def on_train_epoch_start(self) -> None:
+        if hasattr(self.loss, "set_epoch"):  # losses whose terms depend on the epoch (S-square's view weights)
+            self.loss.set_epoch(self.current_epoch)
+
     def on_fit_start(self) -> None:
         if hasattr(self.loss, "schedule"):  # losses with a schedule in run fractions (XBM's memory start)
             self.loss.schedule(total_steps(self.trainer) * self.trainer.accumulate_grad_batches)

@@ -85,3 +85,24 @@ def test_visionforce_head_feeds_each_loss_term_its_source_feature():
         {"loss", "ce_wide", "triplet"}
     with pytest.raises(ValueError, match="head_wide_dim"):
         DescriptorModel("test_resnet", embedding_dim=8, head="d2lv", head_hidden_dim=16, head_wide_dim=24)
+
+
+def test_arcface_view_weights_train_on_the_query_view_and_mix_every_kth_epoch():
+    """S-square (RECIPES §3.1): ArcFace on the query view only; sjy_test5 every 5th epoch both views at 0.5."""
+    import torch.nn.functional as F
+
+    from isc.losses.arcface import ArcFaceLoss, arcface_logits
+
+    torch.manual_seed(0)
+    embeddings, labels = torch.randn(6, 4), torch.tensor([0, 0, 1, 1, 2, 2])  # image by image: (reference, query)
+    loss = ArcFaceLoss(3, 4, view_weights=[0.0, 1.0], mixed_every=5, mixed_weights=[0.5, 0.5])
+    cosine = F.normalize(embeddings, dim=1) @ F.normalize(loss.weight, dim=1).T
+    per_row = F.cross_entropy(arcface_logits(cosine, labels, 40.0, 0.4), labels, reduction="none")
+    loss.set_epoch(1)
+    assert torch.allclose(loss(embeddings, labels)["loss"], per_row[1::2].mean())  # query rows only
+    loss.set_epoch(5)
+    assert torch.allclose(loss(embeddings, labels)["loss"], 0.5 * per_row[0::2].mean() + 0.5 * per_row[1::2].mean())
+    with pytest.raises(ValueError, match="sum to 1"):
+        ArcFaceLoss(3, 4, view_weights=[0.5, 0.6])
+    with pytest.raises(ValueError, match="n_views"):
+        ArcFaceLoss(3, 4, view_weights=[0.0, 0.0, 1.0])(embeddings[:4], labels[:4])
