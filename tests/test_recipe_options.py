@@ -106,3 +106,21 @@ def test_arcface_view_weights_train_on_the_query_view_and_mix_every_kth_epoch():
         ArcFaceLoss(3, 4, view_weights=[0.5, 0.6])
     with pytest.raises(ValueError, match="n_views"):
         ArcFaceLoss(3, 4, view_weights=[0.0, 0.0, 1.0])(embeddings[:4], labels[:4])
+
+
+def test_bicubic_evaluation_resize():
+    """imgFp resizes bicubically at inference (RECIPES §7): eval.interpolation=bicubic reaches the transform."""
+    import numpy as np
+    from PIL import Image
+    from torchvision.transforms import v2 as T
+
+    from isc.extract import EvalTransform
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8))
+    bicubic = EvalTransform(32, "square", [1.0], "bicubic")
+    resized = T.functional.resize(image, [32, 32], T.InterpolationMode.BICUBIC, antialias=True)
+    assert torch.equal(bicubic(image)[0], bicubic._tensor(resized))
+    assert not torch.equal(bicubic(image)[0], EvalTransform(32)(image)[0])
+    assert bicubic.fingerprint()["interpolation"] == "bicubic" and "interpolation" not in EvalTransform(32).fingerprint()
+    with pytest.raises(ValueError, match="eval.interpolation"):
+        EvalTransform(32, interpolation="nearest")
