@@ -124,3 +124,19 @@ def test_bicubic_evaluation_resize():
     assert bicubic.fingerprint()["interpolation"] == "bicubic" and "interpolation" not in EvalTransform(32).fingerprint()
     with pytest.raises(ValueError, match="eval.interpolation"):
         EvalTransform(32, interpolation="nearest")
+
+
+def test_visionforce_loader_pads_10_and_crops_back():
+    """VisionForce's loader (RECIPES §4): pad 10 px black, random crop to the size — some offset in [0, 20]²."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from isc.augment.visionforce import pad_and_crop
+
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    padded = np.asarray(ImageOps.expand(image, border=10, fill=0))
+    for seed in range(5):
+        out = np.asarray(pad_and_crop(image, np.random.default_rng(seed), None, size=32, pad=10))
+        assert out.shape == (32, 32, 3)
+        assert any(np.array_equal(out, padded[y:y + 32, x:x + 32]) for y in range(21) for x in range(21))
+    assert pad_and_crop(image, np.random.default_rng(0), None, size=32, pad=0) is image
