@@ -16,7 +16,8 @@ EXPERIMENTS = experiment_names()
 # recipe-sized (their shapes are checked by the run all the same, at a width a smoke run can afford)
 _NARROW_HEADS = ["loss.hidden_dim=64", "loss.wide_dim=128"]
 # the smoke backbone is a small CNN: the retriever's CLS-token pooling needs a ViT, so its smoke run pools GeM
-SMOKE_EXTRA = {"lyakaap_stage4": ["data.batch_size=2"], "separate_retriever": ["model.pooling=gem"], "visionforce_desc": _NARROW_HEADS, "d2lv_desc": [*_NARROW_HEADS, "model.embedding_dim=128"]}  # D²LV's descriptor is the wide output
+SMOKE_EXTRA = {"lyakaap_stage4": ["data.batch_size=2"], "separate_retriever": ["model.pooling=gem"],
+               "separate_retriever_stage2": ["model.pooling=gem"], "visionforce_desc": _NARROW_HEADS, "d2lv_desc": [*_NARROW_HEADS, "model.embedding_dim=128"]}  # D²LV's descriptor is the wide output
 
 
 def test_experiments_found():
