@@ -43,7 +43,7 @@ def test_lyakaap_rows_record_what_his_code_ran_next_to_the_write_up():
     assert rows["lr_times_world_size"].value == pytest.approx(0.1) and rows["lr_times_world_size"].holds
 
 
-def test_a_wrong_config_value_is_caught(monkeypatch):
+def test_a_wrong_config_value_is_caught():
     """The check can fail: change a config value under a match row and the row no longer holds."""
     from isc import recipes
 
