@@ -45,10 +45,17 @@ __all__ = ["EvalTransform", "ModelExtractor", "extract_to_hdf5", "read_descripto
 RESIZE_MODES = ("square", "keep_aspect")
 
 
+# torchvision's resize filters: bilinear (isc's default, torchvision's) | bicubic (imgFp's EsViT eval, RECIPES §7)
+INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}
+
+
 class EvalTransform:
     """PIL image → one normalised float tensor (3, h, w) per scale."""
 
-    def __init__(self, size: int, resize: str = "square", scales: Sequence[float] = (1.0,)) -> None:
+    def __init__(self, size: int, resize: str = "square", scales: Sequence[float] = (1.0,),
+                 interpolation: str = "bilinear") -> None:
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"eval.interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
         if resize not in RESIZE_MODES:
             raise ValueError(f"eval.resize must be one of {RESIZE_MODES}, got {resize!r}")
         if not size or int(size) < 8:
@@ -56,7 +63,7 @@ class EvalTransform:
         scales = [float(s) for s in scales]
         if not scales or min(scales) <= 0:
             raise ValueError(f"eval.tta.scales must be a non-empty list of positive factors, got {scales}")
-        self.size, self.resize, self.scales = int(size), resize, scales
+        self.size, self.resize, self.scales, self.interpolation = int(size), resize, scales, interpolation
         self.sides = [max(8, round(self.size * s)) for s in scales]
         self._tensor = ToNormalisedTensor()  # the same conversion as training's views and in-loop evaluation
 
@@ -69,11 +76,13 @@ class EvalTransform:
             else:  # the short side becomes `side`
                 w, h = image.size
                 shape = (side, max(1, round(w * side / h))) if h <= w else (max(1, round(h * side / w)), side)
-            views.append(self._tensor(T.functional.resize(image, list(shape), antialias=True)))
+            views.append(self._tensor(T.functional.resize(image, list(shape), INTERPOLATIONS[self.interpolation],
+                                                          antialias=True)))
         return views
 
     def fingerprint(self) -> dict:
-        return {"size": self.size, "resize": self.resize, "scales": self.scales}
+        bicubic = {} if self.interpolation == "bilinear" else {"interpolation": self.interpolation}  # old files stay valid
+        return {"size": self.size, "resize": self.resize, "scales": self.scales, **bicubic}
 
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}

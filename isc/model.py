@@ -122,6 +122,46 @@ def to_grayscale(images: torch.Tensor) -> torch.Tensor:
 
 
 NECKS = ("linear", "linear_nobias", "linear_bn")
+HEADS = ("visionforce", "d2lv")
+
+
+def projector(in_features: int, hidden_dim: int, wide_dim: int) -> nn.Sequential:
+    """VisionForce's projector (RECIPES §4): Linear → BN → LeakyReLU(0.2) → Linear → BN without a learned bias."""
+    final_bn = nn.BatchNorm1d(wide_dim)
+    final_bn.bias.requires_grad_(False)
+    return nn.Sequential(nn.Linear(in_features, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.LeakyReLU(0.2),
+                         nn.Linear(hidden_dim, wide_dim), final_bn)
+
+
+class WideHead(nn.Module):
+    """VisionForce's heads after GeM (RECIPES §4, §5.2; Test/models_balance_matrix/resnet.py): the projector
+    GeM → 4096 → 8192, then for `visionforce` the "matrix" head BN(8192) → LeakyReLU → Linear 8192→256 → BN, whose
+    output is the descriptor; for `d2lv` (no 256-d head) the 8,192-d projector output is the descriptor.
+    `parts()` gives what the loss needs: the GeM feature (triplet), the projector output (wide CE) and, for
+    `visionforce`, the 256-d BN output (its CE and the distillation)."""
+
+    def __init__(self, kind: str, in_features: int, hidden_dim: int, wide_dim: int, embedding_dim: int):
+        super().__init__()
+        if kind not in HEADS:
+            raise ValueError(f"model.head={kind!r} is unknown; use one of {HEADS} or null")
+        if kind == "d2lv" and embedding_dim != wide_dim:
+            raise ValueError(f"model.head=d2lv: the descriptor is the projector output, so model.embedding_dim "
+                             f"({embedding_dim}) must equal model.head_wide_dim ({wide_dim})")
+        self.kind = kind
+        self.projector = projector(in_features, hidden_dim, wide_dim)
+        self.matrix = nn.Sequential(nn.BatchNorm1d(wide_dim), nn.LeakyReLU(0.2), nn.Linear(wide_dim, embedding_dim),
+                                    nn.BatchNorm1d(embedding_dim)) if kind == "visionforce" else None
+
+    def parts(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        wide = self.projector(pooled)
+        parts = {"pooled": pooled, "wide": wide}
+        parts["head"] = self.matrix(wide) if self.matrix is not None else wide
+        return parts
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.parts(pooled)["head"]
+FEATURES = ("forward_features", "last_map")
+POOLINGS = ("gem", "cls")
 
 
 def make_neck(kind: str, in_features: int, embedding_dim: int) -> nn.Module:
@@ -142,7 +182,11 @@ class DescriptorModel(nn.Module):
     """Maps images (B, 3, H, W) to L2-normalised descriptors (B, embedding_dim): backbone → GeM → neck → L2.
 
     `gem_eval_p` (if set) replaces p at evaluation (lyakaap's --gem-eval-p); `last_stride` and `wave_block`
-    modify ResNet backbones as VisionForce (RECIPES §4); `grayscale_input` greys every input first."""
+    modify ResNet backbones as VisionForce (RECIPES §4); `grayscale_input` greys every input first.
+    `features`: `forward_features` (timm's, with any final conv head) or `last_map` — the last feature map of the
+    stages, as timm's `features_only=True` gives it (lyakaap pools EfficientNetV2-M's 512-channel map, not the
+    1,280 channels after conv_head, RECIPES §2.1). `pooling`: `gem`, or `cls` — a ViT's class token (the
+    "separate" retriever, RECIPES §6)."""
 
     def __init__(
         self,
@@ -158,23 +202,65 @@ class DescriptorModel(nn.Module):
         wave_block: bool = False,
         backbone_kwargs: dict | None = None,
         grayscale_input: bool = False,
+        features: str = "forward_features",
+        pooling: str = "gem",
+        head: str | None = None,
+        head_hidden_dim: int = 4096,
+        head_wide_dim: int = 8192,
     ):
         super().__init__()
+        if features not in FEATURES:
+            raise ValueError(f"model.features={features!r} is unknown; use one of {FEATURES}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"model.pooling={pooling!r} is unknown; use one of {POOLINGS}")
         self.backbone = create_backbone(backbone, pretrained, weights_file, backbone_kwargs)
+        self.features, self.pooling = features, pooling
+        in_features = self.backbone.num_features
+        if features == "last_map":
+            if not hasattr(self.backbone, "forward_intermediates"):
+                raise ValueError(f"model.features=last_map: timm's {backbone!r} has no forward_intermediates")
+            in_features = self.backbone.feature_info[-1]["num_chs"]
+            # what features_only=True builds: the stages only; the head after them is unused (and dropped so
+            # that DDP sees no parameter without a gradient)
+            self.backbone.prune_intermediate_layers(indices=1, prune_head=True, prune_norm=False)
         if last_stride is not None:
             set_last_stride(self.backbone, last_stride)
         if wave_block:
             add_wave_blocks(self.backbone)
         self.pool = GeM(gem_p, gem_learnable)
         self.gem_eval_p = gem_eval_p
-        self.projection = make_neck(neck, self.backbone.num_features, embedding_dim)
+        # `head` (VisionForce / D²LV) replaces the neck: GeM → projector (→ matrix head) → L2
+        self.projection = WideHead(head, in_features, head_hidden_dim, head_wide_dim, embedding_dim) if head \
+            else make_neck(neck, in_features, embedding_dim)
         self.embedding_dim = embedding_dim
         self.grayscale_input = grayscale_input
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pooled = self.pooled(images)
+        with autocast_off(pooled):  # neck / head and L2 in float32 (see pooled)
+            return F.normalize(self.projection(pooled), dim=-1)
+
+    def forward_parts(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The descriptor plus what a loss on the intermediate features needs (model.head's `parts()`)."""
+        if not isinstance(self.projection, WideHead):
+            raise ValueError("forward_parts needs model.head (visionforce | d2lv)")
+        pooled = self.pooled(images)
+        with autocast_off(pooled):  # the head in float32 (see pooled)
+            parts = self.projection.parts(pooled)
+            return {**parts, "descriptor": F.normalize(parts["head"], dim=-1)}
+
+    def pooled(self, images: torch.Tensor) -> torch.Tensor:
+        """The pooled feature before the neck / head: GeM over the feature map, or a ViT's class token."""
         if self.grayscale_input:
             images = to_grayscale(images)
-        features = self.backbone.forward_features(images)
+        if self.features == "last_map":
+            features = self.backbone.forward_intermediates(images, indices=1, intermediates_only=True)[-1]
+        else:
+            features = self.backbone.forward_features(images)
+        if self.pooling == "cls":
+            if features.ndim != 3:
+                raise ValueError("model.pooling=cls needs a transformer backbone (tokens); this one gives feature maps")
+            return at_least_float32(features[:, 0])
         if getattr(self.backbone, "output_fmt", "NCHW") == "NHWC" and features.ndim == 4:  # e.g. timm's Swin
             features = features.permute(0, 3, 1, 2)
         if features.ndim == 3:  # transformers give (B, tokens, C): pool over tokens as a 1×N map
@@ -184,7 +270,5 @@ class DescriptorModel(nn.Module):
         with autocast_off(features):
             features = at_least_float32(features)
             if self.gem_eval_p is not None and not self.training:
-                pooled = features.clamp(min=self.pool.eps).pow(self.gem_eval_p).mean(dim=(-2, -1)).pow(1.0 / self.gem_eval_p)
-            else:
-                pooled = self.pool(features)
-            return F.normalize(self.projection(pooled), dim=-1)
+                return features.clamp(min=self.pool.eps).pow(self.gem_eval_p).mean(dim=(-2, -1)).pow(1.0 / self.gem_eval_p)
+            return self.pool(features)

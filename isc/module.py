@@ -86,7 +86,9 @@ class CopyDetectionModule(L.LightningModule):
             return None
         images, labels = training_inputs(batch, self.batch_mix)
         b = batch["views"].shape[0]
-        out = self.loss(self.model(images), labels)
+        # a loss on the model's intermediate features (VisionForce's heads) gets them all, else the descriptor
+        out = self.loss(self.model.forward_parts(images) if getattr(self.loss, "wants_parts", False)
+                        else self.model(images), labels)
         if not torch.isfinite(out["loss"]):
             raise FloatingPointError(f"training loss is {out['loss'].item()} at global step {self.global_step}")
         self.log_dict({f"train/{k}": val.detach() for k, val in out.items()}, prog_bar=True, batch_size=b)
@@ -98,6 +100,10 @@ class CopyDetectionModule(L.LightningModule):
             return {"embeddings": torch.empty(0, self.model.embedding_dim, device=self.device),
                     "index": torch.empty(0, dtype=torch.long, device=self.device), "skipped": batch["skipped"]}
         return {"embeddings": self.model(batch["image"]), "index": batch["index"], "skipped": batch["skipped"]}
+
+    def on_train_epoch_start(self) -> None:
+        if hasattr(self.loss, "set_epoch"):  # losses whose terms depend on the epoch (S-square's view weights)
+            self.loss.set_epoch(self.current_epoch)
 
     def on_fit_start(self) -> None:
         if hasattr(self.loss, "schedule"):  # losses with a schedule in run fractions (XBM's memory start)

@@ -35,7 +35,10 @@ def float32_loss(forward):
     memory) meets float32 inputs, and the returned loss is float32."""
 
     @functools.wraps(forward)
-    def wrapper(self, embeddings: torch.Tensor, labels: torch.Tensor, *args, **kwargs):
+    def wrapper(self, embeddings: torch.Tensor | dict[str, torch.Tensor], labels: torch.Tensor, *args, **kwargs):
+        if isinstance(embeddings, dict):  # a model head's parts (VisionForce / D²LV: model.forward_parts)
+            with autocast_off(next(iter(embeddings.values()))):
+                return forward(self, {k: at_least_float32(v) for k, v in embeddings.items()}, labels, *args, **kwargs)
         with autocast_off(embeddings):
             return forward(self, at_least_float32(embeddings), labels, *args, **kwargs)
 

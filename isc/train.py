@@ -40,6 +40,7 @@ def build_datamodule(cfg: DictConfig) -> DiscDataModule:
         gt_pairs=cfg.data.get("gt_pairs"),
         plain_transform=eval_transform(cfg.data.train_size),
         seed=cfg.seed,
+        steps_per_epoch=cfg.data.get("steps_per_epoch"),
     )
 
 

@@ -1,4 +1,5 @@
-"""Every experiment (winning recipe) runs end to end in smoke mode, and its recipe card matches its config."""
+"""Every experiment (winning recipe) runs end to end in smoke mode; its evaluation overrides compose; the cards
+are regenerated (the source tables are checked in tests/test_recipe_sources.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 
 from isc.config import required_values
-from isc.recipes import card_rows, experiment_names
+from isc.recipes import experiment_names
 from isc.train import train
 from tests.conftest import compose_config
 
@@ -15,7 +16,9 @@ EXPERIMENTS = experiment_names()
 # the smoke mini-DISC holds only ~3 training ground-truth pairs; VisionForce's 4096/8192-wide heads are
 # recipe-sized (their shapes are checked by the run all the same, at a width a smoke run can afford)
 _NARROW_HEADS = ["loss.hidden_dim=64", "loss.wide_dim=128"]
-SMOKE_EXTRA = {"lyakaap_stage4": ["data.batch_size=2"], "visionforce_desc": _NARROW_HEADS, "d2lv_desc": _NARROW_HEADS}
+# the smoke backbone is a small CNN: the retriever's CLS-token pooling needs a ViT, so its smoke run pools GeM
+SMOKE_EXTRA = {"lyakaap_stage4": ["data.batch_size=2"], "separate_retriever": ["model.pooling=gem"],
+               "separate_retriever_stage2": ["model.pooling=gem"], "visionforce_desc": _NARROW_HEADS, "d2lv_desc": [*_NARROW_HEADS, "model.embedding_dim=128"]}  # D²LV's descriptor is the wide output
 
 
 def test_experiments_found():
@@ -51,15 +54,6 @@ def test_experiment_smoke_run(name, smoke_cfg, smoke_required_values):
                               *SMOKE_EXTRA.get(name, []), *required_overrides(name, smoke_required_values)))
     assert math.isfinite(metrics["train/loss"])
     assert 0.0 <= metrics["val/uAP"] <= 1.0
-
-
-@pytest.mark.parametrize("name", EXPERIMENTS)
-def test_recipe_card_matches_the_config(name):
-    cfg = compose_config("train", [f"experiment={name}"])
-    rows = card_rows(cfg)
-    assert rows, f"experiment {name} lists no recipe.source values"
-    mismatched = [row for row in rows if not row.matches]
-    assert not mismatched, f"{name}: config differs from the recipe: {mismatched}"
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -165,6 +165,26 @@ def test_push_away_moves_queries_only(data):
     np.testing.assert_array_equal(step.transform(refs, "reference"), refs)
 
 
+def test_push_away_neighbour_axis_form_is_the_notebooks(data):
+    """S-square's notebooks normalise q − t_j along the neighbour axis (per coordinate over the K neighbours),
+    not per vector: each coordinate of the stacked differences divided by its norm over the K rows."""
+    train, queries, _ = data
+    notebook = PushAway(k=20, strength=1.8, c_neighbours=3, normalize="neighbours").fit(train).transform(queries, "query")
+    written = PushAway(k=20, strength=1.8, c_neighbours=3, normalize="vectors").fit(train).transform(queries, "query")
+    t = train.astype(np.float64)
+    for i, q in enumerate(queries.astype(np.float64)):
+        cos = sorted(((float(q @ tj / np.linalg.norm(q) / np.linalg.norm(tj)), j) for j, tj in enumerate(t)),
+                     key=lambda p: -p[0])
+        diffs = np.stack([q - t[j] for _, j in cos[:20]])  # (K, d)
+        d = (diffs / np.linalg.norm(diffs, axis=0, keepdims=True)).mean(axis=0)
+        d /= np.linalg.norm(d)
+        c = np.mean([s for s, _ in cos[:3]])
+        np.testing.assert_allclose(notebook[i], q + 1.8 * np.sqrt(max(c, 0)) * d, atol=1e-5)
+    assert not np.allclose(notebook, written, atol=1e-3)  # the two forms are different directions
+    with pytest.raises(ValueError, match="normalize"):
+        PushAway(normalize="rows")
+
+
 def test_stretching_scales_queries_by_their_top5_similarity(data):
     train, queries, refs = data
     step = Stretching(factor=2.5, k=5).fit(train)

@@ -1,10 +1,14 @@
 """VisionForce's augmentation (descriptor track 3rd, RECIPES §4; `Training/generate/ISC_100k_256.py`), run
 online: VisionForce generated 19 augmented copies per training image offline; here every view is a fresh
-draw of the same generator (both views of a pair). Numbers in conf/augmentation/visionforce.yaml."""
+draw of the same generator (both views of a pair), then the training loader's own steps (resize to the
+input size, horizontal flip, pad 10 px and a random crop back to the size; RECIPES §4). Numbers in
+conf/augmentation/visionforce.yaml."""
 
 from __future__ import annotations
 
 from functools import partial
+
+from PIL import Image, ImageOps
 
 from isc.augment.compose import Maybe, PolicyView
 from isc.augment.steps import (
@@ -13,6 +17,19 @@ from isc.augment.steps import (
 )
 
 Range = tuple[float, float]
+
+
+def resize_square(img: Image.Image, rng, ctx, size: int) -> Image.Image:
+    return img if img.size == (size, size) else img.resize((size, size), Image.BILINEAR)
+
+
+def pad_and_crop(img: Image.Image, rng, ctx, size: int, pad: int) -> Image.Image:
+    """torchvision's Pad(pad) (black border) then RandomCrop(size), as VisionForce's loader (RECIPES §4)."""
+    if pad <= 0:
+        return img
+    padded = ImageOps.expand(img, border=pad, fill=0)
+    x, y = (int(v) for v in rng.integers(0, padded.width - size + 1, size=2))
+    return padded.crop((x, y, x + size, y + size))
 
 
 def visionforce(
@@ -44,6 +61,8 @@ def visionforce(
     text_opacity: Range,
     overlay_p: float,
     overlay_enlarge: Range,
+    loader_hflip_p: float = 0.5,
+    loader_pad: int = 10,
     work_side_factor: float | None = 2.0,
 ) -> PolicyView:
     """One view (both copies of a pair draw from it), in the source's Compose order."""
@@ -63,6 +82,10 @@ def visionforce(
         *[Maybe(text_p, partial(visionforce_text, glyphs=text_glyphs, font_size=text_size, opacity=text_opacity))
           for _ in range(2)],
         Maybe(overlay_p, partial(onto_background, enlarge=tuple(overlay_enlarge))),
+        # the training loader after the offline generator (which stored 256-px images)
+        partial(resize_square, size=size),
+        Maybe(loader_hflip_p, hflip),
+        partial(pad_and_crop, size=size, pad=int(loader_pad)),
     ]
     work_side = None if work_side_factor is None else int(round(work_side_factor * size))
     return PolicyView(ops, size, work_side)

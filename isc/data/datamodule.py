@@ -29,6 +29,7 @@ class DiscDataModule(L.LightningDataModule):
         gt_pairs=None,  # the `data.gt_pairs` config node, or None
         plain_transform: Callable | None = None,  # extra negatives and ground-truth pairs (no augmentation)
         seed: int = 0,
+        steps_per_epoch: int | None = None,  # fixed epoch length in optimiser steps (None: one pass over the set)
     ):
         super().__init__()
         self.dataset_cfg = dataset
@@ -46,6 +47,7 @@ class DiscDataModule(L.LightningDataModule):
         self.extra_negatives = extra_negatives
         self.gt_pairs = gt_pairs if gt_pairs is not None and gt_pairs.get("enabled") else None
         self.seed = seed
+        self.steps_per_epoch = steps_per_epoch
         self.data: DiscData | None = None
         self.train_pairs = None
         # Set by isc.callbacks.ArcFaceDrip before the loaders are built: train on the first `class_limit()` images
@@ -104,6 +106,8 @@ class DiscDataModule(L.LightningDataModule):
 
     def batches_per_epoch(self, world_size: int = 1) -> int:
         """Training batches per process and epoch (full global batches only, as EpochSampler draws them)."""
+        if self.steps_per_epoch:
+            return self.steps_per_epoch
         return len(self.train_dataset()) // (self.batch_size * world_size)
 
     def train_dataloader(self) -> DataLoader:
@@ -116,7 +120,8 @@ class DiscDataModule(L.LightningDataModule):
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = EpochSampler(len(dataset), self.batch_size, self.seed, self.class_limit, num_replicas=world, rank=rank,
                                current_epoch=(lambda: trainer.fit_loop.epoch_progress.current.processed)
-                               if trainer is not None else None)  # the value Lightning passes to set_epoch
+                               if trainer is not None else None,  # the value Lightning passes to set_epoch
+                               steps=self.steps_per_epoch)
         return self._loader(SeededSamples(dataset, self.seed), self.batch_size, shuffle=False, drop_last=True,
                             sampler=sampler)
 

@@ -26,7 +26,9 @@ class EpochSampler(DistributedSampler):
     """Each epoch a permutation drawn from (seed, epoch), cut into global batches of `batch_size` × `num_replicas`;
     rank r takes the r-th slice of every global batch, so the ranks' batches concatenated in rank order are
     exactly one process's batch. Incomplete global batches are dropped. `limit()` (ArcFace drip training) keeps
-    the first `limit()` samples, the permutation repeated to fill the epoch. Yields (epoch, index) pairs, which
+    the first `limit()` samples, the permutation repeated to fill the epoch. `steps` fixes the epoch's length in
+    optimiser steps instead of one pass over the samples (VisionForce's 8,000 iterations per epoch, RECIPES §4):
+    fresh permutations are concatenated until the epoch is full, so an epoch may cover the set several times. Yields (epoch, index) pairs, which
     `SeededSamples` turns into the sample's random draws.
 
     A DistributedSampler subclass so that Lightning neither replaces nor wraps it under DDP. The epoch is read
@@ -35,11 +37,14 @@ class EpochSampler(DistributedSampler):
     before Lightning calls `set_epoch`, which then comes too late."""
 
     def __init__(self, length: int, batch_size: int, seed: int = 0, limit: Callable[[], int | None] | None = None,
-                 num_replicas: int = 1, rank: int = 0, current_epoch: Callable[[], int] | None = None):
+                 num_replicas: int = 1, rank: int = 0, current_epoch: Callable[[], int] | None = None,
+                 steps: int | None = None):
         if length < batch_size * num_replicas:
             raise ValueError(f"data.batch_size={batch_size} × {num_replicas} processes is larger than the "
                              f"{length} training samples")
-        self.length, self.batch_size, self.seed, self.limit = length, batch_size, seed, limit
+        if steps is not None and steps < 1:
+            raise ValueError(f"data.steps_per_epoch must be a positive number of steps or null, got {steps}")
+        self.length, self.batch_size, self.seed, self.limit, self.steps = length, batch_size, seed, limit, steps
         self.num_replicas, self.rank, self.epoch, self.current_epoch = num_replicas, rank, 0, current_epoch
 
     def set_epoch(self, epoch: int) -> None:
@@ -49,15 +54,20 @@ class EpochSampler(DistributedSampler):
     def global_batch(self) -> int:
         return self.batch_size * self.num_replicas
 
+    @property
+    def epoch_samples(self) -> int:
+        """Samples of one epoch over all ranks: `steps` global batches, else the full global batches of one pass."""
+        return self.steps * self.global_batch if self.steps else self.length // self.global_batch * self.global_batch
+
     def __len__(self) -> int:
-        return self.length // self.global_batch * self.batch_size
+        return self.epoch_samples // self.num_replicas
 
     def order(self) -> list[int]:
         """This epoch's global order (all ranks), full global batches only."""
         n = min((self.limit() if self.limit else None) or self.length, self.length)
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(self.length / n))])
-        return order[: self.length // self.global_batch * self.global_batch].tolist()
+        order = torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(self.epoch_samples / n))])
+        return order[: self.epoch_samples].tolist()
 
     def __iter__(self):
         if self.current_epoch is not None:

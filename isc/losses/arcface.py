@@ -3,6 +3,11 @@
 The class-weight matrix is allocated for `num_classes` up front; only the first `active_classes` rows take
 part ("drip" training grows that number in stages, see isc.callbacks.drip). The stage and the active count are
 buffers, so they are saved in checkpoints.
+
+`view_weights` weights the views of each image (rows come image by image, views in order; S-square's policy
+gives (clean reference view, query view)): S-square trained on the query view only ([0, 1]; do_ref_trn=False
+in 7 of its 8 models); `mixed_every` k with `mixed_weights` uses those weights in epochs 0, k, 2k, … instead
+(sjy_test5: every 5th epoch both views at 0.5, RECIPES §3.1). null = every view counts equally.
 """
 
 from __future__ import annotations
@@ -37,8 +42,18 @@ class ArcFaceLoss(nn.Module):
     no_decay_parameters = ("weight",)
 
     def __init__(self, num_classes: int, embedding_dim: int, scale: float = 40.0, margin: float = 0.4,
-                 initial_classes: int | None = None):
+                 initial_classes: int | None = None, view_weights: list[float] | None = None,
+                 mixed_every: int | None = None, mixed_weights: list[float] | None = None):
         super().__init__()
+        for name, weights in (("view_weights", view_weights), ("mixed_weights", mixed_weights)):
+            if weights is not None and (min(weights) < 0 or not math.isclose(sum(weights), 1.0)):
+                raise ValueError(f"loss.{name} must be >= 0 and sum to 1 (one weight per view), got {list(weights)}")
+        if mixed_every is not None and (mixed_every < 1 or mixed_weights is None or view_weights is None
+                                        or len(mixed_weights) != len(view_weights)):
+            raise ValueError("loss.mixed_every needs a positive period, view_weights and mixed_weights of one length")
+        self.view_weights = None if view_weights is None else [float(w) for w in view_weights]
+        self.mixed_every, self.mixed_weights = mixed_every, mixed_weights
+        self.epoch = 0
         if not num_classes or num_classes < 1:
             raise ValueError(f"loss.num_classes must be >= 1 (null = one class per training image), got {num_classes}")
         if not 0 <= margin < math.pi / 2:
@@ -56,6 +71,15 @@ class ArcFaceLoss(nn.Module):
     def num_classes(self) -> int:
         return self.weight.shape[0]
 
+    def set_epoch(self, epoch: int) -> None:
+        """Called by CopyDetectionModule at the start of every training epoch (for `mixed_every`)."""
+        self.epoch = int(epoch)
+
+    def current_view_weights(self) -> list[float] | None:
+        if self.mixed_every and self.epoch % self.mixed_every == 0:
+            return [float(w) for w in self.mixed_weights]
+        return self.view_weights
+
     @float32_loss
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         labels = single_labels(labels, "ArcFace")
@@ -66,7 +90,15 @@ class ArcFaceLoss(nn.Module):
                              f"class; set data.extra_negatives=0, data.gt_pairs.enabled=false).")
         cosine = F.normalize(embeddings, dim=1) @ F.normalize(self.weight[:active], dim=1).T
         logits = arcface_logits(cosine.clamp(-1, 1), labels, self.scale, self.margin)
-        loss = global_mean(F.cross_entropy(logits, labels, reduction="none"))
+        per_row = F.cross_entropy(logits, labels, reduction="none")
+        weights = self.current_view_weights()
+        if weights is not None:  # Σ_v w_v · (mean loss of view v): rows image by image, views in order
+            if len(per_row) % len(weights):
+                raise ValueError(f"loss.view_weights has {len(weights)} weights but the batch has {len(per_row)} rows "
+                                 f"(data.n_views must be {len(weights)})")
+            row_weight = per_row.new_tensor(weights).repeat(len(per_row) // len(weights)) * len(weights)
+            per_row = per_row * row_weight
+        loss = global_mean(per_row)
         with torch.no_grad():
             accuracy = (cosine.argmax(dim=1) == labels).float().mean()
         return {"loss": loss, "accuracy": accuracy, "active_classes": self.active_classes.float()}
