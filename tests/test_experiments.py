@@ -6,10 +6,12 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from isc.config import required_values
 from isc.recipes import experiment_names
-from isc.train import train
+from isc.model import DescriptorModel
+from isc.train import model_arguments, train
 from tests.conftest import compose_config
 
 EXPERIMENTS = experiment_names()
@@ -38,14 +40,18 @@ def smoke_required_values(data_dir, tmp_path_factory) -> dict[str, str]:
     train(cfg)
     checkpoint = out / "checkpoints" / "last.ckpt"
     export_backbone(checkpoint, out / "backbone.pth")
-    return {"init_from": str(checkpoint), "backbone.weights_file": str(out / "backbone.pth")}
+    # the "separate" retriever's stage 2 starts from its stage 1, whose model is not lyakaap's
+    retriever = DescriptorModel(**model_arguments(compose_config("train", ["debug=smoke", "experiment=separate_retriever"])))
+    torch.save({"state_dict": {f"model.{k}": v for k, v in retriever.state_dict().items()}}, out / "retriever.ckpt")
+    return {"init_from": str(checkpoint), "backbone.weights_file": str(out / "backbone.pth"),
+            "separate_retriever_stage2:init_from": str(out / "retriever.ckpt")}
 
 
 def required_overrides(name: str, values: dict[str, str]) -> list[str]:
     """`key=value` for every key the experiment requires; a new required key needs a smoke value here."""
     keys = [key for key, _, _ in required_values(compose_config("train", [f"experiment={name}"]))]
     assert set(keys) <= set(values), f"{name} requires {keys}: give the smoke test a tiny real value"
-    return [f"{key}={values[key]}" for key in keys]
+    return [f"{key}={values.get(f'{name}:{key}', values[key])}" for key in keys]
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

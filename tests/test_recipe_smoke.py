@@ -36,7 +36,12 @@ def recipe_required_values(tmp_path_factory) -> dict[str, str]:
     torch.save({"state_dict": {f"model.{k}": v for k, v in stage1.state_dict().items()}}, checkpoint)
     weights = folder / "resnet50_backbone.pth"
     torch.save(timm.create_model("resnet50", num_classes=0, global_pool="").state_dict(), weights)
-    return {"init_from": str(checkpoint), "backbone.weights_file": str(weights)}
+    # the "separate" retriever's stage 2 starts from its stage 1 (a ViT-L), not from lyakaap's model
+    retriever = DescriptorModel(**model_arguments(compose_config("train", ["experiment=separate_retriever",
+                                                                             "debug=recipe_smoke"])))
+    torch.save({"state_dict": {f"model.{k}": v for k, v in retriever.state_dict().items()}}, folder / "retriever.ckpt")
+    return {"init_from": str(checkpoint), "backbone.weights_file": str(weights),
+            "separate_retriever_stage2:init_from": str(folder / "retriever.ckpt")}
 
 
 @pytest.mark.slow
@@ -46,7 +51,8 @@ def test_recipe_true_smoke_run(name, data_dir, tmp_path, recipe_required_values)
     required = [key for key, _, _ in required_values(recipe)]
     cfg = compose_config("train", [f"experiment={name}", "debug=recipe_smoke", f"paths.data_dir={data_dir}",
                                    f"paths.output_dir={tmp_path / 'run'}", *EXTRA.get(name, []),
-                                   *(f"{key}={recipe_required_values[key]}" for key in required)])
+                                   *(f"{key}={recipe_required_values.get(f'{name}:{key}', recipe_required_values[key])}"
+                                     for key in required)])
     # what must stay the recipe's: backbone, neck, pooling, loss, augmentation, batch mixing
     for key in ("backbone.name", "backbone.kwargs", "model.neck", "model.gem_p", "model.gem_eval_p",
                 "model.last_stride", "model.wave_block", "model.grayscale_input", "model.embedding_dim", "loss",

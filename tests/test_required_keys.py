@@ -75,5 +75,5 @@ def test_isc_train_stops_before_any_work(tmp_path):
     assert done.returncode != 0
     lines = [line for line in done.stderr.splitlines() if line.startswith("isc.config.MissingRequiredValue")]
     assert lines == ["isc.config.MissingRequiredValue: required value not set: init_from (e.g. init_from="
-                     "outputs/lyakaap_stage1/runs/<time>/checkpoints/last.ckpt) — add it to the command line"]
+                     "outputs/lyakaap_stage1/runs/<time>/checkpoints/epoch005.ckpt) — add it to the command line"]
     assert not (out / "config.yaml").exists()  # nothing built, nothing written by isc

@@ -29,13 +29,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # The order runs every provider before the experiments that need its output (see NEEDS).
-ORDER_FIRST = ["lyakaap_stage1", "lyakaap_stage2", "lyakaap_stage3", "lyakaap_stage4", "sscd_disc_advanced"]
+ORDER_FIRST = ["lyakaap_stage1", "lyakaap_stage2", "lyakaap_stage3", "lyakaap_stage4", "sscd_disc_advanced",
+               "separate_retriever"]
 NEEDS = {  # experiment: (required key, provider, how the provider's run gives the value)
     "lyakaap_stage2": ("init_from", "lyakaap_stage1", "checkpoint"),
     "lyakaap_stage3": ("init_from", "lyakaap_stage2", "checkpoint"),
     "lyakaap_stage4": ("init_from", "lyakaap_stage3", "checkpoint"),
     "visionforce_desc": ("backbone.weights_file", "sscd_disc_advanced", "backbone"),
     "d2lv_desc": ("backbone.weights_file", "sscd_disc_advanced", "backbone"),
+    "separate_retriever_stage2": ("init_from", "separate_retriever", "checkpoint"),
 }
 
 
