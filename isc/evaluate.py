@@ -124,9 +124,9 @@ def extract_all(cfg: DictConfig, extractors: list, data: DiscData, need_training
 def candidates(cfg: DictConfig, chain: Chain, q: np.ndarray, r: np.ndarray, qids, rids) -> Predictions:
     if cfg.eval.candidates == "global":
         return global_candidates(q, r, qids, rids, num_results=int(cfg.eval.results_per_query) * len(qids),
-                                 metric=chain.metric)
+                                 metric=chain.metric, device=cfg.eval.search_device)
     if cfg.eval.candidates == "knn":
-        return knn_candidates(q, r, qids, rids, k=int(cfg.eval.k), metric=chain.metric)
+        return knn_candidates(q, r, qids, rids, k=int(cfg.eval.k), metric=chain.metric, device=cfg.eval.search_device)
     raise ValueError(f"eval.candidates must be 'global' or 'knn', got {cfg.eval.candidates!r}")
 
 

@@ -140,12 +140,14 @@ def _scaled_box(views: ViewDescriptors, view: int, image: Image.Image) -> np.nda
     return out
 
 
-def _descriptor_only(q: ViewDescriptors, r: ViewDescriptors, data, gt: GroundTruth, per_query: int) -> dict:
+def _descriptor_only(q: ViewDescriptors, r: ViewDescriptors, data, gt: GroundTruth, per_query: int,
+                     search_device: str) -> dict:
     """µAP of the whole-image descriptors under the official descriptor-track rule (isc-eval's raw chain)."""
     qi, ri = np.flatnonzero(q.whole), np.flatnonzero(r.whole)
     qids = np.array([data.queries[i].id for i in q.owner[qi]])
     rids = np.array([data.references[i].id for i in r.owner[ri]])
-    preds = global_candidates(q.vectors[qi], r.vectors[ri], qids, rids, num_results=per_query * len(qids))
+    preds = global_candidates(q.vectors[qi], r.vectors[ri], qids, rids, num_results=per_query * len(qids),
+                              device=search_device)
     return evaluate(gt, preds).to_dict()
 
 
@@ -170,9 +172,11 @@ def match(cfg: DictConfig) -> dict:
     query_views = embed_views(extractors, data.queries, query_crops, desc="query views", **common)
     reference_views = embed_views(extractors, data.references, reference_crops, desc="reference views", **common)
     for m, (qv, rv) in enumerate(zip(query_views, reference_views)):  # the same views (boxes) for every model
-        descriptor_metrics.append(_descriptor_only(qv, rv, data, gt, int(cand.descriptor_results_per_query)))
+        descriptor_metrics.append(_descriptor_only(qv, rv, data, gt, int(cand.descriptor_results_per_query),
+                                                   cfg.eval.search_device))
         entries.append(view_candidates(qv, rv, k=int(cand.k), k_crops=int(cand.k_crops),
-                                       crop_penalty=float(cand.crop_penalty), source=m))
+                                       crop_penalty=float(cand.crop_penalty), source=m,
+                                       search_device=cfg.eval.search_device))
     extract_s = time.perf_counter() - started
     hits = Entries.concatenate(entries)
     n_refs = len(data.references)
