@@ -82,7 +82,7 @@ def build_extractors(cfg: DictConfig) -> list:
         size = ev.size or (train_config.get("data") or {}).get("eval_size")
         if not size:
             raise ValueError(f"eval.size is not set and {path} does not record data.eval_size: pass eval.size=N")
-        transform = EvalTransform(int(size), ev.resize, list(ev.tta.scales))
+        transform = EvalTransform(int(size), ev.resize, list(ev.tta.scales), aspect_step=ev.aspect_step)
         extractors.append(ModelExtractor(model, transform, flip=bool(ev.tta.flip), device=device, name=f"model{i}",
                                          precision=str(ev.precision)))
     return extractors
