@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from isc.augment import eval_transform
@@ -72,6 +73,9 @@ def build_trainer(cfg: DictConfig, output_dir: Path, extra_callbacks: list | tup
     trainer_node = OmegaConf.to_container(cfg.trainer, resolve=True)
     callbacks += [instantiate(c) for c in trainer_node.pop("callbacks", None) or []]
     callbacks.append(EpochSeeding(cfg.seed))
+    if trainer_node.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
+        # the bar shows the logged loss: refreshing it every step would copy the loss to the host (a GPU sync)
+        callbacks.append(TQDMProgressBar(refresh_rate=int(trainer_node.get("log_every_n_steps") or 50)))
     callbacks.sort(key=lambda c: isinstance(c, RetrievalFigures))  # stable: figures after the evaluation
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     return instantiate(trainer_node, callbacks=callbacks, logger=loggers or False, default_root_dir=str(output_dir))
