@@ -77,7 +77,8 @@ class CopyDetectionModule(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.batch_mix = batch_mix  # e.g. isc.augment.mixup.BatchMix (SSCD's mixup/CutMix), views only
         # No host-device synchronisation per step (on a GPU each one drains the queue of kernels): the step's loss
-        # is logged as a device tensor (Lightning converts it every log_every_n_steps), its finiteness is checked
+        # is logged as a device tensor (converted every log_every_n_steps, by the loggers and the progress bar,
+        # never per step), its finiteness is checked
         # one step late, and unreadable images are counted on the host and logged once per epoch.
         self._unchecked_loss: tuple[torch.Tensor, int] | None = None
         self._skipped = 0
@@ -104,7 +105,9 @@ class CopyDetectionModule(L.LightningModule):
         b = batch["views"].shape[0]
         out = self.loss(self.model(images), labels)
         self._unchecked_loss = (out["loss"].detach(), self.global_step)
-        self.log_dict({f"train/{k}": val.detach() for k, val in out.items()}, prog_bar=True, batch_size=b)
+        # not prog_bar: Lightning turns progress-bar metrics into numbers after every batch (a sync each step);
+        # isc.train.LossProgressBar shows these when it refreshes
+        self.log_dict({f"train/{k}": val.detach() for k, val in out.items()}, batch_size=b)
         self.log("train/epoch_loss", out["loss"].detach(), on_step=False, on_epoch=True, batch_size=b, sync_dist=True)
         return out["loss"]
 
