@@ -158,7 +158,8 @@ class ModelExtractor:
         float batch) groups of `collate_views` or a list of (3, h, w) tensors."""
         total: torch.Tensor | None = None
         for scale_views in views:
-            groups = scale_views if scale_views and isinstance(scale_views[0], tuple) else group_views(scale_views)
+            # (rows, batch) pairs from collate_views (lists after pinning in some torch versions), else images
+            groups = group_views(scale_views) if isinstance(scale_views[0], torch.Tensor) else scale_views
             for rows, batch in groups:  # square resizes: one group; keep-aspect: one per image shape
                 batch = self._padded(self._normalised(batch))
                 out = self._forward(batch)
@@ -168,7 +169,7 @@ class ModelExtractor:
                 if total is None:
                     n = sum(len(r) for r, _ in groups)
                     total = torch.zeros(n, out.shape[1], device=out.device)
-                total[rows.to(out.device)] += out
+                total[rows.to(out.device, non_blocking=True)] += out  # pinned rows: no host sync
         return F.normalize(total, dim=-1)
 
     def embed(self, views: list) -> np.ndarray:
@@ -296,7 +297,8 @@ def extract_to_hdf5(
     """Write the descriptors of `records` to `path` (resuming a previous partial run); returns `path`.
 
     `extractor` has `transform` (PIL image → tensor or list of tensors), `embed(views) -> (n, d) array`
-    (views: one list of tensors per view) and `fingerprint() -> dict`.
+    (views: per scale, the (rows, stacked views) groups of `collate_views`; a model extractor also has
+    `embed_on_device`, whose result the loop copies back one batch late) and `fingerprint() -> dict`.
     """
     if chunk_size < 1 or batch_size < 1:
         raise ValueError(f"chunk_size and batch_size must be >= 1, got {chunk_size}, {batch_size}")

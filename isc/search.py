@@ -19,10 +19,10 @@ callback's ``search_device``: auto | cpu | cuda):
 * a torch device (``"cuda"``, ``"cuda:1"``; ``"auto"`` = cuda when torch sees one, else cpu) — the same
   blocks as torch matmuls on the device; only the few selected pairs cross to the host.
 
-Why torch and not faiss-gpu (the ``gpu`` extra): faiss-gpu ships no wheel for this project's Python/CUDA
-pairs on PyPI (it is not installable here), its k-selection orders ties differently from faiss-cpu (the
-GPU list would differ from the CPU one at the cut-off), and faiss-gpu's k is capped at 2048 while the global
-rule keeps 10 × #queries pairs. The search is GEMM-bound, and cuBLAS through torch is the GEMM; the torch
+Why torch and not faiss-gpu (the ``gpu`` extra): faiss-gpu could not be installed in this project's
+environment (so nothing could test it), its k-selection orders ties differently from faiss-cpu (the GPU list
+would differ from the CPU one at the cut-off), and its k is capped at 2048 while the global rule keeps
+10 × #queries pairs. The search is GEMM-bound, and cuBLAS through torch is the GEMM; the torch
 path also runs on the CPU, which is how the tests hold it to the numpy path (ids and scores identical, ties
 included). TF32 is switched off for the duration of a search: it would widen the GEMM error beyond ``delta``.
 """

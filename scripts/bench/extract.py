@@ -95,7 +95,7 @@ def time_loader(extractor: ModelExtractor, records, args, workers: int) -> tuple
 def time_model(extractor: ModelExtractor, shape: tuple[int, ...], n: int, args) -> float:
     """uint8 batches already on the device: normalisation, forward, sum and L2 normalisation, as in the pipeline."""
     batch = torch.randint(0, 256, (args.batch, *shape), dtype=torch.uint8, device=extractor.device)
-    views = [[(torch.arange(args.batch), batch)]]
+    views = [[(torch.arange(args.batch, device=extractor.device), batch)]]
     steps = max(1, n // args.batch)
     for _ in range(2):  # warm-up (cuDNN autotuning, allocator)
         extractor.embed_on_device(views)
