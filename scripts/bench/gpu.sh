@@ -65,7 +65,7 @@ d = json.load(open(sys.argv[1]))
 keys = ("ratio_median", "raw_median", "lightning_median", "host_syncs_per_step", "pipeline_images_per_s",
         "loader_images_per_s", "model_images_per_s", "pipeline_over_bound", "loader_scaling", "first_batch_s",
         "seconds", "keep_bucket_over_square", "keep_exact_over_square", "bucket_vs_exact_cosine")
-print({k: d[k] for k in keys if k in d})
+print({k: d[k] for k in keys + ("identical_across_paths",) if k in d})
 for r in d.get("results", []):
     print({k: r[k] for k in ("device", "n_queries", "n_references", "sgemm_gflops", "limit_s", "search_s", "ratio_to_limit")})
 SHOW
@@ -74,6 +74,7 @@ SHOW
 
 run train_resnet50_224_bf16 train_step.py --device cuda --precision bf16 --channels-last \
     --backbone resnet50 --size 224 --batch 128 --steps 20 --warmup 5 --repeats 3 --profile-syncs
+run search_same_results score_scale.py --size tiny --device cpu cuda   # identical_across_paths on this GPU
 run search_disc21_cuda score_scale.py --size disc21 --device cuda
 run extract_effnetv2m_512_fp16 extract.py --device cuda --precision 16 --channels-last \
     --backbone tf_efficientnetv2_m --size 512 --images 20000 --batch 128 --workers "$workers" --repeats 1 \
