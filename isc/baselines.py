@@ -64,8 +64,11 @@ class BaselineExtractor:
         self.params = params
         self.transform = makers[name](**params)
 
-    def embed(self, views: list[list[torch.Tensor]]) -> np.ndarray:
-        return torch.stack(views[0]).numpy()
+    def embed(self, views: list) -> np.ndarray:
+        """views[0]: the (rows, stacked vectors) groups of isc.extract.collate_views (one: every hash has one size)."""
+        rows = torch.cat([r for r, _ in views[0]])
+        vectors = torch.cat([v for _, v in views[0]])
+        return vectors[torch.argsort(rows)].numpy()
 
     def fingerprint(self) -> dict:
         return {"kind": "baseline", "name": self.name, **self.params}

@@ -84,7 +84,8 @@ def build_extractors(cfg: DictConfig) -> list:
         size = ev.size or (train_config.get("data") or {}).get("eval_size")
         if not size:
             raise ValueError(f"eval.size is not set and {path} does not record data.eval_size: pass eval.size=N")
-        transform = EvalTransform(int(size), ev.resize, list(ev.tta.scales), ev.get("interpolation", "bilinear"))
+        transform = EvalTransform(int(size), ev.resize, list(ev.tta.scales), aspect_step=ev.aspect_step,
+                                  interpolation=ev.get("interpolation", "bilinear"))
         extractors.append(ModelExtractor(model, transform, flip=bool(ev.tta.flip), device=device, name=f"model{i}",
                                          precision=str(ev.precision)))
     return extractors
@@ -128,9 +129,9 @@ def extract_all(cfg: DictConfig, extractors: list, data: DiscData, need_training
 def candidates(cfg: DictConfig, chain: Chain, q: np.ndarray, r: np.ndarray, qids, rids) -> Predictions:
     if cfg.eval.candidates == "global":
         return global_candidates(q, r, qids, rids, num_results=int(cfg.eval.results_per_query) * len(qids),
-                                 metric=chain.metric)
+                                 metric=chain.metric, device=cfg.eval.search_device)
     if cfg.eval.candidates == "knn":
-        return knn_candidates(q, r, qids, rids, k=int(cfg.eval.k), metric=chain.metric)
+        return knn_candidates(q, r, qids, rids, k=int(cfg.eval.k), metric=chain.metric, device=cfg.eval.search_device)
     raise ValueError(f"eval.candidates must be 'global' or 'knn', got {cfg.eval.candidates!r}")
 
 

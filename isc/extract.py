@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing as mp
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from torchvision.transforms import v2 as T
 from tqdm import tqdm
 
 from isc.augment.policies import ToNormalisedTensor
-from isc.data.datasets import EvalImages
+from isc.data.datasets import EvalImages, ImageSizes
 from isc.data.records import ImageRecord
 from isc.images import draft_floor, to_rgb
 
@@ -50,10 +51,18 @@ INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.Interpo
 
 
 class EvalTransform:
-    """PIL image → one normalised float tensor (3, h, w) per scale."""
+    """PIL image → one uint8 tensor (3, h, w) per scale; `ModelExtractor` normalises the batch on its device
+    (4× less to pass between processes and to copy to the GPU than float32, and no per-image float pass).
+
+    keep_aspect: the short side becomes the scale's side and the long side keeps the aspect ratio (SSCD's
+    protocol, RECIPES §8: every image its own shape). With `aspect_step` (a fraction of the side, e.g.
+    0.125) the long side is rounded to a multiple of step × side, so images fall into a few shapes and
+    extraction runs full batches — at the cost of stretching the long side by at most step/2 of the short
+    side (the descriptor moves a little: scripts/bench/keep_aspect.py measures by how much).
+    """
 
     def __init__(self, size: int, resize: str = "square", scales: Sequence[float] = (1.0,),
-                 interpolation: str = "bilinear") -> None:
+                 interpolation: str = "bilinear", aspect_step: float | None = None) -> None:
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"eval.interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
         if resize not in RESIZE_MODES:
@@ -63,26 +72,42 @@ class EvalTransform:
         scales = [float(s) for s in scales]
         if not scales or min(scales) <= 0:
             raise ValueError(f"eval.tta.scales must be a non-empty list of positive factors, got {scales}")
+        if aspect_step is not None and not 0 < float(aspect_step) <= 1:
+            raise ValueError(f"eval.aspect_step must be null (exact aspect) or a fraction in (0, 1], got {aspect_step!r}")
         self.size, self.resize, self.scales, self.interpolation = int(size), resize, scales, interpolation
+        self.aspect_step = None if aspect_step is None or resize == "square" else float(aspect_step)
         self.sides = [max(8, round(self.size * s)) for s in scales]
-        self._tensor = ToNormalisedTensor()  # the same conversion as training's views and in-loop evaluation
+
+    def shapes(self, width: int, height: int) -> list[tuple[int, int]]:
+        """(h, w) of each scale's view of a width × height image."""
+        out = []
+        for side in self.sides:
+            if self.resize == "square":
+                out.append((side, side))
+                continue
+            short, long = min(width, height), max(width, height)
+            n = max(1, round(long * side / short))
+            if self.aspect_step is not None:  # long side to a multiple of the step, never below the short side
+                step = max(1.0, self.aspect_step * side)
+                n = max(side, int(round(round(n / step) * step)))
+            out.append((side, n) if height <= width else (n, side))
+        return out
 
     def __call__(self, image: Image.Image) -> list[torch.Tensor]:
         image = to_rgb(image)
-        views = []  # resized as PIL images, as training's in-loop evaluation does (isc.augment.eval_transform)
-        for side in self.sides:
-            if self.resize == "square":
-                shape = (side, side)
-            else:  # the short side becomes `side`
-                w, h = image.size
-                shape = (side, max(1, round(w * side / h))) if h <= w else (max(1, round(h * side / w)), side)
-            views.append(self._tensor(T.functional.resize(image, list(shape), INTERPOLATIONS[self.interpolation],
-                                                          antialias=True)))
-        return views
+        # resized as PIL images, as training's in-loop evaluation does (isc.augment.eval_transform)
+        return [_uint8_chw(T.functional.resize(image, list(shape), INTERPOLATIONS[self.interpolation], antialias=True))
+                for shape in self.shapes(*image.size)]
 
     def fingerprint(self) -> dict:
+        step = {} if self.aspect_step is None else {"aspect_step": self.aspect_step}  # exact-aspect files stay valid
         bicubic = {} if self.interpolation == "bilinear" else {"interpolation": self.interpolation}  # old files stay valid
-        return {"size": self.size, "resize": self.resize, "scales": self.scales, **bicubic}
+        return {"size": self.size, "resize": self.resize, "scales": self.scales, **step, **bicubic}
+
+
+def _uint8_chw(image: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as a (3, h, w) uint8 view of its (h, w, 3) pixels (stacking makes the NCHW batch)."""
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
@@ -91,7 +116,8 @@ PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 class ModelExtractor:
     """A descriptor model with test-time augmentation: the sum of the view descriptors, L2-normalised.
     `precision` "bf16" or "16" runs the model under autocast (lyakaap extracted in fp16 autocast, RECIPES §2.4);
-    the descriptors are summed and normalised in float32 either way."""
+    the descriptors are summed and normalised in float32 either way. uint8 views are normalised on the
+    device (ImageNet statistics, the same float32 arithmetic as training's ToNormalisedTensor)."""
 
     def __init__(self, model: torch.nn.Module, transform: EvalTransform, *, flip: bool = False,
                  device: torch.device = torch.device("cpu"), name: str = "model", weights_id: str = "",
@@ -101,33 +127,60 @@ class ModelExtractor:
         self.model = model.eval().to(device)
         self.transform = transform
         self.flip = flip
-        self.device = device
+        self.device = torch.device(device)
         self.name = name
         self.precision = str(precision)
         self.weights_id = weights_id or state_fingerprint(model)
+        norm = ToNormalisedTensor()
+        self._scale, self._shift = norm.scale[None].to(self.device), norm.shift[None].to(self.device)
+        self._largest: dict[tuple, int] = {}  # per input shape, the largest batch run so far
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         dtype = PRECISIONS[self.precision]
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             return self.model(batch).float()
 
+    def _normalised(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device, non_blocking=True)  # asynchronous from pinned memory
+        if batch.dtype == torch.uint8:
+            batch = batch.to(torch.float32).mul_(self._scale).sub_(self._shift)
+        return batch
+
+    def _padded(self, batch: torch.Tensor) -> torch.Tensor:
+        """On a GPU with cuDNN autotuning, a smaller batch of a shape already run (the last, partial one) is
+        padded to that size: a new batch shape would autotune every convolution again (seconds for big nets)."""
+        if self.device.type != "cuda" or not torch.backends.cudnn.benchmark:
+            return batch
+        key = tuple(batch.shape[1:])
+        largest = self._largest.setdefault(key, len(batch))
+        if len(batch) >= largest:
+            self._largest[key] = len(batch)
+            return batch
+        return torch.cat([batch, batch.new_zeros(largest - len(batch), *key)])
+
     @torch.no_grad()
-    def embed(self, views: list[list[torch.Tensor]]) -> np.ndarray:
-        n = len(views[0])
+    def embed_on_device(self, views: list) -> torch.Tensor:
+        """(n, d) float32 descriptors, left on the device (the extraction loop copies them back one batch
+        later, so that the host never waits for the GPU). `views`: per scale, either the (rows, uint8 or
+        float batch) groups of `collate_views` or a list of (3, h, w) tensors."""
         total: torch.Tensor | None = None
         for scale_views in views:
-            by_shape: dict[tuple, list[int]] = {}
-            for i, v in enumerate(scale_views):
-                by_shape.setdefault(tuple(v.shape), []).append(i)
-            for rows in by_shape.values():  # square resizes: one group; keep-aspect: one per image shape
-                batch = torch.stack([scale_views[i] for i in rows]).to(self.device)
+            # (rows, batch) pairs from collate_views (lists after pinning in some torch versions), else images
+            groups = group_views(scale_views) if isinstance(scale_views[0], torch.Tensor) else scale_views
+            for rows, batch in groups:  # square resizes: one group; keep-aspect: one per image shape
+                batch = self._padded(self._normalised(batch))
                 out = self._forward(batch)
                 if self.flip:
                     out = out + self._forward(torch.flip(batch, dims=[-1]))
+                out = out[: len(rows)]
                 if total is None:
+                    n = sum(len(r) for r, _ in groups)
                     total = torch.zeros(n, out.shape[1], device=out.device)
-                total[rows] += out
-        return F.normalize(total, dim=-1).cpu().numpy()
+                total[rows.to(out.device, non_blocking=True)] += out  # pinned rows: no host sync
+        return F.normalize(total, dim=-1)
+
+    def embed(self, views: list) -> np.ndarray:
+        return self.embed_on_device(views).cpu().numpy()
 
     def fingerprint(self) -> dict:
         precision = {} if self.precision == "32" else {"precision": self.precision}  # fp32 files stay valid
@@ -145,15 +198,58 @@ def state_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def group_views(views: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(rows, stacked views) per distinct view shape, in order of first appearance."""
+    by_shape: dict[tuple, list[int]] = {}
+    for i, v in enumerate(views):
+        by_shape.setdefault(tuple(v.shape), []).append(i)
+    return [(torch.tensor(rows, dtype=torch.long), torch.stack([views[i] for i in rows])) for rows in by_shape.values()]
+
+
 def collate_views(batch: list[dict | None]) -> dict:
-    """Keep the per-scale views as lists (keep-aspect resizes differ in shape); count unreadable images."""
+    """Per scale, the views stacked by shape (in the data worker: one tensor per shape crosses to the main
+    process, not one per image); the record indices; the count of unreadable images."""
     kept = [s for s in batch if s is not None]
     out = {"skipped": len(batch) - len(kept), "index": torch.tensor([s["index"] for s in kept], dtype=torch.long)}
     if kept:
         views = [s["image"] for s in kept]
         views = [v if isinstance(v, (list, tuple)) else [v] for v in views]
-        out["views"] = [[v[j] for v in views] for j in range(len(views[0]))]
+        out["views"] = [group_views([v[j] for v in views]) for j in range(len(views[0]))]
     return out
+
+
+def _shape_order(records: Sequence[ImageRecord], transform, draft: int | None, num_workers: int) -> np.ndarray:
+    """A key per record that sorts images of the same view shapes together (keep-aspect: read from the file
+    headers, in the data workers), so that batches hold one shape; 0 for every record when all views are square."""
+    if getattr(transform, "resize", "square") == "square":
+        return np.zeros(len(records), np.int64)
+    loader = DataLoader(ImageSizes(records, draft), batch_size=1024, num_workers=num_workers,
+                        collate_fn=_as_list, **_worker_options(num_workers))
+    sizes = [wh for part in loader for wh in part]
+    shapes = [tuple(transform.shapes(w, h)) if w and h else () for w, h in sizes]
+    _, key = np.unique(np.array([hash(s) for s in shapes], np.int64), return_inverse=True)
+    return key
+
+
+def eval_loader(dataset: EvalImages, batches: list[list[int]], num_workers: int, device: torch.device) -> DataLoader:
+    """The extraction's DataLoader: the given batches, collated by view shape in the workers, pinned for a GPU."""
+    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_views,
+                      pin_memory=device.type == "cuda", **_worker_options(num_workers))
+
+
+def _as_list(items: list) -> list:
+    return items
+
+
+def _worker_options(num_workers: int, prefetch: int = 4) -> dict:
+    """DataLoader settings for one pass: fork (workers start in milliseconds without re-importing torch and
+    isc; Python 3.14 makes forkserver the default on Linux) and a few batches prefetched per worker."""
+    if num_workers == 0:
+        return {}
+    options: dict = {"prefetch_factor": prefetch}
+    if "fork" in mp.get_all_start_methods():
+        options["multiprocessing_context"] = "fork"
+    return options
 
 
 def _fingerprint(extractor, records: Sequence[ImageRecord]) -> str:
@@ -208,7 +304,8 @@ def extract_to_hdf5(
     """Write the descriptors of `records` to `path` (resuming a previous partial run); returns `path`.
 
     `extractor` has `transform` (PIL image → tensor or list of tensors), `embed(views) -> (n, d) array`
-    (views: one list of tensors per view) and `fingerprint() -> dict`.
+    (views: per scale, the (rows, stacked views) groups of `collate_views`; a model extractor also has
+    `embed_on_device`, whose result the loop copies back one batch late) and `fingerprint() -> dict`.
     """
     if chunk_size < 1 or batch_size < 1:
         raise ValueError(f"chunk_size and batch_size must be >= 1, got {chunk_size}, {batch_size}")
@@ -223,28 +320,43 @@ def extract_to_hdf5(
         pending = [c for c in range(len(done)) if not done[c]]
         if len(pending) < len(done):
             log.info("%s: resuming, %d of %d chunks already done", desc, len(done) - len(pending), len(done))
-        batches = []
-        for c in pending:
-            start, stop = c * chunk_size, min(len(records), (c + 1) * chunk_size)
-            batches += [list(range(s, min(s + batch_size, stop))) for s in range(start, stop, batch_size)]
         draft = draft_floor(draft_size, *getattr(extractor.transform, "sides", ()))  # never below the eval side
-        dataset = EvalImages(records, extractor.transform, skip_bad_images, draft)
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_views)
+        order = _shape_order(records, extractor.transform, draft, num_workers)
+        batches = []
+        for c in pending:  # batches never cross a chunk; within one, images of the same view shapes go together
+            start, stop = c * chunk_size, min(len(records), (c + 1) * chunk_size)
+            rows = start + np.argsort(order[start:stop], kind="stable")
+            batches += [rows[s : s + batch_size].tolist() for s in range(0, len(rows), batch_size)]
+        device = torch.device(getattr(extractor, "device", "cpu"))
+        embed = getattr(extractor, "embed_on_device", extractor.embed)
+        loader = eval_loader(EvalImages(records, extractor.transform, skip_bad_images, draft), batches, num_workers,
+                             device)
         buffer: dict[int, list] = {}
         remaining = {c: 0 for c in pending}
         for batch_indices in batches:
             remaining[batch_indices[0] // chunk_size] += 1
         skipped = 0
+        in_flight: tuple | None = None  # the previous batch: its descriptors are copied back after the next starts
+
+        def finish(c: int, index: torch.Tensor, vectors, n: int) -> None:
+            if len(index):
+                buffer.setdefault(c, []).append((index.numpy(), np.asarray(
+                    vectors.cpu().numpy() if isinstance(vectors, torch.Tensor) else vectors, np.float32)))
+            remaining[c] -= 1
+            if remaining[c] == 0:
+                _write_chunk(f, c, chunk_size, len(records), buffer.pop(c, []))
+            bar.update(n)
+
         with tqdm(total=sum(len(b) for b in batches), desc=desc, unit="img") as bar:
             for batch_indices, batch in zip(batches, loader):
-                c = batch_indices[0] // chunk_size
                 skipped += batch["skipped"]
-                if len(batch["index"]):
-                    buffer.setdefault(c, []).append((batch["index"].numpy(), extractor.embed(batch["views"])))
-                remaining[c] -= 1
-                if remaining[c] == 0:
-                    _write_chunk(f, c, chunk_size, len(records), buffer.pop(c, []))
-                bar.update(len(batch_indices))
+                current = (batch_indices[0] // chunk_size, batch["index"],
+                           embed(batch["views"]) if len(batch["index"]) else None, len(batch_indices))
+                if in_flight is not None:
+                    finish(*in_flight)
+                in_flight = current
+            if in_flight is not None:
+                finish(*in_flight)
     if skipped:
         log.warning("%s: skipped %d unreadable images of %d", desc, skipped, len(records))
     return path

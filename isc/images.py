@@ -129,13 +129,16 @@ def load_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.
         raise ImageLoadError(p, reason, "Re-download or re-export it, or remove it.") from None
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) as `load_image` would return it, read from the header only (no decoding)."""
+def image_size(path: str | os.PathLike, draft_size: int | None = None) -> tuple[int, int]:
+    """(width, height) as `load_image` (with the same `draft_size`) would return it, read from the header only
+    (no decoding: PIL's JPEG draft only reconfigures the decoder)."""
     p = Path(path)
     if not p.is_file():
         raise ImageLoadError(p, "file does not exist", "Check the path and the current directory.")
     try:
         with Image.open(p) as im:
+            if draft_size and im.format == "JPEG":
+                im.draft("RGB", (int(draft_size), int(draft_size)))
             w, h = im.size
             orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
     except Image.DecompressionBombError as e:

@@ -76,12 +76,29 @@ class CopyDetectionModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
         self.batch_mix = batch_mix  # e.g. isc.augment.mixup.BatchMix (SSCD's mixup/CutMix), views only
+        # No host-device synchronisation per step (on a GPU each one drains the queue of kernels): the step's loss
+        # is logged as a device tensor (converted every log_every_n_steps, by the loggers and the progress bar,
+        # never per step), its finiteness is checked
+        # one step late, and unreadable images are counted on the host and logged once per epoch.
+        self._unchecked_loss: tuple[torch.Tensor, int] | None = None
+        self._skipped = 0
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
+    def _check_loss(self) -> None:
+        """Raise if the last step's loss was not finite. Checked when the next step starts (the host then waits
+        only for the previous forward pass, the GPU still has its backward queued) and at the end of every epoch,
+        before checkpoints and validation: a non-finite loss stops training before anything saves its weights."""
+        if self._unchecked_loss is not None:
+            loss, step = self._unchecked_loss
+            self._unchecked_loss = None
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss is {loss.item()} at global step {step}")
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        self.log("train/skipped_images", float(batch["skipped"]), on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True)
+        self._check_loss()
+        self._skipped += int(batch["skipped"])
         if "views" not in batch:  # every image of the batch was unreadable
             return None
         images, labels = training_inputs(batch, self.batch_mix)
@@ -89,11 +106,21 @@ class CopyDetectionModule(L.LightningModule):
         # a loss on the model's intermediate features (VisionForce's heads) gets them all, else the descriptor
         out = self.loss(self.model.forward_parts(images) if getattr(self.loss, "wants_parts", False)
                         else self.model(images), labels)
-        if not torch.isfinite(out["loss"]):
-            raise FloatingPointError(f"training loss is {out['loss'].item()} at global step {self.global_step}")
-        self.log_dict({f"train/{k}": val.detach() for k, val in out.items()}, prog_bar=True, batch_size=b)
+        self._unchecked_loss = (out["loss"].detach(), self.global_step)
+        # not prog_bar: Lightning turns progress-bar metrics into numbers after every batch (a sync each step);
+        # isc.train.LossProgressBar shows these when it refreshes
+        self.log_dict({f"train/{k}": val.detach() for k, val in out.items()}, batch_size=b)
         self.log("train/epoch_loss", out["loss"].detach(), on_step=False, on_epoch=True, batch_size=b, sync_dist=True)
         return out["loss"]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.trainer.is_last_batch:  # before the epoch's validation and checkpoints
+            self._check_loss()
+
+    def on_train_epoch_end(self) -> None:
+        self._check_loss()
+        self.log("train/skipped_images", float(self._skipped), reduce_fx="sum", sync_dist=True)
+        self._skipped = 0
 
     def validation_step(self, batch: dict, batch_idx: int) -> dict:
         if "image" not in batch:

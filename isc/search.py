@@ -1,8 +1,30 @@
-"""Exact candidate generation: the official global top-N rule and per-query kNN.
+"""Exact candidate generation: the official global top-N rule and per-query kNN, on the CPU or a GPU.
 
 Scores follow the ISC convention (higher = more similar): ``-squared_L2`` for ``metric="l2"`` (as faiss
-``IndexFlatL2``) and the inner product for ``metric="ip"`` (``IndexFlatIP``). The global rule runs on
-blocked float32 GEMMs with a rising cut-off (see `global_candidates`); kNN uses faiss' brute-force ``knn``.
+``IndexFlatL2``) and the inner product for ``metric="ip"`` (``IndexFlatIP``).
+
+How: float32 GEMMs in blocks only *select candidates*; the scores of the selected pairs are then recomputed
+from the vectors on the host (one function for every device) and the list is cut in a fixed order (score
+descending, then query row, then reference row). The selection keeps every pair whose GEMM score is within
+``delta`` of the running cut-off, where ``delta`` bounds the rounding error of a float32 dot product of
+length m (Higham's γ_m = m·u/(1 − m·u), valid for any summation order, hence for every BLAS and cuBLAS
+kernel) plus that of the rescoring. So the result is exact in float32 and does not depend on the device or
+the kernel: ties are broken by row order, never by a library's heap.
+
+Devices (``device=`` argument, default cpu; ``eval.search_device`` of isc-eval, isc-match and the evaluation
+callback's ``search_device``: auto | cpu | cuda):
+
+* ``"cpu"`` — numpy GEMMs (and faiss' brute-force ``knn`` for the per-query kNN pre-selection), threads
+  for the comparison pass;
+* a torch device (``"cuda"``, ``"cuda:1"``; ``"auto"`` = cuda when torch sees one, else cpu) — the same
+  blocks as torch matmuls on the device; only the few selected pairs cross to the host.
+
+Why torch and not faiss-gpu (the ``gpu`` extra): faiss-gpu could not be installed in this project's
+environment (so nothing could test it), its k-selection orders ties differently from faiss-cpu (the GPU list
+would differ from the CPU one at the cut-off), and its k is capped at 2048 while the global rule keeps
+10 × #queries pairs. The search is GEMM-bound, and cuBLAS through torch is the GEMM; the torch
+path also runs on the CPU, which is how the tests hold it to the numpy path (ids and scores identical, ties
+included). TF32 is switched off for the duration of a search: it would widen the GEMM error beyond ``delta``.
 """
 
 from __future__ import annotations
@@ -14,9 +36,10 @@ import numpy as np
 
 from isc.metric import Predictions, _as_ids
 
-__all__ = ["global_candidates", "knn_candidates"]
+__all__ = ["global_candidates", "knn_candidates", "knn_rows", "resolve_device"]
 
 _METRICS = ("l2", "ip")
+_U = 2.0**-24  # float32 unit roundoff
 
 
 def _vectors(x: object, name: str) -> np.ndarray:
@@ -55,82 +78,20 @@ def _prepare(
     return q, r, _ids(query_ids, len(q), "query_ids"), _ids(reference_ids, len(r), "reference_ids")
 
 
-def _search(
-    reference: np.ndarray, x: np.ndarray, k: int, metric: str, batch_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """kNN of every row of x in batches; returns (scores, labels), each (len(x), k).
-
-    faiss' brute-force ``knn`` searches the reference array in place: unlike an ``IndexFlat`` it keeps no
-    second copy of the references (1 GB for DISC21's 1M × 256 float32).
-    """
-    import faiss  # only kNN needs it
-
-    faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
-    scores = np.empty((len(x), k), np.float32)
-    labels = np.empty((len(x), k), np.int64)
-    for start in range(0, len(x), batch_size):
-        d, i = faiss.knn(x[start : start + batch_size], reference, k, metric=faiss_metric)
-        scores[start : start + batch_size] = -d if metric == "l2" else d
-        labels[start : start + batch_size] = i
-    return scores, labels
+def _check_batch_size(batch_size: int | None, name: str = "batch_size") -> None:
+    if batch_size is not None and (not isinstance(batch_size, int | np.integer) or batch_size < 1):
+        raise ValueError(f"{name} must be a positive integer, got {batch_size!r}")
 
 
-def _top(s: np.ndarray, q: np.ndarray, r: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if len(s) > n:
-        keep = np.argpartition(-s, n - 1)[:n]
-        s, q, r = s[keep], q[keep], r[keep]
-    return s, q, r
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-
-
-class _GlobalTop:
-    """The `n` best scores seen so far over score tiles, with a rising lower bound `tau` on the final n-th best:
-    an entry below it can never enter the list, so each tile costs one comparison pass plus its few hits."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.tau = -np.inf
-        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self.size = 0
-
-    def add(self, tile: np.ndarray, q0: int, r0: int, mask: np.ndarray, pool: ThreadPoolExecutor, threads: int) -> None:
-        if self.tau == -np.inf and tile.size > self.n:  # the first tile alone fills the list:
-            values = tile.ravel().copy()                 # its n-th best is a lower bound of the final one
-            values.partition(tile.size - self.n)
-            self.tau = float(values[tile.size - self.n])
-            del values
-        # rows split between threads (numpy releases the GIL): the comparison pass is the only other full pass
-        bounds = np.linspace(0, len(tile), threads + 1, dtype=int)
-        parts = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        hits = list(pool.map(lambda ab: self._scan(tile[ab[0]:ab[1]], mask[ab[0]:ab[1]], ab[0]), parts))
-        flat = np.concatenate([h for h in hits if len(h)]) if any(len(h) for h in hits) else None
-        if flat is None:
-            return
-        rows, cols = np.divmod(flat, tile.shape[1])
-        self.parts.append((tile.ravel()[flat], rows + q0, cols + r0))
-        self.size += len(flat)
-        if self.size > 2 * self.n:
-            self._trim()
-
-    def _scan(self, tile: np.ndarray, mask: np.ndarray, row0: int) -> np.ndarray:
-        np.greater_equal(tile, self.tau, out=mask)
-        return np.flatnonzero(mask) + row0 * tile.shape[1]  # much faster than a 2-D nonzero on a sparse mask
-
-    def _trim(self) -> None:
-        s, q, r = (np.concatenate(x) for x in zip(*self.parts)) if self.parts else (np.empty(0),) * 3
-        s, q, r = _top(s, q, r, self.n)
-        self.parts = [(s, q, r)]
-        self.size = len(s)
-        if self.size == self.n:
-            self.tau = max(self.tau, float(s.min()))
-
-    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        self._trim()
-        return self.parts[0] if self.parts else (np.empty(0, np.float32), np.empty(0, np.int64), np.empty(0, np.int64))
+def _margin(q: np.ndarray, r: np.ndarray, metric: str) -> float:
+    """Twice the worst rounding error of a GEMM score plus that of its rescoring (so a pair of the exact top
+    list can never fall more than this below the GEMM cut-off). The augmented l2 rows have d + 2 terms and
+    Σ|aᵢbᵢ| ≤ (‖q‖ + ‖r‖)², the norms inside them and the rescoring differences add at most as much again."""
+    m = q.shape[1] + 2
+    gamma = m * _U / (1 - m * _U)
+    qn = float(np.sqrt(np.einsum("nd,nd->n", q, q).max())) if len(q) else 0.0
+    rn = float(np.sqrt(np.einsum("nd,nd->n", r, r).max()))
+    return 8 * gamma * (qn + rn) ** 2 if metric == "l2" else 4 * gamma * qn * rn
 
 
 def _augmented(x: np.ndarray, metric: str, side: str) -> np.ndarray:
@@ -162,6 +123,209 @@ def _pair_scores(q: np.ndarray, r: np.ndarray, qi: np.ndarray, ri: np.ndarray, m
     return out
 
 
+# ----------------------------------------------------------------------------------------------- backends
+class _Numpy:
+    """GEMM tiles in host memory; the comparison pass split over threads (numpy releases the GIL)."""
+
+    name = "cpu"
+    batch_size, reference_block = 1024, 16384  # a 64 MB tile
+
+    def __enter__(self) -> _Numpy:
+        self.threads = max(1, min(8, os.cpu_count() or 1))
+        self.pool = ThreadPoolExecutor(max_workers=self.threads)
+        self._tile = self._mask = np.empty(0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown()
+
+    def put(self, x: np.ndarray, metric: str, side: str) -> np.ndarray:
+        return _augmented(x, metric, side)
+
+    def gemm(self, rows: np.ndarray, block: np.ndarray) -> np.ndarray:
+        size = len(rows) * len(block)
+        if self._tile.size < size:
+            self._tile, self._mask = np.empty(size, np.float32), np.empty(size, bool)
+        tile = self._tile[:size].reshape(len(rows), len(block))
+        np.matmul(rows, block.T, out=tile)
+        return tile
+
+    def kth_largest(self, tile: np.ndarray, n: int) -> float:
+        values = tile.ravel().copy()
+        values.partition(tile.size - n)
+        return float(values[tile.size - n])
+
+    def hits(self, tile: np.ndarray, threshold: float | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, cols, values) of the entries ≥ threshold (a scalar, or one value per row)."""
+        mask = self._mask[: tile.size].reshape(tile.shape)
+        per_row = np.ndim(threshold) > 0
+        bounds = np.linspace(0, len(tile), self.threads + 1, dtype=int)
+
+        def scan(ab: tuple[int, int]) -> np.ndarray:
+            a, b = ab
+            thr = threshold[a:b, None] if per_row else threshold
+            np.greater_equal(tile[a:b], thr, out=mask[a:b])
+            return np.flatnonzero(mask[a:b]) + a * tile.shape[1]  # much faster than a 2-D nonzero
+
+        parts = list(self.pool.map(scan, [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]))
+        flat = np.concatenate(parts) if parts else np.empty(0, np.int64)
+        rows, cols = np.divmod(flat, tile.shape[1])
+        return rows, cols, tile.ravel()[flat]
+
+    def knn(self, queries: np.ndarray, r: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """GEMM scores and reference rows of the k best per query, best first (faiss' brute-force ``knn``
+        searches the references in place, keeping no second copy: 1 GB for DISC21's 1M × 256)."""
+        import faiss
+
+        d, i = faiss.knn(queries, r, k, metric=faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT)
+        return (-d if metric == "l2" else d), i
+
+
+class _Torch:
+    """The same tiles as torch matmuls on a torch device (cuBLAS on a GPU; CPU BLAS in the tests)."""
+
+    batch_size, reference_block = 8192, 65536  # a 2 GiB tile on a GPU
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.name = str(self.device)
+        if self.device.type == "cpu":
+            self.batch_size, self.reference_block = _Numpy.batch_size, _Numpy.reference_block
+
+    def __enter__(self) -> _Torch:
+        self._precision = self.torch.get_float32_matmul_precision()
+        self.torch.set_float32_matmul_precision("highest")  # no TF32: its error would exceed the margin
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.torch.set_float32_matmul_precision(self._precision)
+
+    def put(self, x: np.ndarray, metric: str, side: str):
+        t = self.torch.from_numpy(np.ascontiguousarray(x)).to(self.device, non_blocking=False)
+        if metric == "ip":
+            return t
+        ones = t.new_ones(len(t), 1)
+        norms = -(t * t).sum(1, keepdim=True)
+        return self.torch.cat([2 * t, ones, norms] if side == "query" else [t, norms, ones], 1)
+
+    def gemm(self, rows, block):
+        return rows @ block.T
+
+    def kth_largest(self, tile, n: int) -> float:
+        return float(self.torch.topk(tile.reshape(-1), n, sorted=False).values.min())
+
+    def hits(self, tile, threshold) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if np.ndim(threshold) > 0:
+            threshold = self.torch.from_numpy(np.asarray(threshold, np.float32)).to(self.device)[:, None]
+        flat = (tile >= threshold).reshape(-1).nonzero().squeeze(1)
+        values = tile.reshape(-1)[flat].cpu().numpy()
+        rows, cols = np.divmod(flat.cpu().numpy(), tile.shape[1])
+        return rows, cols, values
+
+    def knn(self, queries: np.ndarray, r: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        torch = self.torch
+        scores = np.empty((len(queries), k), np.float32)
+        labels = np.empty((len(queries), k), np.int64)
+        for q0 in range(0, len(queries), self.batch_size):
+            rows = self.put(queries[q0 : q0 + self.batch_size], metric, "query")
+            best_v = best_i = None
+            for r0 in range(0, len(r), self.reference_block):
+                tile = self.gemm(rows, self.put(r[r0 : r0 + self.reference_block], metric, "reference"))
+                v, i = torch.topk(tile, min(k, tile.shape[1]), dim=1)
+                if best_v is not None:
+                    v, j = torch.topk(torch.cat([best_v, v], 1), min(k, best_v.shape[1] + v.shape[1]), dim=1)
+                    i = torch.cat([best_i, i + r0], 1).gather(1, j)
+                else:
+                    i = i + r0
+                best_v, best_i = v, i
+            scores[q0 : q0 + len(rows)] = best_v.cpu().numpy()
+            labels[q0 : q0 + len(rows)] = best_i.cpu().numpy()
+        return scores, labels
+
+
+def resolve_device(device: str | None) -> str:
+    """'auto' → 'cuda' when torch sees a GPU, else 'cpu'; an explicit device that is absent is an error."""
+    device = "cpu" if device is None else str(device)  # None: the numpy path, as before devices existed
+    if device in ("cpu", "auto"):
+        if device == "auto":
+            try:
+                import torch
+
+                return "cuda" if torch.cuda.is_available() else "cpu"
+            except ImportError:
+                return "cpu"
+        return device
+    import torch
+
+    dev = torch.device(device)  # raises on a malformed name
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"search device {device!r}: torch sees no CUDA device; use search_device=auto or cpu")
+    return device
+
+
+def _backend(device):
+    if isinstance(device, _Numpy | _Torch):  # the tests' way to run the torch path on the CPU
+        return device
+    resolved = resolve_device(device)
+    return _Numpy() if resolved == "cpu" else _Torch(resolved)
+
+
+# ------------------------------------------------------------------------------------------------ global
+class _Band:
+    """The pairs that can still be among the n best: GEMM score ≥ tau − delta, where tau is a rising lower bound
+    on the final n-th best GEMM score (an entry below the band can never enter the list, so each tile costs
+    one comparison pass plus its few hits)."""
+
+    def __init__(self, n: int, delta: float) -> None:
+        self.n, self.delta = n, delta
+        self.tau = -np.inf
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.size = 0
+        self.limit = 2 * n
+
+    def add(self, s: np.ndarray, q: np.ndarray, r: np.ndarray) -> None:
+        if len(s):
+            self.parts.append((s, q, r))
+            self.size += len(s)
+            if self.size > self.limit:
+                self._trim()
+
+    def _trim(self) -> None:
+        s, q, r = (np.concatenate(x) for x in zip(*self.parts))
+        if len(s) >= self.n:
+            nth = float(np.partition(s, len(s) - self.n)[len(s) - self.n])
+            self.tau = max(self.tau, nth)
+            keep = s >= self.tau - self.delta
+            s, q, r = s[keep], q[keep], r[keep]
+        self.parts, self.size = [(s, q, r)], len(s)
+        self.limit = 2 * max(self.n, self.size)  # a band wider than n (many ties) is not trimmed every tile
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.parts:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        self._trim()
+        return self.parts[0][1], self.parts[0][2]
+
+
+def _global_pool(backend, q: np.ndarray, r: np.ndarray, n: int, metric: str, batch_size: int,
+                 reference_block: int) -> tuple[np.ndarray, np.ndarray]:
+    """(query rows, reference rows) of a superset of the exact n best pairs (see the module docstring)."""
+    band = _Band(n, _margin(q, r, metric))
+    queries = [(q0, backend.put(q[q0 : q0 + batch_size], metric, "query")) for q0 in range(0, len(q), batch_size)]
+    for r0 in range(0, len(r), reference_block):
+        block = backend.put(r[r0 : r0 + reference_block], metric, "reference")
+        for q0, rows in queries:
+            tile = backend.gemm(rows, block)
+            if band.tau == -np.inf and tile.shape[0] * tile.shape[1] >= n:  # the first tile alone fills the list:
+                band.tau = backend.kth_largest(tile, n)                      # a lower bound of the final n-th best
+            i, j, s = backend.hits(tile, band.tau - band.delta)
+            band.add(s, i + q0, j + r0)
+    return band.result()
+
+
 def global_candidates(
     query_vectors: object,
     reference_vectors: object,
@@ -170,47 +334,96 @@ def global_candidates(
     *,
     num_results: int | None = None,
     metric: str = "l2",
-    batch_size: int = 1024,
-    reference_block: int = 16384,
+    batch_size: int | None = None,
+    reference_block: int | None = None,
+    device=None,
 ) -> Predictions:
-    """The ``num_results`` (default 10 × #queries) globally best (query, reference) pairs.
+    """The ``num_results`` (default 10 × #queries) globally best (query, reference) pairs, best first.
 
-    Exact brute force (up to ties at the cut-off) at the speed of the matrix multiply: reference blocks ×
-    query batches of scores come from one float32 GEMM each (squared L2 folded into it by two extra
-    dimensions, as faiss computes it: ‖q‖² + ‖r‖² − 2q·r); a running lower bound on the final cut-off keeps
-    only the few entries of each tile that can still enter the list; the returned scores are then recomputed
-    from the vectors of each kept pair (exact in float32). Memory: the inputs, one augmented
-    reference block and one (batch_size × reference_block) tile (64 MB by default); the references are not
-    copied.
+    Exact brute force at the speed of the matrix multiply: reference blocks × query batches of scores come
+    from one float32 GEMM each (squared L2 folded into it by two extra dimensions, as faiss computes it:
+    ‖q‖² + ‖r‖² − 2q·r); a running lower bound on the final cut-off keeps only the entries of each tile that
+    can still enter the list; their scores are recomputed from the vectors (exact in float32) and ties at the
+    cut-off go to the lower (query row, reference row). Memory: the inputs, one augmented reference block and
+    one (batch_size × reference_block) tile — 64 MB by default on the CPU, 2 GiB on a GPU, where the
+    queries are held augmented too; the references are not copied whole.
     """
     q, r, qids, rids = _prepare(query_vectors, reference_vectors, query_ids, reference_ids, metric)
     _check_batch_size(batch_size)
-    _check_batch_size(reference_block)
-    nq, nr = len(q), len(r)
-    n_res = 10 * nq if num_results is None else num_results
+    _check_batch_size(reference_block, "reference_block")
+    n_res = 10 * len(q) if num_results is None else num_results
     if not isinstance(n_res, int | np.integer) or n_res < 0:
         raise ValueError(f"num_results must be a non-negative integer, got {num_results!r}")
-    n_res = min(int(n_res), nq * nr)
+    n_res = min(int(n_res), len(q) * len(r))
     if n_res == 0:
         return Predictions.from_rows([])
-    top = _GlobalTop(n_res)
-    queries = _augmented(q, metric, "query")
-    tile_buffer = np.empty(min(batch_size, nq) * min(reference_block, nr), np.float32)
-    mask_buffer = np.empty(len(tile_buffer), bool)
-    threads = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for r0 in range(0, nr, reference_block):
-            block = _augmented(r[r0 : r0 + reference_block], metric, "reference")
-            for q0 in range(0, nq, batch_size):
-                rows = queries[q0 : q0 + batch_size]
-                size = len(rows) * len(block)
-                tile = tile_buffer[:size].reshape(len(rows), len(block))
-                np.matmul(rows, block.T, out=tile)
-                top.add(tile, q0, r0, mask_buffer[:size].reshape(tile.shape), pool, threads)
-    _, pool_q, pool_r = top.result()
+    with _backend(device) as backend:
+        pool_q, pool_r = _global_pool(backend, q, r, n_res, metric, batch_size or backend.batch_size,
+                                      reference_block or backend.reference_block)
     pool_s = _pair_scores(q, r, pool_q, pool_r, metric)
-    order = np.lexsort((pool_r, pool_q, -pool_s))
+    order = np.lexsort((pool_r, pool_q, -pool_s))[:n_res]
     return Predictions(qids[pool_q[order]], rids[pool_r[order]], pool_s[order].astype(np.float64))
+
+
+# --------------------------------------------------------------------------------------------------- kNN
+def _knn_pool(backend, q: np.ndarray, r: np.ndarray, k: int, metric: str,
+              batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(query rows, reference rows) holding, for every query, a superset of its exact k best references:
+    the GEMM's 2k best, and a full scan of the rows whose band (k-th GEMM score − delta) reaches past them."""
+    delta = _margin(q, r, metric)
+    wide = min(len(r), 2 * k + 8)
+    parts_q, parts_r = [], []
+    for q0 in range(0, len(q), batch_size):
+        rows = q[q0 : q0 + batch_size]
+        s, idx = backend.knn(rows, r, wide, metric)
+        threshold = s[:, k - 1] - delta
+        keep = s >= threshold[:, None]
+        parts_q.append(np.repeat(np.arange(q0, q0 + len(rows)), keep.sum(1)))
+        parts_r.append(idx[keep])
+        if wide < len(r):
+            full = np.flatnonzero(s[:, -1] >= threshold)  # the band may hold more than `wide` entries
+            if len(full):
+                queries = backend.put(rows[full], metric, "query")
+                for r0 in range(0, len(r), backend.reference_block):
+                    tile = backend.gemm(queries, backend.put(r[r0 : r0 + backend.reference_block], metric, "reference"))
+                    i, j, _ = backend.hits(tile, threshold[full])
+                    parts_q.append(full[i] + q0)
+                    parts_r.append(j + r0)
+    pool_q, pool_r = np.concatenate(parts_q), np.concatenate(parts_r)
+    pairs = np.unique(pool_q * len(r) + pool_r)  # a fully scanned row's first `wide` entries come twice
+    return np.divmod(pairs, len(r))
+
+
+def knn_rows(
+    query_vectors: object,
+    reference_vectors: object,
+    *,
+    k: int = 10,
+    metric: str = "l2",
+    batch_size: int = 4096,
+    device=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, reference rows), each (#queries, k): every query's k nearest references best first (ties:
+    lower reference row first), scores exact in float32; k must not exceed the number of references."""
+    q = _vectors(query_vectors, "query_vectors")
+    r = _vectors(reference_vectors, "reference_vectors")
+    if q.shape[1] != r.shape[1]:
+        raise ValueError(f"query and reference dimensions differ: {q.shape[1]} vs {r.shape[1]}")
+    if metric not in _METRICS:
+        raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
+    _check_batch_size(batch_size)
+    if not isinstance(k, int | np.integer) or not 1 <= k <= len(r):
+        raise ValueError(f"k must be a positive integer at most the {len(r)} references, got {k!r}")
+    if len(q) == 0:
+        return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
+    with _backend(device) as backend:
+        pool_q, pool_r = _knn_pool(backend, q, r, int(k), metric, batch_size)
+    pool_s = _pair_scores(q, r, pool_q, pool_r, metric)
+    order = np.lexsort((pool_r, -pool_s, pool_q))
+    pool_q, pool_r, pool_s = pool_q[order], pool_r[order], pool_s[order]
+    starts = np.searchsorted(pool_q, np.arange(len(q)))
+    keep = (np.arange(len(pool_q)) - starts[pool_q]) < k
+    return pool_s[keep].reshape(len(q), k), pool_r[keep].reshape(len(q), k)
 
 
 def knn_candidates(
@@ -222,8 +435,10 @@ def knn_candidates(
     k: int = 10,
     metric: str = "l2",
     batch_size: int = 4096,
+    device=None,
 ) -> Predictions:
-    """The k nearest references of every query (k clipped to the number of references)."""
+    """The k nearest references of every query (k clipped to the number of references), queries in input
+    order, each query's references best first (ties: lower reference row first); scores exact in float32."""
     q, r, qids, rids = _prepare(query_vectors, reference_vectors, query_ids, reference_ids, metric)
     _check_batch_size(batch_size)
     if not isinstance(k, int | np.integer) or k < 1:
@@ -231,5 +446,14 @@ def knn_candidates(
     k = min(int(k), len(r))
     if len(q) == 0:
         return Predictions.from_rows([])
-    scores, labels = _search(r, q, k, metric, batch_size)
+    scores, labels = knn_rows(q, r, k=k, metric=metric, batch_size=batch_size, device=device)
     return Predictions(np.repeat(qids, k), rids[labels.ravel()], scores.ravel().astype(np.float64))
+
+
+def _global_torch_on_cpu(*args, **kwargs) -> Predictions:
+    """The torch path run on the CPU (what a GPU runs, for the tests that hold it to the numpy path)."""
+    return global_candidates(*args, **kwargs, device=_Torch("cpu"))
+
+
+def _knn_torch_on_cpu(*args, **kwargs) -> Predictions:
+    return knn_candidates(*args, **kwargs, device=_Torch("cpu"))

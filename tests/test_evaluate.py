@@ -19,6 +19,7 @@ from isc.cli.score import main as score_main
 from isc.data.disc import load_disc
 from isc.data.records import ImageRecord
 from isc.evaluate import evaluate_checkpoint
+from isc.augment.policies import ToNormalisedTensor
 from isc.extract import EvalTransform, ModelExtractor, extract_to_hdf5, read_descriptors
 from isc.formats import read_descriptor_submission, read_predictions
 from isc.metric import evaluate
@@ -57,7 +58,9 @@ def ckpt(tmp_path) -> Path:
 def test_eval_transform_square_keep_aspect_and_scales():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8))
     square = EvalTransform(32)(image)
-    assert len(square) == 1 and torch.equal(square[0], eval_transform(32)(image))  # = training's in-loop eval
+    assert len(square) == 1 and square[0].dtype == torch.uint8  # normalised on the extractor's device
+    normalised = ToNormalisedTensor()(square[0])
+    assert torch.equal(normalised, eval_transform(32)(image))  # = training's in-loop eval
     views = EvalTransform(32, "keep_aspect", [1.0, 0.5, 1.5])(image)
     assert [tuple(v.shape) for v in views] == [(3, 32, 48), (3, 16, 24), (3, 48, 72)]  # short side = size × scale
     tall = EvalTransform(20, "keep_aspect")(image.rotate(90, expand=True))
@@ -81,7 +84,8 @@ def test_tta_descriptor_is_the_normalised_sum_of_all_views():
         with torch.no_grad():
             expected = []
             for v in views:
-                total = sum(model(x[None]) + model(torch.flip(x[None], dims=[-1])) for x in v)
+                x = [ToNormalisedTensor()(x)[None] for x in v]
+                total = sum(model(y) + model(torch.flip(y, dims=[-1])) for y in x)
                 expected.append(F.normalize(total, dim=-1)[0].numpy())
         np.testing.assert_allclose(got, np.stack(expected), atol=1e-5)
 
@@ -285,3 +289,58 @@ def test_configuration_errors(tmp_path, data_dir, ckpt):
         evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "x", f"ckpt_path={ckpt}", "eval_grid=ablation"))
     with pytest.raises(ValueError, match="write_submissions"):
         evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "x", f"ckpt_path={ckpt}", "eval.write_submissions=some"))
+
+
+def _aspect_images(folder: Path) -> list[ImageRecord]:
+    """JPEGs of a few aspect ratios in shuffled order (wide, tall, near-square; some sizes repeated)."""
+    sizes = [(90, 60), (60, 90), (91, 60), (88, 60), (70, 66), (60, 90), (90, 60), (92, 61), (60, 120), (75, 60),
+             (90, 60), (61, 92), (120, 60)]
+    records = []
+    for i, (w, h) in enumerate(sizes):
+        path = folder / f"A{i:02d}.jpg"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+        records.append(ImageRecord(f"A{i:02d}", "query", path))
+    return records
+
+
+class CountingModel(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.batches = inner, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(tuple(x.shape))
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("aspect_step", [None, 0.25])
+def test_keep_aspect_batches_by_shape_keep_ids_and_equal_one_image_per_forward(tmp_path, aspect_step):
+    records = _aspect_images(tmp_path)
+    torch.manual_seed(0)
+    model = CountingModel(DescriptorModel(**MODEL_ARGS).eval())
+    transform = EvalTransform(32, "keep_aspect", [1.0, 0.5], aspect_step=aspect_step)
+    extractor = ModelExtractor(model, transform, flip=True)
+    path = extract_to_hdf5(extractor, records, tmp_path / "d.h5", batch_size=4, chunk_size=7)
+    ids, vectors = read_descriptors(path)
+    assert ids.tolist() == [r.id for r in records]  # the file keeps the record order
+    forwards = len(model.batches)
+    with torch.no_grad():  # one image per forward, views normalised one by one
+        expected = []
+        for r in records:
+            views = [ToNormalisedTensor()(v)[None] for v in transform(Image.open(r.path))]
+            total = sum(model(v) + model(torch.flip(v, dims=[-1])) for v in views)
+            expected.append(F.normalize(total, dim=-1)[0].numpy())
+    np.testing.assert_allclose(vectors, np.stack(expected), rtol=0, atol=2e-6)
+    shapes = [tuple(tuple(v.shape) for v in transform(Image.open(r.path))) for r in records]
+    # chunks of 7 and 6 images, batches of 4 sorted by shape: each forward holds one shape
+    per_chunk = [len(set(shapes[:7])), len(set(shapes[7:]))]
+    if aspect_step is None:
+        assert len(set(shapes)) == 8
+    else:  # long side to a multiple of 8 px at 32 (4 at 16): six shapes, the stretch at most half a step
+        assert len(set(shapes)) == 6
+        for r, s in zip(records, shapes):
+            w, h = Image.open(r.path).size
+            exact = EvalTransform(32, "keep_aspect").shapes(w, h)[0]
+            assert abs(max(s[0]) - max(exact)) <= 4
+    assert forwards <= 2 * 2 * (sum(per_chunk) + 2)  # ≤ (shapes + 1 split) per chunk × 2 scales × flip
+    assert forwards < 2 * 2 * len(records)  # fewer than one forward per image

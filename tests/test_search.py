@@ -1,13 +1,14 @@
-"""faiss candidate generation against brute-force numpy."""
+"""Candidate generation (numpy and torch paths) against brute-force numpy, and against each other."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from isc import search
 from isc.search import global_candidates, knn_candidates
 
-TOL = 1e-3  # faiss computes squared L2 as |x|² + |y|² − 2xy in float32
+TOL = 1e-3  # float32 scores against float64 brute force
 
 
 def make(n_q: int, n_r: int, d: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
@@ -62,13 +63,13 @@ def test_global_candidates_with_tied_distances() -> None:
         check_global(global_candidates(q, r, qids, rids, num_results=n), q, r, n)
 
 
-def test_global_candidates_research_when_one_query_dominates() -> None:
+def test_global_candidates_when_one_query_dominates() -> None:
     q, r, qids, rids = make(30, 500, seed=3)
     rng = np.random.default_rng(4)
     r[:300] = q[0] + 0.05 * rng.normal(size=(300, 8)).astype(np.float32)  # 300 refs hug query 0
-    preds = global_candidates(q, r, qids, rids, num_results=250, batch_size=7)
+    # small tiles: the cut-off rises over many tiles, and query 0 takes most of the list
+    preds = global_candidates(q, r, qids, rids, num_results=250, batch_size=7, reference_block=64)
     check_global(preds, q, r, 250)
-    # the first pass retrieves only 32 neighbours per query: query 0 needed two re-searches
     assert (preds.query_ids == "Q0").sum() > 128
 
 
@@ -154,3 +155,79 @@ def test_non_finite_and_bad_counts_rejected() -> None:
         global_candidates(q, r, qids, rids, num_results=-1)
     with pytest.raises(ValueError, match="k must be a positive integer"):
         knn_candidates(q, r, qids, rids, k=0)
+
+
+def tied_set(seed: int, metric: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Vectors with many exact ties: repeated references and queries, on a coarse grid (scores exact in
+    float32), plus near-duplicates of some queries among the references."""
+    rng = np.random.default_rng(seed)
+    q = rng.integers(-3, 4, size=(23, 16)).astype(np.float32) / 4
+    r = np.concatenate([np.repeat(rng.integers(-3, 4, size=(70, 16)).astype(np.float32) / 4, 3, axis=0),
+                        q[:5] + np.float32(1e-3)])
+    q = np.concatenate([q, q[:4]])  # repeated queries tie with their twins
+    perm = rng.permutation(len(r))
+    return q, r[perm], [f"Q{i}" for i in range(len(q))], [f"R{i}" for i in range(len(r))]
+
+
+def exact_order(q: np.ndarray, r: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs in the documented order: float32 score descending, then query row, then reference row."""
+    qi, ri = np.divmod(np.arange(len(q) * len(r)), len(r))
+    s = search._pair_scores(q, r, qi, ri, metric)
+    order = np.lexsort((ri, qi, -s))
+    return qi[order], ri[order], s[order]
+
+
+def rows(preds) -> tuple[list[int], list[int]]:
+    return [int(x[1:]) for x in preds.query_ids], [int(x[1:]) for x in preds.reference_ids]
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_global_torch_path_equals_numpy_path_ties_included(metric: str) -> None:
+    q, r, qids, rids = tied_set(13, metric)
+    eq, er, es = exact_order(q, r, metric)
+    assert len(np.unique(es)) < len(es) // 10  # the set is made of ties
+    for n in (1, 40, 257, 1000):
+        cpu = global_candidates(q, r, qids, rids, num_results=n, metric=metric, batch_size=5, reference_block=32)
+        tch = search._global_torch_on_cpu(q, r, qids, rids, num_results=n, metric=metric, batch_size=6,
+                                          reference_block=50)
+        assert rows(cpu) == rows(tch) == (eq[:n].tolist(), er[:n].tolist())  # the same pairs in the same order
+        assert cpu.scores.tolist() == tch.scores.tolist() == es[:n].astype(np.float64).tolist()
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_knn_torch_path_equals_numpy_path_ties_included(metric: str) -> None:
+    q, r, qids, rids = tied_set(14, metric)
+    eq, er, es = exact_order(q, r, metric)
+    for k in (1, 4, 9):
+        cpu = knn_candidates(q, r, qids, rids, k=k, metric=metric, batch_size=7)
+        tch = search._knn_torch_on_cpu(q, r, qids, rids, k=k, metric=metric, batch_size=7)
+        assert rows(cpu) == rows(tch)
+        assert cpu.scores.tolist() == tch.scores.tolist()
+        qi, ri = rows(cpu)
+        for i in range(len(q)):  # each query: its k best in (score, reference row) order
+            mine = [b for a, b in zip(qi, ri) if a == i]
+            first = [b for a, b in zip(eq.tolist(), er.tolist()) if a == i][:k]
+            assert mine == first
+
+
+def test_knn_band_wider_than_the_preselection() -> None:
+    """40 references at exactly the same distance: the k-th GEMM score's band reaches past the 2k + 8
+    preselected ones, so the row is scanned whole and the ties go to the lowest reference rows."""
+    q = np.zeros((2, 4), np.float32)
+    r = np.concatenate([np.eye(4, dtype=np.float32)[[0, 1, 2, 3] * 10], np.full((5, 4), 3, np.float32)])
+    ids = [f"R{i}" for i in range(len(r))]
+    for fn in (knn_candidates, search._knn_torch_on_cpu):
+        preds = fn(q, r[::-1].copy(), ["Q0", "Q1"], ids, k=3)
+        assert preds.reference_ids.tolist() == ["R5", "R6", "R7"] * 2
+        assert preds.scores.tolist() == [-1.0] * 6
+
+
+def test_search_device_resolution(monkeypatch) -> None:
+    import torch
+
+    assert search.resolve_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert search.resolve_device("auto") == "cpu"
+    q, r, qids, rids = make(3, 6, seed=15)
+    with pytest.raises(ValueError, match="search device 'cuda': torch sees no CUDA device"):
+        global_candidates(q, r, qids, rids, device="cuda")

@@ -138,3 +138,43 @@ def test_a_stage_starts_from_the_previous_stages_weights(smoke_cfg, tmp_path):
         initialise_from(build_module(smoke_cfg("model.embedding_dim=16"), build_loss(second.loss, num_classes=48)[0]), ckpt)
     with pytest.raises(FileNotFoundError, match="previous stage"):
         initialise_from(module, tmp_path / "nope.ckpt")
+
+
+def test_training_step_makes_no_host_sync_and_checks_the_loss_one_step_late():
+    """No .item()/bool()/float() of a tensor in a training step (each one drains a GPU's queue); a non-finite loss
+    is still caught, at the next step, with the step it happened at."""
+    import warnings
+
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    from isc.module import CopyDetectionModule
+
+    class SquareLoss(torch.nn.Module):  # a loss without syncs of its own
+        def forward(self, embeddings, labels):
+            return {"loss": embeddings.pow(2).mean() * self.scale}
+
+    class NoSyncs(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in ("item", "__bool__", "__float__", "__int__", "tolist"):
+                raise AssertionError(f"host sync: Tensor.{func.__name__}")
+            return func(*args, **(kwargs or {}))
+
+    loss = SquareLoss()
+    loss.scale = 1.0
+    module = CopyDetectionModule({"backbone": "test_resnet", "embedding_dim": 8}, loss,
+                                 optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
+    batch = {"views": torch.rand(2, 2, 3, 32, 32), "label": torch.arange(2), "skipped": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log without a trainer
+        with NoSyncs():
+            module.training_step(batch, 0)
+        loss.scale = float("nan")
+        with NoSyncs():
+            with pytest.raises(AssertionError, match="host sync"):  # the check of the previous (finite) step
+                module.training_step(batch, 1)
+        module._unchecked_loss = None
+        module.training_step(batch, 2)  # non-finite, not yet seen
+        with pytest.raises(FloatingPointError, match="loss is nan at global step 0"):
+            module.training_step(batch, 3)
+    assert module._skipped == 2  # counted on the host by the steps that ran (0 and 2), logged per epoch

@@ -91,11 +91,13 @@ class ArcFaceDrip(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if outputs is not None:
-            self._loss_sum += float(outputs["loss"])
+            self._loss_sum = self._loss_sum + outputs["loss"].detach().double()  # on the device: no sync per step
             self._batches += 1
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        totals = all_reduce_sum(torch.tensor([self._loss_sum, self._batches], dtype=torch.float64, device=pl_module.device))
+        loss_sum = torch.as_tensor(self._loss_sum, dtype=torch.float64, device=pl_module.device)
+        totals = all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(self._batches), dtype=torch.float64,
+                                                                      device=pl_module.device)]))
         self._loss_sum = self._batches = 0.0
         mean_loss = float(totals[0] / totals[1]) if totals[1] else float("inf")
         current = int(self.loss.stage)

@@ -23,13 +23,15 @@ class RetrievalEvaluation(L.Callback):
     record index) and computes the same metrics, so `val/uAP` exists on every rank and can be monitored.
     """
 
-    def __init__(self, candidates: str = "global", k: int = 10, results_per_query: int = 10, prefix: str = "val"):
+    def __init__(self, candidates: str = "global", k: int = 10, results_per_query: int = 10, prefix: str = "val",
+                 search_device: str = "auto"):
         if candidates not in ("global", "knn"):
             raise ValueError(f"candidates must be 'global' (official ISC rule) or 'knn', got {candidates!r}")
         self.candidates = candidates
         self.k = k
         self.results_per_query = results_per_query
         self.prefix = prefix
+        self.search_device = search_device  # isc.search: auto | cpu | cuda
         self.last_metrics: Metrics | None = None
         self.last_predictions: Predictions | None = None
         self.scored_at_step: int | None = None  # trainer.global_step of the last evaluation
@@ -92,7 +94,9 @@ class RetrievalEvaluation(L.Callback):
         check_finite(embeddings[~is_query], "validation references", TRAINING_FIX)
         if self.candidates == "global":
             predictions = global_candidates(embeddings[is_query], embeddings[~is_query], query_ids, reference_ids,
-                                            num_results=self.results_per_query * len(query_ids))
+                                            num_results=self.results_per_query * len(query_ids),
+                                            device=self.search_device)
         else:
-            predictions = knn_candidates(embeddings[is_query], embeddings[~is_query], query_ids, reference_ids, k=self.k)
+            predictions = knn_candidates(embeddings[is_query], embeddings[~is_query], query_ids, reference_ids, k=self.k,
+                                         device=self.search_device)
         return evaluate(gt, predictions), predictions

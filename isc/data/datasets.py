@@ -10,7 +10,7 @@ from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
 from isc.data.records import ImageRecord
-from isc.images import ImageLoadError, load_image
+from isc.images import ImageLoadError, image_size, load_image
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +145,37 @@ class EvalImages(Dataset):
         return {"image": self.transform(image), "index": index}
 
 
+def crop_box(width: int, height: int, crop: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+    """The pixel box (x0, y0, x1, y1) of the part `crop` (fractions of the width and height; at least one pixel)."""
+    x0, y0 = min(width - 1, int(crop[0] * width)), min(height - 1, int(crop[1] * height))
+    return x0, y0, max(x0 + 1, round(crop[2] * width)), max(y0 + 1, round(crop[3] * height))
+
+
 def crop_fraction(image: Image.Image, crop: tuple[float, float, float, float]) -> Image.Image:
     """The part (x0, y0, x1, y1), in fractions of the width and height, of `image` (at least one pixel)."""
-    w, h = image.size
-    x0, y0 = min(w - 1, int(crop[0] * w)), min(h - 1, int(crop[1] * h))
-    return image.crop((x0, y0, max(x0 + 1, round(crop[2] * w)), max(y0 + 1, round(crop[3] * h))))
+    return image.crop(crop_box(*image.size, crop))
+
+
+class ImageSizes(Dataset):
+    """(width, height) of each record's image as `EvalImages` will hand it to the transform (draft decoding and
+    crop included), from the file headers only; (0, 0) for an unreadable header (the extraction reports it)."""
+
+    def __init__(self, records: Sequence[ImageRecord], draft_size: int | None = None):
+        self.records, self.draft_size = list(records), draft_size
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[int, int]:
+        record = self.records[index]
+        try:
+            w, h = image_size(record.path, self.draft_size)
+        except ImageLoadError:
+            return 0, 0
+        if record.crop is not None:
+            x0, y0, x1, y1 = crop_box(w, h, record.crop)
+            w, h = x1 - x0, y1 - y0
+        return w, h
 
 
 def collate_skipping(batch: list[dict | None]) -> dict:

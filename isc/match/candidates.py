@@ -9,6 +9,7 @@ import numpy as np
 
 from isc.match.views import ViewDescriptors
 from isc.postprocess.base import l2_normalize
+from isc.search import knn_rows
 
 __all__ = ["Entries", "view_candidates"]
 
@@ -34,10 +35,11 @@ class Entries:
 
 
 def view_candidates(queries: ViewDescriptors, references: ViewDescriptors, *, k: int, k_crops: int,
-                    crop_penalty: float = 0.0, source: int = 0, batch_size: int = 4096) -> Entries:
+                    crop_penalty: float = 0.0, source: int = 0, batch_size: int = 4096,
+                    search_device: str | None = None) -> Entries:
     """Top-k distinct references per query view (k for whole queries, k_crops for crops; 0 = none), scored by
-    the cosine of the best reference view; crop-view scores are lowered by `crop_penalty` (D²LV, RECIPES §5.3)."""
-    import faiss
+    the cosine of the best reference view; crop-view scores are lowered by `crop_penalty` (D²LV, RECIPES §5.3). The view kNN is isc.search's (exact
+    cosines, ties to the lower reference view; `search_device`: auto | cpu | cuda)."""
 
     if k < 0 or k_crops < 0:
         raise ValueError(f"candidates.k and candidates.k_crops must be >= 0, got {k}, {k_crops}")
@@ -58,7 +60,7 @@ def view_candidates(queries: ViewDescriptors, references: ViewDescriptors, *, k:
         rows = rows[want[rows] > 0]
         if not len(rows):
             continue
-        sims, labels = faiss.knn(q[rows], r, depth, metric=faiss.METRIC_INNER_PRODUCT)
+        sims, labels = knn_rows(q[rows], r, k=depth, metric="ip", device=search_device)
         owners = references.owner[labels]
         # the first (best) hit of every reference in each row, then the first want[row] of those
         order = np.argsort(owners, axis=1, kind="stable")

@@ -142,12 +142,14 @@ def _scaled_box(views: ViewDescriptors, view: int, image: Image.Image) -> np.nda
     return out
 
 
-def _descriptor_only(q: ViewDescriptors, r: ViewDescriptors, data, gt: GroundTruth, per_query: int) -> dict:
+def _descriptor_only(q: ViewDescriptors, r: ViewDescriptors, data, gt: GroundTruth, per_query: int,
+                     search_device: str) -> dict:
     """µAP of the whole-image descriptors under the official descriptor-track rule (isc-eval's raw chain)."""
     qi, ri = np.flatnonzero(q.whole), np.flatnonzero(r.whole)
     qids = np.array([data.queries[i].id for i in q.owner[qi]])
     rids = np.array([data.references[i].id for i in r.owner[ri]])
-    preds = global_candidates(q.vectors[qi], r.vectors[ri], qids, rids, num_results=per_query * len(qids))
+    preds = global_candidates(q.vectors[qi], r.vectors[ri], qids, rids, num_results=per_query * len(qids),
+                              device=search_device)
     return evaluate(gt, preds).to_dict()
 
 
@@ -175,9 +177,11 @@ def match(cfg: DictConfig) -> dict:
     for m, (qv, rv) in enumerate(zip(query_views, reference_views)):  # the same views (boxes) for every model
         check_finite(qv.vectors, f"model {m} query views")  # a precision error, before any search (issue 15)
         check_finite(rv.vectors, f"model {m} reference views")
-        descriptor_metrics.append(_descriptor_only(qv, rv, data, gt, int(cand.descriptor_results_per_query)))
+        descriptor_metrics.append(_descriptor_only(qv, rv, data, gt, int(cand.descriptor_results_per_query),
+                                                   cfg.eval.search_device))
         entries.append(view_candidates(qv, rv, k=int(cand.k), k_crops=int(cand.k_crops),
-                                       crop_penalty=float(cand.crop_penalty), source=m))
+                                       crop_penalty=float(cand.crop_penalty), source=m,
+                                       search_device=cfg.eval.search_device))
     extract_s = time.perf_counter() - started
     hits = Entries.concatenate(entries)
     n_refs = len(data.references)

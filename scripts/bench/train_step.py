@@ -12,6 +12,11 @@ moved to the device every step in both. Each repetition times `steps` optimizer 
 `warmup` untimed ones, in both arms, alternating which arm goes first, and takes each arm's median step time
 (robust to bursts of other jobs on a shared CPU); the JSON reports per-arm medians over the repetitions and the
 median of the per-repetition ratios (Lightning / raw, images per second): interleaving cancels slow drifts.
+
+--profile-syncs adds one profiled run of each arm (torch.profiler over the timed steps) and reports, per step,
+the host-device synchronisations it found: aten::_local_scalar_dense (every .item(), float(), bool() of a tensor)
+and, on a GPU, cudaStreamSynchronize / cudaDeviceSynchronize / blocking cudaMemcpy calls — what the Lightning
+arm does per step that the raw loop does not.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 
 import lightning as L
 import torch
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader
 
 from isc.losses import NTXentLoss
@@ -56,6 +62,36 @@ def make_module(args) -> CopyDetectionModule:
                                scheduler=lambda optimizer, total_steps: warmup_cosine(optimizer, total_steps))
 
 
+SYNC_EVENTS = ("aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy")
+
+
+class StepProfiler(L.Callback):
+    """torch.profiler around the steps after `warmup`; `counts` = synchronising events per step."""
+
+    def __init__(self, warmup: int, device: str):
+        self.warmup, self.device, self.prof, self.steps = warmup, device, None, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device == "cuda" else [])
+            self.prof = profile(activities=activities)
+            self.prof.__enter__()
+        if batch_idx >= self.warmup:
+            self.steps += 1
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.prof is not None:
+            self.prof.__exit__(None, None, None)
+
+    @property
+    def counts(self) -> dict[str, float]:
+        found = {}
+        for event in self.prof.key_averages():
+            if event.key in SYNC_EVENTS:
+                found[event.key] = round(event.count / max(1, self.steps), 2)
+        return found
+
+
 class StepTimer(L.Callback):
     """Start-to-start intervals of the training steps after `warmup` (each includes everything Lightning does per
     step: fetching, moving the batch, hooks, logging), the last one ending when training ends."""
@@ -80,20 +116,20 @@ class StepTimer(L.Callback):
         return [b - a for a, b in zip(self.starts, self.starts[1:])]
 
 
-def run_lightning(args, batch: dict) -> list[float]:
+def run_lightning(args, batch: dict, timer=None) -> list[float]:
     module = make_module(args)
     if args.channels_last:
         module.model.to(memory_format=torch.channels_last)
-    timer = StepTimer(args.warmup, args.device)
+    timer = timer or StepTimer(args.warmup, args.device)
     precision = "bf16-mixed" if args.precision == "bf16" else "32-true"
     trainer = L.Trainer(accelerator=args.device, devices=1, precision=precision, max_steps=args.warmup + args.steps,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(module, train_dataloaders=loader(batch, args.warmup + args.steps))
-    return timer.intervals
+    return timer
 
 
-def run_raw(args, batch: dict) -> list[float]:
+def run_raw(args, batch: dict, timer=None) -> list[float]:
     module = make_module(args).to(args.device)  # the same initial weights, loss and optimizer groups
     if args.channels_last:
         module.model.to(memory_format=torch.channels_last)
@@ -101,22 +137,26 @@ def run_raw(args, batch: dict) -> list[float]:
     optimizer = optimizer_factory(parameter_groups(module))
     scheduler = warmup_cosine(optimizer, args.warmup + args.steps)
     autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.precision == "bf16")
-    timer = StepTimer(args.warmup, args.device)
+    timer = timer or StepTimer(args.warmup, args.device)
+    previous = None
     for step, item in enumerate(loader(batch, args.warmup + args.steps)):
         timer.on_train_batch_start(None, None, item, step)
         views = item["views"].to(args.device, non_blocking=True)
         labels = item["label"].to(args.device, non_blocking=True)
         images, labels = views.flatten(0, 1), labels.repeat_interleave(views.shape[1])
+        if previous is not None and not torch.isfinite(previous):  # the module's NaN guard, one step late as there
+            raise FloatingPointError("non-finite loss")
         with autocast:
             out = module.loss(module.model(images), labels)
-        if not torch.isfinite(out["loss"]):  # the module's NaN guard (one device sync per step, as there)
-            raise FloatingPointError("non-finite loss")
+        previous = out["loss"].detach()
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
         scheduler.step()
+    if not torch.isfinite(previous):
+        raise FloatingPointError("non-finite loss")
     timer.on_train_end(None, None)
-    return timer.intervals
+    return timer
 
 
 def main() -> None:
@@ -131,6 +171,7 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--precision", choices=("32", "bf16"), default="32")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--profile-syncs", action="store_true", help="count host-device syncs per step in each arm")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -139,11 +180,15 @@ def main() -> None:
     raw, lightning, ratios = [], [], []
     for repeat in range(args.repeats):
         arms = (("raw", run_raw), ("lightning", run_lightning))
-        steps = {name: fn(args, batch) for name, fn in (arms if repeat % 2 == 0 else arms[::-1])}
+        steps = {name: fn(args, batch).intervals for name, fn in (arms if repeat % 2 == 0 else arms[::-1])}
         # median step time: robust to the bursts of other jobs on a shared CPU
         raw.append(per_image / statistics.median(steps["raw"]))
         lightning.append(per_image / statistics.median(steps["lightning"]))
         ratios.append(lightning[-1] / raw[-1])
+    syncs = None
+    if args.profile_syncs:
+        syncs = {name: fn(args, batch, StepProfiler(args.warmup, args.device)).counts
+                 for name, fn in (("raw", run_raw), ("lightning", run_lightning))}
     print(json.dumps({
         "benchmark": "train_step", "backbone": args.backbone, "size": args.size, "images_per_step": args.batch * 2,
         "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "device": args.device,
@@ -151,6 +196,7 @@ def main() -> None:
         "raw_images_per_s": [round(x, 1) for x in raw], "lightning_images_per_s": [round(x, 1) for x in lightning],
         "raw_median": round(statistics.median(raw), 1), "lightning_median": round(statistics.median(lightning), 1),
         "ratio_median": round(statistics.median(ratios), 4), "ratios": [round(r, 4) for r in ratios],
+        "host_syncs_per_step": syncs,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
     }, indent=2))
