@@ -1,0 +1,136 @@
+"""Fault tests of issue 18 ("nothing silently wrong"): each reproduces a probe that once finished with a wrong
+result or dropped data without a word, and checks that it now gives the right result or a clear error."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from isc.data.disc import load_disc
+from isc.extract import EvalTransform, extract_to_hdf5, read_descriptors
+from tests.test_evaluate import eval_cfg
+
+ROOT = Path(__file__).parents[1]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class PixelExtractor:
+    """A model-free extractor (fast, deterministic): the 16 × 16 thumbnail tiled to `dim` values, L2-normalised.
+    `dim` large makes the HDF5 file big enough to fill a small disk."""
+
+    def __init__(self, dim: int = 768):
+        self.dim, self.calls = dim, 0
+        self.transform = EvalTransform(16)
+
+    def embed(self, views):
+        self.calls += 1
+        x = torch.stack(views[0]).flatten(1)
+        x = x.repeat(1, self.dim // x.shape[1] + 1)[:, : self.dim]
+        return torch.nn.functional.normalize(x, dim=1).numpy()
+
+    def fingerprint(self):
+        return {"kind": "pixels", "dim": self.dim}
+
+
+def _records(data_dir, tmp_path, split="training", n=24, copy_to=None):
+    records = getattr(load_disc(eval_cfg(data_dir, tmp_path).dataset), split)[:n]
+    if copy_to is None:
+        return records
+    copy_to.mkdir(parents=True, exist_ok=True)
+    for r in records:
+        shutil.copy2(r.path, copy_to / r.path.name)
+    return [type(r)(r.id, r.split, copy_to / r.path.name) for r in records]
+
+
+# ---------------------------------------------------------------- 1. the descriptor cache cannot lie
+def test_cache_is_rebuilt_when_an_image_is_replaced_in_place(tmp_path, data_dir, caplog):
+    records = _records(data_dir, tmp_path, n=8, copy_to=tmp_path / "images")
+    path = tmp_path / "cache.h5"
+    extract_to_hdf5(PixelExtractor(), records, path, chunk_size=4)
+    before = read_descriptors(path)[1]
+    shutil.copyfile(records[7].path, records[2].path)  # image 2 replaced by image 7, same file name
+    again = PixelExtractor()
+    with caplog.at_level(logging.WARNING, logger="isc.extract"):
+        extract_to_hdf5(again, records, path, chunk_size=4)
+    assert again.calls > 0 and "image files changed" in caplog.text
+    ids, after = read_descriptors(path)
+    np.testing.assert_allclose(after[2], after[7], atol=1e-6)  # the new content, not the stale vector
+    assert not np.allclose(before[2], after[2])
+
+
+def test_cache_written_with_skipped_images_is_not_reused_in_strict_mode(tmp_path, data_dir, caplog):
+    records = _records(data_dir, tmp_path, n=6, copy_to=tmp_path / "images")
+    good = records[3].path.read_bytes()
+    records[3].path.write_bytes(b"broken")
+    path = tmp_path / "cache.h5"
+    extract_to_hdf5(PixelExtractor(), records, path, chunk_size=4, skip_bad_images=True)
+    assert len(read_descriptors(path)[0]) == 5
+    with pytest.raises(ValueError, match=records[3].path.name):  # strict: the unreadable image is named
+        extract_to_hdf5(PixelExtractor(), records, path, chunk_size=4, skip_bad_images=False)
+    extract_to_hdf5(PixelExtractor(), records, path, chunk_size=4, skip_bad_images=True)
+    records[3].path.write_bytes(good)  # repaired: the cache must not keep it skipped
+    with caplog.at_level(logging.WARNING, logger="isc.extract"):
+        extract_to_hdf5(PixelExtractor(), records, path, chunk_size=4, skip_bad_images=True)
+    assert "extracting again" in caplog.text
+    assert len(read_descriptors(path)[0]) == 6
+
+
+def test_a_chunk_whose_write_was_lost_is_extracted_again(tmp_path, data_dir, caplog):
+    records = _records(data_dir, tmp_path, n=12)
+    path = tmp_path / "cache.h5"
+    extract_to_hdf5(PixelExtractor(), records, path, chunk_size=4)
+    expected = read_descriptors(path)[1]
+    with h5py.File(path, "r+") as f:  # what a full disk left behind: flagged done, vectors zero
+        f["vectors"][4:8] = 0
+    with pytest.raises(RuntimeError, match="CRC"):
+        read_descriptors(path)
+    again = PixelExtractor()
+    with caplog.at_level(logging.WARNING, logger="isc.extract"):
+        extract_to_hdf5(again, records, path, chunk_size=4)
+    assert "1 chunk(s) flagged done fail their CRC check" in caplog.text and again.calls == 1
+    np.testing.assert_array_equal(read_descriptors(path)[1], expected)
+
+
+def test_no_free_space_is_a_clear_error_and_flags_nothing(tmp_path, data_dir, monkeypatch):
+    records = _records(data_dir, tmp_path, n=8)
+    path = tmp_path / "cache.h5"
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
+    with pytest.raises(OSError, match=rf"{path.name}.*disk full\?"):
+        extract_to_hdf5(PixelExtractor(), records, path, chunk_size=4)
+    with h5py.File(path, "r") as f:
+        assert not f["chunk_done"][:].any()
+
+
+FILL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+from isc.data.records import ImageRecord
+from isc.extract import extract_to_hdf5
+from tests.test_reliability import PixelExtractor
+records = [ImageRecord(p.stem, "training", p) for p in sorted(Path(sys.argv[1]).glob("*.jpg"))]
+extract_to_hdf5(PixelExtractor(), records, sys.argv[2], chunk_size=4)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE simulation of a full disk")
+def test_a_full_disk_fails_the_run_and_the_rerun_gives_the_right_vectors(tmp_path, data_dir):
+    records = _records(data_dir, tmp_path, n=24, copy_to=tmp_path / "images")  # 24 × 768 × 4 B = 72 kB > 60 kB
+    path = tmp_path / "cache.h5"
+    run = subprocess.run([sys.executable, "-c", FILL_DISK, str(tmp_path / "images"), str(path)], capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert run.returncode != 0
+    assert "disk full?" in run.stderr and path.name in run.stderr
+    extract_to_hdf5(PixelExtractor(), records, path, chunk_size=4)  # space freed: the same command again
+    fresh = extract_to_hdf5(PixelExtractor(), records, tmp_path / "fresh.h5", chunk_size=4)
+    np.testing.assert_array_equal(read_descriptors(path)[1], read_descriptors(fresh)[1])
