@@ -134,3 +134,65 @@ def test_a_full_disk_fails_the_run_and_the_rerun_gives_the_right_vectors(tmp_pat
     extract_to_hdf5(PixelExtractor(), records, path, chunk_size=4)  # space freed: the same command again
     fresh = extract_to_hdf5(PixelExtractor(), records, tmp_path / "fresh.h5", chunk_size=4)
     np.testing.assert_array_equal(read_descriptors(path)[1], read_descriptors(fresh)[1])
+
+
+# ---------------------------------------------------------------- 2. skipping an image cannot raise the µAP
+def _disc21_copy(data_dir, tmp_path) -> tuple[Path, list[str]]:
+    """A DISC21-layout copy of the tiny mini-DISC, and the overrides that point isc-eval/isc-train at it."""
+    source = load_disc(eval_cfg(data_dir, tmp_path).dataset).root
+    root = tmp_path / "disc"
+    shutil.copytree(source, root)
+    return root, ["dataset=disc21", f"dataset.root={root}", "dataset.query_dir=query",
+                  "dataset.reference_dir=reference", "dataset.training_dir=training",
+                  "dataset.ground_truth=ground_truth.csv"]
+
+
+def disc21_eval_cfg(out: Path, dataset: list[str], *overrides: str):
+    from tests.conftest import compose_config
+
+    return compose_config("eval", [f"paths.output_dir={out}", "eval.num_workers=0", "torch_threads=1",
+                                   "eval.report.enabled=false", *dataset, *overrides])
+
+
+def test_a_skipped_query_counts_as_a_miss_and_every_file_passes_isc_score(tmp_path, data_dir, capsys):
+    import json
+
+    from isc.cli.score import main as score_main
+    from isc.evaluate import evaluate_checkpoint
+    from isc.formats import read_ground_truth, read_predictions
+    from isc.metric import evaluate
+
+    root, dataset = _disc21_copy(data_dir, tmp_path)
+    gt = read_ground_truth(root / "ground_truth.csv")
+    matched = sorted(gt.matches)[0]
+    (root / "query" / f"{matched}.jpg").write_bytes(b"unreadable")
+    out = tmp_path / "eval"
+    summary = evaluate_checkpoint(disc21_eval_cfg(out, dataset, "baseline=thumbnail", "eval.skip_bad_images=true"))
+    assert summary["skipped"] == {"query": 1, "reference": 0}
+    assert json.loads((out / "metrics.json").read_text())["skipped"] == {"query": 1, "reference": 0}
+    # the official rule: every ground-truth pair counts, the skipped query's pair is a miss
+    assert summary["uAP"] == pytest.approx(evaluate(gt, read_predictions(out / "predictions.csv")).uAP, abs=1e-12)
+    capsys.readouterr()
+    assert score_main(["--gt", str(root / "ground_truth.csv"), "--predictions", str(out / "predictions.csv")]) == 0
+    assert json.loads(capsys.readouterr().out)["uAP"] == pytest.approx(summary["uAP"], abs=1e-9)
+    assert score_main(["--gt", str(root / "ground_truth.csv"), "--descriptors", str(out / "descriptors.h5")]) == 0
+    assert json.loads(capsys.readouterr().out)["uAP"] == pytest.approx(summary["uAP"], abs=1e-6)
+
+
+def test_in_loop_validation_keeps_the_skipped_querys_pairs_as_misses():
+    from types import SimpleNamespace
+
+    from isc.callbacks import RetrievalEvaluation
+    from isc.data.records import ImageRecord
+    from isc.metric import GroundTruth, evaluate
+
+    queries = [ImageRecord(f"Q{i:05d}", "query", Path(f"Q{i:05d}.jpg")) for i in range(4)]
+    references = [ImageRecord(f"R{i:06d}", "reference", Path(f"R{i:06d}.jpg")) for i in range(4)]
+    gt = GroundTruth.from_pairs([q.id for q in queries], {q.id: f"R{i:06d}" for i, q in enumerate(queries)})
+    datamodule = SimpleNamespace(val_records=queries + references,
+                                 data=SimpleNamespace(queries=queries, ground_truth=gt))
+    indices = np.array([1, 2, 3, 4, 5, 6, 7])  # query 0 unreadable, skipped
+    embeddings = np.eye(8, dtype=np.float32)[[1, 2, 3, 4, 5, 6, 7]]
+    embeddings[:3, 5:8] = np.eye(3)  # each seen query equals its reference
+    metrics, predictions = RetrievalEvaluation().score(datamodule, indices, embeddings, skipped=1)
+    assert metrics.uAP == pytest.approx(evaluate(gt, predictions).uAP) and metrics.uAP <= 0.75 + 1e-9
