@@ -171,9 +171,27 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
-    """Run isc-eval as configured; returns the primary chain's metrics plus every chain's under "chains"."""
+    """Run isc-eval as configured; returns the primary chain's metrics plus every chain's under "chains".
+    The output folder must be new, or hold an unfinished isc-eval run of the same settings (it resumes); a
+    finished or other run stops unless overwrite=true, which removes its files (not the descriptor cache, which
+    checks itself), so that no earlier file is left beside the new metrics (isc.runs)."""
+    from isc.runs import recorded_run
+    from isc.train import check_writable
+
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    claim_eval_folder(cfg, output_dir)
+    check_writable(output_dir)
+    with recorded_run(output_dir, cfg, sigterm=True):
+        return _evaluate(cfg, output_dir)
+
+
+def claim_eval_folder(cfg: DictConfig, output_dir: Path, tool: str = "isc-eval") -> None:
+    from isc.runs import claim_folder
+
+    claim_folder(output_dir, cfg, tool, legacy_config=None, keep=("descriptors",))
+
+
+def _evaluate(cfg: DictConfig, output_dir: Path) -> dict:
     if cfg.eval.write_submissions not in ("primary", "all", "none"):
         raise ValueError(f"eval.write_submissions must be primary, all or none; got {cfg.eval.write_submissions!r}")
     chains = build_chains(cfg.eval_grid.chains)  # config errors before any extraction

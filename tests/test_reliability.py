@@ -196,3 +196,53 @@ def test_in_loop_validation_keeps_the_skipped_querys_pairs_as_misses():
     embeddings[:3, 5:8] = np.eye(3)  # each seen query equals its reference
     metrics, predictions = RetrievalEvaluation().score(datamodule, indices, embeddings, skipped=1)
     assert metrics.uAP == pytest.approx(evaluate(gt, predictions).uAP) and metrics.uAP <= 0.75 + 1e-9
+
+
+# ---------------------------------------------------------------- 3. run folders are never reused silently
+QUICK = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "validate_before_training=false")
+
+
+@pytest.mark.slow
+def test_a_train_folder_is_resumed_only_by_the_same_settings(smoke_cfg):
+    import json
+
+    from isc.runs import RunFolderError, read_status
+    from isc.train import train
+
+    cfg = smoke_cfg(*QUICK)
+    folder = Path(cfg.paths.output_dir)
+    train(cfg)
+    assert read_status(folder)["status"] == "finished"
+    config = (folder / "config.yaml").read_text()
+    with pytest.raises(RunFolderError, match="holds a finished isc-train run; pass overwrite=true"):
+        train(smoke_cfg(*QUICK))
+    with pytest.raises(RunFolderError, match="finished"):
+        train(smoke_cfg(*QUICK, "optimizer.lr=0.5"))
+    assert (folder / "config.yaml").read_text() == config  # nothing rewritten
+    # an interrupted run: the same settings continue it (more epochs allowed), other settings are refused
+    status = json.loads((folder / "run_status.json").read_text())
+    (folder / "run_status.json").write_text(json.dumps({**status, "status": "interrupted"}))
+    (folder / "metrics.json").unlink()
+    with pytest.raises(RunFolderError, match=r"another configuration \(optimizer.lr: .* → 0.5\)"):
+        train(smoke_cfg(*QUICK, "optimizer.lr=0.5"))
+    metrics = train(smoke_cfg(*QUICK[1:], "trainer.max_epochs=2"))
+    assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1  # epoch 2 trained
+    assert read_status(folder)["status"] == "finished" and "train/loss" in metrics
+    train(smoke_cfg(*QUICK, "optimizer.lr=0.5", "overwrite=true"))  # explicit: replaced
+    assert "lr: 0.5" in (folder / "config.yaml").read_text()
+
+
+def test_an_eval_folder_is_not_reused_and_overwrite_leaves_no_stale_file(tmp_path, data_dir):
+    from isc.evaluate import evaluate_checkpoint
+    from isc.runs import RunFolderError
+
+    out = tmp_path / "eval"
+    common = ("eval.report.enabled=false",)
+    evaluate_checkpoint(eval_cfg(data_dir, out, "baseline=thumbnail", *common))
+    assert (out / "descriptors.h5").is_file()
+    with pytest.raises(RunFolderError, match="finished isc-eval run; pass overwrite=true"):
+        evaluate_checkpoint(eval_cfg(data_dir, out, "baseline=phash", *common))
+    evaluate_checkpoint(eval_cfg(data_dir, out, "baseline=phash", "eval.write_submissions=none", "overwrite=true",
+                                 *common))
+    assert not (out / "descriptors.h5").exists()  # the thumbnail run's submission is gone with its metrics
+    assert (out / "descriptors" / "thumbnail").is_dir()  # the cache stays: it checks itself
