@@ -246,3 +246,58 @@ def test_an_eval_folder_is_not_reused_and_overwrite_leaves_no_stale_file(tmp_pat
                                  *common))
     assert not (out / "descriptors.h5").exists()  # the thumbnail run's submission is gone with its metrics
     assert (out / "descriptors" / "thumbnail").is_dir()  # the cache stays: it checks itself
+
+
+# ---------------------------------------------------------------- 4. exit statuses a scheduler can trust
+@pytest.mark.slow
+def test_sigterm_stops_isc_train_with_a_non_zero_status_and_records_it(data_dir, tmp_path):
+    import json
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "isc.cli.train", "debug=smoke", f"paths.data_dir={data_dir}",
+               f"paths.output_dir={run}", "trainer.max_epochs=50", "validate_before_training=false",
+               "trainer.check_val_every_n_epoch=50"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 240
+    while not (run / "checkpoints" / "last.ckpt").is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGTERM)
+    output = process.communicate(timeout=240)[0]
+    assert process.returncode == 143, output[-2000:]
+    assert "stopped by SIGTERM" in output and "rerun the same command to resume" in output
+    status = json.loads((run / "run_status.json").read_text())
+    assert status["status"] == "interrupted" and status["reason"] == "SIGTERM"
+
+
+def test_training_stops_when_no_training_image_or_too_many_are_readable(smoke_cfg, data_dir, tmp_path):
+    from isc.train import train
+
+    root, dataset = _disc21_copy(data_dir, tmp_path)
+    images = sorted((root / "training").glob("*.jpg"))
+    images[0].write_bytes(b"broken")  # 1 of 48 (2 %)
+    with pytest.raises(RuntimeError, match=r"1 of 48 training images \(2.1%\).*data.max_skipped_fraction=0.01"):
+        train(smoke_cfg(*dataset, *QUICK[::2], "data.max_skipped_fraction=0.01", "paths.output_dir=" + str(tmp_path / "a")))
+    for image in images:
+        image.write_bytes(b"broken")
+    with pytest.raises(RuntimeError, match="no training image was readable"):
+        train(smoke_cfg(*dataset, *QUICK, "paths.output_dir=" + str(tmp_path / "b")))
+
+
+def test_a_read_only_output_folder_is_a_clear_error(smoke_cfg, data_dir, tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from isc.evaluate import evaluate_checkpoint
+    from isc.train import train
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)  # (chmod cannot stop root, who runs CI)
+    with pytest.raises(OSError, match=r"cannot write to the output folder .*run \(Read-only file system\).*paths.output_dir"):
+        train(smoke_cfg())
+    with pytest.raises(OSError, match="cannot write to the output folder"):
+        evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "eval", "baseline=phash"))
