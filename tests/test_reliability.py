@@ -301,3 +301,137 @@ def test_a_read_only_output_folder_is_a_clear_error(smoke_cfg, data_dir, tmp_pat
         train(smoke_cfg())
     with pytest.raises(OSError, match="cannot write to the output folder"):
         evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "eval", "baseline=phash"))
+
+
+# ---------------------------------------------------------------- 6. isc-search
+@pytest.fixture
+def photo_index(tmp_path, data_dir):
+    """A folder of 8 photos (the smoke mini-DISC's references), a random-weight checkpoint and an index of them
+    (threshold 0.9 by hand)."""
+    from isc.cli.search import main
+    from tests.test_evaluate import save_checkpoint
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for r in _records(data_dir, tmp_path, "references", n=8):
+        shutil.copy(r.path, photos / r.path.name)
+    ckpt = save_checkpoint(tmp_path / "model.ckpt")
+    index = tmp_path / "index"
+    assert main(["build", str(index), str(photos), "--checkpoint", str(ckpt), "--threshold", "0.9", "--quiet"]) == 0
+    return photos, index
+
+
+def _query(index, *args) -> tuple[int, dict]:
+    import json
+
+    from isc.cli.search import main
+
+    out = index.parent / "result.json"
+    code = main(["query", str(index), *map(str, args), "--json", str(out), "--quiet", "--top-k", "3"])
+    return code, (json.loads(out.read_text()) if code == 0 else {})
+
+
+def test_search_paths_are_canonical(photo_index, monkeypatch, capsys):
+    from isc.cli.search import main
+
+    photos, index = photo_index
+    monkeypatch.chdir(photos.parent)
+    name = sorted(photos.iterdir())[0].name
+    assert main(["add", str(index), f"photos/{name}", f"photos/../photos/{name}", f"./photos/{name}", "--quiet"]) == 0
+    assert "8 images" in capsys.readouterr().out  # the same file under three names: no new entry
+    from isc.index.store import SearchIndex
+
+    assert len(SearchIndex.open(index)) == 8
+
+
+def test_search_reembeds_a_changed_file_instead_of_reporting_its_stale_score(photo_index, capsys):
+    photos, index = photo_index
+    a, b = sorted(photos.iterdir())[:2]
+    query = photos.parent / "query.jpg"
+    shutil.copy(a, query)
+    code, before = _query(index, query)
+    assert before["results"][0]["matches"][0] == {"rank": 1, "path": str(a), "score": pytest.approx(1.0, abs=1e-5),
+                                                  "copy": True}
+    shutil.copyfile(b, a)  # the indexed file is replaced by another photo
+    code, after = _query(index, query)
+    assert code == 0 and "changed since they were indexed" in capsys.readouterr().err
+    scores = {m["path"]: m["score"] for m in after["results"][0]["matches"]}
+    assert scores.get(str(a), 0) < 0.999  # not the stale 1.0
+
+
+def test_search_refuses_a_nan_threshold_or_an_edited_model_setting(photo_index, capsys):
+    import json
+
+    photos, index = photo_index
+    query = sorted(photos.iterdir())[0]
+    assert _query(index, query, "--threshold", "nan")[0] == 2
+    assert "--threshold must be a finite number" in capsys.readouterr().err
+    meta_path = index / "index.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "calibration": {**meta["calibration"], "threshold": float("nan")}}))
+    assert _query(index, query)[0] == 2
+    assert "index.json: calibration.threshold=nan is not a finite number" in capsys.readouterr().err
+    meta_path.write_text(json.dumps({**meta, "model": {**meta["model"], "size": 64}}))
+    assert _query(index, query)[0] == 2
+    assert "index.json: model.size edited by hand" in capsys.readouterr().err
+
+
+def test_search_does_not_flag_a_one_pixel_image_as_a_copy(photo_index, capsys):
+    from PIL import Image
+
+    photos, index = photo_index
+    tiny = photos.parent / "tiny.png"
+    Image.new("RGB", (1, 1), (128, 128, 128)).save(tiny)
+    code, result = _query(index, tiny)
+    assert code == 0 and result["results"] == []
+    assert "1×1 px is too small to compare" in capsys.readouterr().err
+
+
+def test_a_damaged_index_faiss_is_named(photo_index, capsys):
+    photos, index = photo_index
+    data = (index / "index.faiss").read_bytes()
+    (index / "index.faiss").write_bytes(data[: len(data) // 2])
+    assert _query(index, sorted(photos.iterdir())[0])[0] == 2
+    assert "index.faiss is damaged or truncated" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- 5. one list of image types; nothing dropped silently
+def test_every_reader_lists_the_same_image_types_and_names_what_it_leaves_out(tmp_path, caplog):
+    from PIL import Image
+
+    from isc.data.records import list_split
+    from isc.images import IMAGE_SUFFIXES, load_image
+    from isc.index.embed import list_images
+
+    folder = tmp_path / "reference"
+    folder.mkdir()
+    pixels = Image.new("RGB", (32, 32), (10, 200, 30))
+    pixels.save(folder / "R000000.jpg")
+    pixels.save(folder / "R000001.gif")
+    pixels.save(folder / "R000002.jfif", format="JPEG")
+    (folder / "R000003.jpg").symlink_to(tmp_path / "gone.jpg")  # a broken link
+    (folder / "notes.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING):
+        records = list_split(tmp_path, "reference", "reference", help_text="")
+    assert [r.id for r in records] == ["R000000", "R000001", "R000002"]
+    assert all(load_image(r.path).size == (32, 32) for r in records)
+    assert "1 files are not images of an accepted type" in caplog.text and "notes.txt" in caplog.text
+    assert "1 broken links" in caplog.text and "R000003.jpg" in caplog.text
+    images, ignored = list_images([folder])
+    assert [p.name for p in images] == ["R000000.jpg", "R000001.gif", "R000002.jfif"]
+    assert sorted(p.name for p in ignored) == ["R000003.jpg", "notes.txt"]
+    from isc.data import mini_disc
+
+    assert mini_disc.IMAGE_SUFFIXES is IMAGE_SUFFIXES  # isc-make-dataset --source reads the same types
+
+
+# ---------------------------------------------------------------- 8. unclear errors become clear
+def test_an_id_with_non_ascii_digits_is_refused_when_listed(tmp_path):
+    from PIL import Image
+
+    from isc.data.records import list_split
+
+    (tmp_path / "query").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "query" / "Q０００１２.jpg")  # full-width digits
+    with pytest.raises(ValueError, match="Q０００１２.jpg.*is not a DISC21 query id"):
+        list_split(tmp_path, "query", "query", help_text="")
