@@ -270,6 +270,18 @@ class SkippedImageLimit(L.Callback):
                                "repair or remove them (the warnings above name them), or raise the limit")
 
 
+class ValidateLastEpoch(L.Callback):
+    """Validate after the last epoch even when trainer.check_val_every_n_epoch skips it, inside `fit`, so that the
+    final weights reach ModelCheckpoint's selection (best/uAP is the best of every validation). A run ended by
+    max_steps in the middle of an epoch is validated after `fit` instead (val/* only)."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        every = trainer.check_val_every_n_epoch
+        last = trainer.max_epochs is not None and trainer.max_epochs > 0 and trainer.current_epoch == trainer.max_epochs - 1
+        if last and every is not None and every > 1:
+            trainer.check_val_every_n_epoch = 1  # read by Lightning's epoch loop at each epoch's end
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train as configured and return the metrics: `init/*` (before training, if enabled), `val/*` after the
     last epoch, `best/uAP` of the monitored checkpoint. Writes config.yaml and metrics.json to paths.output_dir,
@@ -303,7 +315,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     module = build_module(cfg, loss)
     if cfg.get("init_from"):
         initialise_from(module, cfg.init_from)
-    trainer = build_trainer(cfg, output_dir, [*loss_callbacks, SkippedImageLimit(cfg.data.get("max_skipped_fraction", 0.05))])
+    trainer = build_trainer(cfg, output_dir, [*loss_callbacks, ValidateLastEpoch(),
+                                              SkippedImageLimit(cfg.data.get("max_skipped_fraction", 0.05))])
     evaluation = next((c for c in trainer.callbacks if isinstance(c, RetrievalEvaluation)), None)
     if evaluation is None:
         log.warning("no RetrievalEvaluation callback configured: no val/* metrics will be computed")

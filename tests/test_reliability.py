@@ -435,3 +435,20 @@ def test_an_id_with_non_ascii_digits_is_refused_when_listed(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "query" / "Q０００１２.jpg")  # full-width digits
     with pytest.raises(ValueError, match="Q０００１２.jpg.*is not a DISC21 query id"):
         list_split(tmp_path, "query", "query", help_text="")
+
+
+# ---------------------------------------------------------------- 7. the checkpoint selection sees the final validation
+@pytest.mark.slow
+def test_the_final_validation_reaches_the_best_checkpoint_selection(smoke_cfg):
+    import re
+
+    from isc.train import train
+
+    cfg = smoke_cfg("trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2", "trainer.limit_train_batches=2",
+                    "validate_before_training=false", "callbacks.model_checkpoint.save_top_k=-1")
+    metrics = train(cfg)
+    saved = sorted(p.name for p in (Path(cfg.paths.output_dir) / "checkpoints").glob("epoch*.ckpt"))
+    assert [name[:8] for name in saved] == ["epoch001", "epoch002"]  # epoch 2 (the last) validated inside fit
+    scores = [float(re.search(r"uAP([0-9.]+)\.ckpt", name).group(1)) for name in saved]
+    assert metrics["best/uAP"] == pytest.approx(max(scores), abs=1e-4)
+    assert metrics["val/uAP"] == pytest.approx(scores[-1], abs=1e-4)
