@@ -39,7 +39,9 @@ def load_checkpoint(path: str | Path) -> tuple[DescriptorModel, dict]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={str(path)!r} does not exist (isc-train writes <run>/checkpoints/*.ckpt).")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    from isc.train import load_lightning_checkpoint
+
+    checkpoint = load_lightning_checkpoint(path)  # a damaged or foreign file: an error that names it
     hparams = checkpoint.get("hyper_parameters", {})
     if "model" not in hparams:
         raise ValueError(f"{path} is not an isc-train checkpoint: it has no hyper_parameters.model entry.")

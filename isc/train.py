@@ -217,6 +217,14 @@ def initialise_from(module: CopyDetectionModule, checkpoint: str | Path) -> None
     log.info("initialised the model from %s", path)
 
 
+def check_loader_settings(cfg: DictConfig) -> None:
+    """data.batch_size and co. must be integers in range; else an error naming the key (not a DataLoader traceback)."""
+    for key, low in (("batch_size", 1), ("eval_batch_size", 1), ("num_workers", 0), ("n_views", 2)):
+        value = cfg.data.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"data.{key} must be an integer >= {low}, got {value!r}")
+
+
 def start_run_folder(cfg: DictConfig, output_dir: Path, tool: str = "isc-train") -> None:
     """Before any work: the output folder must be writable and free for this run (isc.runs.claim_folder: an
     unfinished run of the same settings resumes; a finished or other run stops, unless overwrite=true)."""
@@ -292,10 +300,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from isc.runs import Stopped, recorded_run
 
     output_dir = Path(cfg.paths.output_dir)
+    check_loader_settings(cfg)
     start_run_folder(cfg, output_dir)
+    ckpt_path = resume_checkpoint(cfg, output_dir)  # before any work: a wrong or damaged checkpoint stops here
     with recorded_run(output_dir, cfg):
         try:
-            return _train(cfg, output_dir)
+            return _train(cfg, output_dir, ckpt_path)
         except SIGTERMException:
             last = output_dir / "checkpoints" / "last.ckpt"
             resume = f"rerun the same command to resume from {last}" if last.is_file() else "no checkpoint was written yet"
@@ -303,7 +313,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             raise Stopped("SIGTERM", 143) from None
 
 
-def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+def _train(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None) -> dict[str, float]:
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
     configure_threads(cfg.get("torch_threads"), cfg.data.num_workers)
@@ -321,7 +331,6 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     if evaluation is None:
         log.warning("no RetrievalEvaluation callback configured: no val/* metrics will be computed")
 
-    ckpt_path = resume_checkpoint(cfg, output_dir)
     if ckpt_path is not None:
         log.info("resuming from %s (optimizer, scheduler, loss state and data order restored)", ckpt_path)
         step = load_lightning_checkpoint(ckpt_path).get("global_step")

@@ -452,3 +452,55 @@ def test_the_final_validation_reaches_the_best_checkpoint_selection(smoke_cfg):
     scores = [float(re.search(r"uAP([0-9.]+)\.ckpt", name).group(1)) for name in saved]
     assert metrics["best/uAP"] == pytest.approx(max(scores), abs=1e-4)
     assert metrics["val/uAP"] == pytest.approx(scores[-1], abs=1e-4)
+
+
+@pytest.mark.parametrize("value", ["abc", "0"])
+def test_a_bad_batch_size_is_named(smoke_cfg, value):
+    from isc.train import train
+
+    with pytest.raises(ValueError, match=rf"data.batch_size must be an integer >= 1, got '?{value}'?"):
+        train(smoke_cfg(f"data.batch_size={value}"))
+
+
+def test_a_file_that_is_not_a_checkpoint_or_a_truncated_one_is_named(smoke_cfg, tmp_path, data_dir):
+    from isc.evaluate import evaluate_checkpoint
+    from isc.train import resume_checkpoint, train
+    from tests.test_evaluate import save_checkpoint
+
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=r"ckpt_path='.*notes.ckpt' is not a readable checkpoint: truncated or damaged"):
+        train(smoke_cfg(f"ckpt_path={text}"))
+    with pytest.raises(ValueError, match="notes.ckpt' is not a readable checkpoint"):
+        evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "eval", f"ckpt_path={text}"))
+    good = save_checkpoint(tmp_path / "good.ckpt")
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # killed while writing
+    with pytest.raises(ValueError, match="last.ckpt' is not a readable checkpoint: truncated or damaged.*delete a "
+                                         "damaged last.ckpt"):
+        resume_checkpoint(smoke_cfg(), tmp_path / "run")
+
+
+def test_isc_score_names_a_compressed_csv_and_exits_quietly_on_a_closed_pipe(tmp_path, data_dir, capsys, monkeypatch):
+    import gzip
+    import io
+
+    from isc.cli.score import main as score_main
+
+    gt = load_disc(eval_cfg(data_dir, tmp_path).dataset).root / "ground_truth.csv"
+    packed = tmp_path / "gt.csv.gz"
+    packed.write_bytes(gzip.compress(gt.read_bytes()))
+    assert score_main(["--gt", str(packed), "--predictions", str(packed)]) == 2
+    err = capsys.readouterr().err
+    assert "gt.csv.gz" in err and "compressed (gzip)" in err and "gunzip -k gt.csv.gz" in err
+    predictions = tmp_path / "p.csv"
+    predictions.write_text("query_id,reference_id,score\n")
+
+    class ClosedPipe(io.StringIO):  # `isc-score ... | head -1` once head has exited
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert score_main(["--gt", str(gt), "--predictions", str(predictions)]) == 141
+    assert capsys.readouterr().err == ""
