@@ -504,3 +504,25 @@ def test_isc_score_names_a_compressed_csv_and_exits_quietly_on_a_closed_pipe(tmp
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     assert score_main(["--gt", str(gt), "--predictions", str(predictions)]) == 141
     assert capsys.readouterr().err == ""
+
+
+def test_sigterm_during_an_isc_eval_run_exits_143_and_records_interrupted(tmp_path):
+    import signal
+
+    from omegaconf import OmegaConf
+
+    from isc.runs import Stopped, read_status, recorded_run
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Stopped) as stop:
+        with recorded_run(tmp_path, OmegaConf.create({"seed": 0}), sigterm=True):
+            assert read_status(tmp_path)["status"] == "running"
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert stop.value.code == 143
+    status = read_status(tmp_path)
+    assert status["status"] == "interrupted" and status["reason"] == "SIGTERM" and status["settings"] == {"seed": 0}
+    assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back
+    with pytest.raises(ValueError, match="division"):
+        with recorded_run(tmp_path, OmegaConf.create({"seed": 0})):
+            raise ValueError("division by zero somewhere")
+    assert read_status(tmp_path)["status"] == "failed" and "division" in read_status(tmp_path)["error"]
