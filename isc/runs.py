@@ -1,6 +1,6 @@
 """Run folders: a status file in each, and the rule for reusing a folder.
 
-Every isc-train / isc-eval / isc-match run records its state in ``<folder>/run_status.json``: ``running`` (written
+Every isc-train / isc-eval / isc-match / isc-train-detector / isc-train-verifier run records its state in ``<folder>/run_status.json``: ``running`` (written
 at the start; a run killed with SIGKILL keeps it), ``finished``, ``failed`` (with the error) or ``interrupted``
 (SIGINT / SIGTERM), with the tool, the command line, the time and the settings that decide the result
 (`result_settings`).
@@ -176,7 +176,7 @@ def claim_folder(folder: str | os.PathLike, cfg: DictConfig, tool: str, *, legac
     if diff:
         raise RunFolderError(f"{where} holds an unfinished run of another configuration ({'; '.join(diff)}), which "
                              f"this command would mix with its own; {how}")
-    log.info("%s holds an unfinished run (%s) of the same configuration: continuing it", folder, state)
+    log.info("%s holds an unfinished run (%s) of the same configuration: this run continues in it", folder, state)
 
 
 def _raise_stopped(signum, frame) -> None:
