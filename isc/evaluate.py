@@ -190,7 +190,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
 def claim_eval_folder(cfg: DictConfig, output_dir: Path, tool: str = "isc-eval") -> None:
     from isc.runs import claim_folder
 
-    claim_folder(output_dir, cfg, tool, legacy_config=None, keep=("descriptors",))
+    claim_folder(output_dir, cfg, tool, legacy_config=None, keep=("descriptors",), compare=("ckpt_path",))
 
 
 def _evaluate(cfg: DictConfig, output_dir: Path) -> dict:

@@ -38,8 +38,8 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STATUS_FILE", "RunFolderError", "Stopped", "claim_folder", "differences", "read_status", "recorded_run",
-           "result_settings", "write_status"]
+__all__ = ["STATUS_FILE", "RunFolderError", "Stopped", "claim_folder", "differences", "flat_config", "read_status",
+           "recorded_run", "result_settings", "write_status"]
 
 STATUS_FILE = "run_status.json"
 STATES = ("running", "finished", "failed", "interrupted")
@@ -81,16 +81,23 @@ def _flatten(node, prefix: str = "") -> dict[str, object]:
     return {prefix[:-1]: node}
 
 
-def result_settings(cfg: DictConfig | Mapping) -> dict[str, object]:
-    """The flattened, resolved config without the keys of FREE_KEYS: what decides the result of the run."""
+def flat_config(cfg: DictConfig | Mapping) -> dict[str, object]:
+    """The resolved config as {dotted key: value} (what run_status.json records as `settings`)."""
     container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    return {k: v for k, v in _flatten(container).items() if not any(fnmatch.fnmatch(k, p) for p in FREE_KEYS)}
+    return _flatten(container)
 
 
-def differences(before: Mapping, now: Mapping, limit: int = 6) -> list[str]:
+def result_settings(cfg: DictConfig | Mapping, compare: tuple[str, ...] = ()) -> dict[str, object]:
+    """The flattened, resolved config without the keys of FREE_KEYS (except those in `compare`, e.g. isc-eval's
+    ckpt_path): what decides the result of the run."""
+    return {k: v for k, v in flat_config(cfg).items()
+            if k in compare or not any(fnmatch.fnmatch(k, p) for p in FREE_KEYS)}
+
+
+def differences(before: Mapping, now: Mapping, limit: int = 6, compare: tuple[str, ...] = ()) -> list[str]:
     """'key: old → new' for the result settings that differ (keys only one side has are not compared: a key that
     a newer isc added keeps its default)."""
-    a, b = result_settings(before), result_settings(now)
+    a, b = result_settings(before, compare), result_settings(now, compare)
     diff = [f"{k}: {a[k]!r} → {b[k]!r}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
     return diff[:limit] + ([f"... {len(diff) - limit} more"] if len(diff) > limit else [])
 
@@ -115,7 +122,7 @@ def write_status(folder: str | os.PathLike, state: str, cfg: DictConfig | Mappin
     record.update(status=state, updated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), pid=os.getpid(),
                   command=sys.argv, **details)
     if cfg is not None:
-        record["settings"] = result_settings(cfg)
+        record["settings"] = flat_config(cfg)
     record.setdefault("started", record["updated"])
     tmp = folder / f".{STATUS_FILE}.tmp"
     tmp.write_text(json.dumps(record, indent=2, default=str))
@@ -134,17 +141,18 @@ def _earlier_run(folder: Path, legacy_config: str | None, finished_marker: str) 
     config = folder / legacy_config if legacy_config else None
     settings = None
     if config is not None and config.is_file():  # a folder written before run_status.json existed
-        settings = result_settings(OmegaConf.load(config))
+        settings = flat_config(OmegaConf.load(config))
     if (folder / finished_marker).is_file():
         return "finished", settings
     return ("unfinished", settings) if settings is not None else None
 
 
 def claim_folder(folder: str | os.PathLike, cfg: DictConfig, tool: str, *, legacy_config: str | None = "config.yaml",
-                 finished_marker: str = "metrics.json", keep: tuple[str, ...] = ()) -> None:
+                 finished_marker: str = "metrics.json", keep: tuple[str, ...] = (), compare: tuple[str, ...] = ()) -> None:
     """Raise RunFolderError unless `tool` may write its run into `folder` (see the module's rules); with
     cfg.overwrite, remove the earlier run's files first (except Hydra's files and the names in `keep`, e.g. a
-    cache that checks itself). Rank 0 decides; the other ranks of a DDP run write into the folder it claimed."""
+    cache that checks itself). `compare`: keys of FREE_KEYS that decide this tool's result (isc-eval's
+    ckpt_path). Rank 0 decides; the other ranks of a DDP run write into the folder it claimed."""
     folder = Path(folder)
     if _rank() != 0 or not folder.is_dir():
         return
@@ -167,7 +175,7 @@ def claim_folder(folder: str | os.PathLike, cfg: DictConfig, tool: str, *, legac
     how = "pass overwrite=true to replace it, or choose another folder (paths.output_dir=...)"
     if state == "finished":
         raise RunFolderError(f"{where} holds a finished {tool} run; {how}")
-    diff = differences(settings, cfg) if settings is not None else []
+    diff = differences(settings, cfg, compare=compare) if settings is not None else []
     if diff and not any(folder.rglob("*.ckpt")):  # it stopped before its first checkpoint: nothing to lose
         _remove(folder, contents, keep)
         log.warning("%s held a %s run of other settings (%s) that left no checkpoint: replaced by this run", folder,

@@ -526,3 +526,23 @@ def test_sigterm_during_an_isc_eval_run_exits_143_and_records_interrupted(tmp_pa
         with recorded_run(tmp_path, OmegaConf.create({"seed": 0})):
             raise ValueError("division by zero somewhere")
     assert read_status(tmp_path)["status"] == "failed" and "division" in read_status(tmp_path)["error"]
+
+
+def test_an_unfinished_eval_of_another_checkpoint_leaves_no_stale_file(tmp_path, caplog):
+    from omegaconf import OmegaConf
+
+    from isc.evaluate import claim_eval_folder
+    from isc.runs import write_status
+
+    def cfg(ckpt):
+        return OmegaConf.create({"ckpt_path": ckpt, "eval": {"size": 48}, "overwrite": False})
+
+    write_status(tmp_path, "interrupted", cfg("a.ckpt"))
+    (tmp_path / "descriptors.h5").write_bytes(b"model a's submission")
+    (tmp_path / "descriptors").mkdir()
+    claim_eval_folder(cfg("a.ckpt"), tmp_path)  # the same command: continues, nothing removed
+    assert (tmp_path / "descriptors.h5").is_file()
+    with caplog.at_level(logging.WARNING, logger="isc.runs"):
+        claim_eval_folder(cfg("b.ckpt"), tmp_path)
+    assert "ckpt_path: 'a.ckpt' → 'b.ckpt'" in caplog.text
+    assert not (tmp_path / "descriptors.h5").exists() and (tmp_path / "descriptors").is_dir()
