@@ -1,15 +1,17 @@
 """Run folders: a status file in each, and the rule for reusing a folder.
 
-Every isc-train / isc-eval / isc-match / isc-train-detector / isc-train-verifier run records its state in ``<folder>/run_status.json``: ``running`` (written
-at the start; a run killed with SIGKILL keeps it), ``finished``, ``failed`` (with the error) or ``interrupted``
-(SIGINT / SIGTERM), with the tool, the command line, the time and the settings that decide the result
-(`result_settings`).
+Every isc-train / isc-eval / isc-match / isc-train-detector / isc-train-verifier run records its state in
+``<folder>/run_status.json``: ``running`` (written at the start; a run killed with SIGKILL keeps it),
+``finished``, ``failed`` (with the error) or ``interrupted`` (SIGINT / SIGTERM), with the command line, the
+times and the resolved config (`flat_config`; `result_settings` is the part that decides the result).
 
 `claim_folder` decides whether a command may write into a folder, before any work:
   - an empty folder (or one holding only Hydra's ``.hydra/`` and log file): yes;
   - an unfinished run (running / failed / interrupted) with the same result settings: yes, it resumes;
-  - a finished run, or a run with other result settings: no; the error says how to replace it (``overwrite=true``)
-    or to choose another folder (``paths.output_dir=...``);
+  - an unfinished run with other result settings that left no checkpoint (nothing to lose): its files are
+    removed, with a warning naming the differences;
+  - a finished run, or an unfinished run with other result settings and a checkpoint: no; the error says how to
+    replace it (``overwrite=true``) or to choose another folder (``paths.output_dir=...``);
   - ``overwrite=true``: the earlier run's files are removed first (the folder must hold an isc run, never a
     folder of other files);
   - a folder with files that are not an isc run: no, even with overwrite.
@@ -174,7 +176,10 @@ def claim_folder(folder: str | os.PathLike, cfg: DictConfig, tool: str, *, legac
         return
     how = "pass overwrite=true to replace it, or choose another folder (paths.output_dir=...)"
     if state == "finished":
-        raise RunFolderError(f"{where} holds a finished {tool} run; {how}")
+        last = folder / "checkpoints" / "last.ckpt"
+        longer = (f"; to train it longer, continue from its checkpoint in a new folder: ckpt_path={last} "
+                  "paths.output_dir=<new folder> trainer.max_epochs=<more>") if last.is_file() else ""
+        raise RunFolderError(f"{where} holds a finished {tool} run; {how}{longer}")
     diff = differences(settings, cfg, compare=compare) if settings is not None else []
     if diff and not any(folder.rglob("*.ckpt")):  # it stopped before its first checkpoint: nothing to lose
         _remove(folder, contents, keep)
