@@ -230,6 +230,13 @@ def test_a_train_folder_is_resumed_only_by_the_same_settings(smoke_cfg):
     assert read_status(folder)["status"] == "finished" and "train/loss" in metrics
     train(smoke_cfg(*QUICK, "optimizer.lr=0.5", "overwrite=true"))  # explicit: replaced
     assert "lr: 0.5" in (folder / "config.yaml").read_text()
+    # a finished run trained longer: its checkpoint continued in a new folder (what the refusal suggests)
+    longer = folder.parent / "longer"
+    with pytest.raises(RunFolderError, match="to train it longer, continue from its checkpoint in a new folder"):
+        train(smoke_cfg(*QUICK, "optimizer.lr=0.5"))
+    train(smoke_cfg(*QUICK[1:], "optimizer.lr=0.5", "trainer.max_epochs=2", f"paths.output_dir={longer}",
+                    f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"))
+    assert torch.load(longer / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
 
 
 def test_an_eval_folder_is_not_reused_and_overwrite_leaves_no_stale_file(tmp_path, data_dir):
