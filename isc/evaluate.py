@@ -41,7 +41,9 @@ def load_checkpoint(path: str | Path) -> tuple[DescriptorModel, dict]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={str(path)!r} does not exist (isc-train writes <run>/checkpoints/*.ckpt).")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    from isc.train import load_lightning_checkpoint
+
+    checkpoint = load_lightning_checkpoint(path)  # a damaged or foreign file: an error that names it
     hparams = checkpoint.get("hyper_parameters", {})
     if "model" not in hparams:
         raise ValueError(f"{path} is not an isc-train checkpoint: it has no hyper_parameters.model entry.")
@@ -126,21 +128,45 @@ def extract_all(cfg: DictConfig, extractors: list, data: DiscData, need_training
     return Descriptors(out["query"], out["reference"], out.get("training"))
 
 
-def candidates(cfg: DictConfig, chain: Chain, q: np.ndarray, r: np.ndarray, qids, rids) -> Predictions:
+def candidates(cfg: DictConfig, chain: Chain, q: np.ndarray, r: np.ndarray, qids, rids,
+               n_queries: int | None = None) -> Predictions:
+    """`n_queries`: the size of the query set, skipped queries included (the global rule keeps
+    results_per_query × that many pairs, as the official scorer does with a submission holding every query)."""
     if cfg.eval.candidates == "global":
-        return global_candidates(q, r, qids, rids, num_results=int(cfg.eval.results_per_query) * len(qids),
+        n = len(qids) if n_queries is None else n_queries
+        return global_candidates(q, r, qids, rids, num_results=int(cfg.eval.results_per_query) * n,
                                  metric=chain.metric, device=cfg.eval.search_device)
     if cfg.eval.candidates == "knn":
         return knn_candidates(q, r, qids, rids, k=int(cfg.eval.k), metric=chain.metric, device=cfg.eval.search_device)
     raise ValueError(f"eval.candidates must be 'global' or 'knn', got {cfg.eval.candidates!r}")
 
 
-def _scored_ground_truth(gt: GroundTruth, query_ids: np.ndarray) -> GroundTruth:
-    seen = set(query_ids.tolist())
-    if len(seen) < len(gt.query_ids):  # skipped queries: score the rest, and say so
-        log.warning("%d ground-truth queries have no descriptor and are left out", len(gt.query_ids) - len(seen))
-        gt = GroundTruth.from_pairs([q for q in gt.query_ids if q in seen], {q: r for q, r in gt.matches.items() if q in seen})
-    return gt
+def skipped_images(data: DiscData, query_ids: np.ndarray, reference_ids: np.ndarray) -> dict[str, list[str]]:
+    """Queries and references without a descriptor (unreadable, skipped with eval.skip_bad_images). They stay
+    in the ground truth: a ground-truth pair of a skipped query or reference is a miss, as the official scorer
+    counts it (it scores every pair of its ground truth), so skipping an image can never raise the µAP."""
+    seen_q, seen_r = set(query_ids.tolist()), set(reference_ids.tolist())
+    skipped = {"query": [r.id for r in data.queries if r.id not in seen_q],
+               "reference": [r.id for r in data.references if r.id not in seen_r]}
+    missed = sum(1 for q, r in data.ground_truth.matches.items()
+                 if q in set(skipped["query"]) or r in set(skipped["reference"]))
+    if skipped["query"] or skipped["reference"]:
+        log.warning("%d queries and %d references were unreadable and skipped; their %d ground-truth pairs count as "
+                    "misses (as the official scorer counts them)", len(skipped["query"]), len(skipped["reference"]),
+                    missed)
+    return skipped
+
+
+def _with_placeholders(q: np.ndarray, r: np.ndarray, qids: np.ndarray, skipped: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Query descriptors for a submission that the official scorer accepts (it needs one per ground-truth query):
+    each skipped query gets a vector farther from every reference than any real query is (norm 100 × the largest
+    real norm), so that its pairs rank last and never reach the global candidate list: a miss, as in isc-eval's
+    own scoring."""
+    if not skipped:
+        return q, qids
+    largest = max(float(np.linalg.norm(q, axis=1).max(initial=0)), float(np.linalg.norm(r, axis=1).max(initial=0)))
+    far = np.full((len(skipped), q.shape[1]), 100 * (largest + 1) / np.sqrt(q.shape[1]), np.float32)
+    return np.concatenate([q, far]), np.concatenate([qids.astype(str), np.array(skipped, dtype=str)])
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -152,10 +178,27 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
-    """Run isc-eval as configured; returns the primary chain's metrics plus every chain's under "chains"."""
+    """Run isc-eval as configured; returns the primary chain's metrics plus every chain's under "chains".
+    The output folder must be new, or hold an unfinished isc-eval run of the same settings (it resumes); a
+    finished or other run stops unless overwrite=true, which removes its files (not the descriptor cache, which
+    checks itself), so that no earlier file is left beside the new metrics (isc.runs)."""
+    from isc.runs import recorded_run
+    from isc.train import check_writable
     check_required(cfg)  # e.g. dataset=disc21 without dataset.root: stop before any work
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    claim_eval_folder(cfg, output_dir)
+    check_writable(output_dir)
+    with recorded_run(output_dir, cfg, sigterm=True):
+        return _evaluate(cfg, output_dir)
+
+
+def claim_eval_folder(cfg: DictConfig, output_dir: Path, tool: str = "isc-eval") -> None:
+    from isc.runs import claim_folder
+
+    claim_folder(output_dir, cfg, tool, legacy_config=None, keep=("descriptors",), compare=("ckpt_path",))
+
+
+def _evaluate(cfg: DictConfig, output_dir: Path) -> dict:
     if cfg.eval.write_submissions not in ("primary", "all", "none"):
         raise ValueError(f"eval.write_submissions must be primary, all or none; got {cfg.eval.write_submissions!r}")
     chains = build_chains(cfg.eval_grid.chains)  # config errors before any extraction
@@ -168,7 +211,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     descriptor_dir = Path(cfg.eval.descriptor_dir) if cfg.eval.get("descriptor_dir") else output_dir / "descriptors"
     desc = extract_all(cfg, extractors, data, any(c.needs_training for c in chains), descriptor_dir)
     query_ids, reference_ids = desc.query[0][0], desc.reference[0][0]
-    gt = _scored_ground_truth(data.ground_truth, query_ids)
+    gt = data.ground_truth  # whole: a skipped query's pairs are misses (skipped_images)
+    skipped = skipped_images(data, query_ids, reference_ids)
 
     known = {"known_query_ids": np.array([rec.id for rec in data.queries]),
              "known_reference_ids": np.array([rec.id for rec in data.references])}
@@ -179,14 +223,14 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         chain.fit(training)
         q = chain.transform(select_models(chain, [v for _, v in desc.query]), "query")
         r = chain.transform(select_models(chain, [v for _, v in desc.reference]), "reference")
-        predictions = candidates(cfg, chain, q, r, query_ids, reference_ids)
+        predictions = candidates(cfg, chain, q, r, query_ids, reference_ids, len(data.queries))
         metrics = evaluate(gt, predictions).to_dict()
         seconds = time.perf_counter() - started
         chain_dir = output_dir / "chains" / chain.name
         write_predictions(chain_dir / "predictions.csv", predictions, **known)  # ≤ 500,000 rows, the official limit
         (chain_dir / "metrics.json").write_text(json.dumps({"steps": chain.describe(), **metrics}, indent=2))
         if cfg.eval.write_submissions == "all" or (cfg.eval.write_submissions == "primary" and i == 0):
-            _write_submission(chain, q, r, query_ids, reference_ids,
+            _write_submission(chain, *_with_placeholders(q, r, query_ids, skipped["query"]), r, reference_ids,
                               output_dir / "descriptors.h5" if i == 0 else chain_dir / "descriptors.h5", known)
         if i == 0:
             _link_or_copy(chain_dir / "predictions.csv", output_dir / "predictions.csv")
@@ -202,7 +246,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     write_ablation_table(rows, output_dir)
     plot_pr_curves(curves, output_dir / "pr_curve.png", title=_title(cfg, extractors))
     summary = {**{k: v for k, v in results[chains[0].name].items() if k not in ("steps", "metric", "dims")},
-               "primary_chain": chains[0].name, "chains": results}
+               "primary_chain": chains[0].name, "chains": results,
+               "skipped": {split: len(ids) for split, ids in skipped.items()}}
     if query_crop is not None:
         summary["query_crop"] = query_crop
     (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
@@ -235,7 +280,7 @@ def _title(cfg: DictConfig, extractors: list) -> str:
     return ", ".join(Path(p).name for p in _checkpoint_paths(cfg))
 
 
-def _write_submission(chain: Chain, q: np.ndarray, r: np.ndarray, qids, rids, path: Path, known: dict) -> None:
+def _write_submission(chain: Chain, q: np.ndarray, qids, r: np.ndarray, rids, path: Path, known: dict) -> None:
     """The descriptor-track HDF5 of a chain's output, when the official L2 scorer can score it as is."""
     if chain.metric != "l2":
         log.warning("chain %r is searched by inner product; the descriptor track scores by squared L2, so no "

@@ -67,7 +67,7 @@ def _read_rows(path: str | os.PathLike, header: list[str]) -> tuple[list[list[st
     except FileNotFoundError:
         raise FormatError(path, "file not found; check the path") from None
     except UnicodeDecodeError as e:
-        raise FormatError(path, f"not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+        raise FormatError(path, _compressed(path) or f"not a UTF-8 text file ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise FormatError(path, f"cannot read file ({e.strerror})") from None
     reader = csv.reader(io.StringIO(text))
@@ -93,6 +93,25 @@ def _read_rows(path: str | os.PathLike, header: list[str]) -> tuple[list[list[st
     except csv.Error as e:
         raise FormatError(path, f"not a valid CSV file ({e})", reader.line_num) from None
     return rows, line_of
+
+
+_COMPRESSIONS = ((b"\x1f\x8b", "gzip", "gunzip -k {}"), (b"PK\x03\x04", "zip", "unzip {}"),
+                 (b"BZh", "bzip2", "bunzip2 -k {}"), (b"\xfd7zXZ\x00", "xz", "unxz -k {}"),
+                 (b"\x28\xb5\x2f\xfd", "zstd", "unzstd {}"))
+
+
+def _compressed(path: str | os.PathLike) -> str | None:
+    """'compressed (gzip) ...' with the command that decompresses it, if the file starts with a compressor's magic."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    for magic, name, command in _COMPRESSIONS:
+        if head.startswith(magic):
+            return (f"the file is compressed ({name}), not a plain CSV text; decompress it first "
+                    f"(e.g. {command.format(Path(path).name)}) and pass the .csv")
+    return None
 
 
 def _next_line(index: int) -> int:

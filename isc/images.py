@@ -8,13 +8,19 @@ names the file, the reason and what to do about it.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageLoadError", "load_image", "image_size", "to_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "ImageLoadError", "load_image", "image_size", "scan_files", "to_rgb", "warn_unused"]
+
+# The one list of image file types that every reader accepts: dataset folders (isc.data.records), isc-search and
+# isc-make-dataset --source. PIL decodes them all; a GIF (animated or not) gives its first frame, JFIF is JPEG.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 _WHITE = (255, 255, 255)
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
@@ -157,3 +163,33 @@ def fit_long_side(img: Image.Image, max_side: int, resample: int = Image.LANCZOS
     s = max_side / max(img.size)
     return img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), resample,
                       reducing_gap=reducing_gap)
+
+
+def scan_files(paths: Iterable[str | os.PathLike | os.DirEntry]) -> tuple[list[Path], list[Path], list[Path]]:
+    """(image files, other files, broken links) of `paths` (folders are skipped): images by IMAGE_SUFFIXES.
+    os.scandir entries are taken as they are (their file type is cached: no extra stat per file)."""
+    images, others, broken = [], [], []
+    for item in paths:
+        entry = item if isinstance(item, os.DirEntry) else Path(item)
+        p = Path(entry.path) if isinstance(entry, os.DirEntry) else entry
+        if entry.is_file():
+            (images if p.suffix.lower() in IMAGE_SUFFIXES else others).append(p)
+        elif entry.is_symlink() and not entry.is_dir():
+            broken.append(p)
+    return images, others, broken
+
+
+def warn_unused(where: str | os.PathLike, others: list, broken: list, logger: logging.Logger | None = None) -> None:
+    """One warning each for the files that are not read (not an accepted image type) and the broken links, with
+    their count and first names: nothing is dropped without a word."""
+    logger = logger or logging.getLogger(__name__)
+
+    def names(paths: list) -> str:
+        return ", ".join(Path(p).name for p in paths[:5]) + (" ..." if len(paths) > 5 else "")
+
+    if others:
+        logger.warning("%s: %d files are not images of an accepted type (%s) and are not used: %s", where, len(others),
+                       " ".join(IMAGE_SUFFIXES), names(others))
+    if broken:
+        logger.warning("%s: %d broken links (their target is missing) are not used: %s", where, len(broken),
+                       names(broken))

@@ -99,26 +99,80 @@ def build_trainer(cfg: DictConfig, output_dir: Path, extra_callbacks: list | tup
 
 def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
     """The checkpoint to continue from. `ckpt_path=last`: this run folder's checkpoints/last.ckpt, else the newest
-    last.ckpt of the task's earlier runs (`paths.log_dir/task_name/runs/*`); `ckpt_path=<file>`: that file;
-    null: this folder's last.ckpt if it exists (`resume: true`, the default), so that rerunning the same
-    command into the same folder — a requeued SLURM job, `paths.output_dir=<folder>` — continues the run."""
+    last.ckpt of the task's earlier runs (`paths.log_dir/task_name/runs/*`) made with the same result settings
+    (isc.runs.result_settings; runs of other experiments are passed over, and named); `ckpt_path=<file>`: that
+    file; null: this folder's last.ckpt if it exists (`resume: true`, the default), so that rerunning the same
+    command into the same folder — a requeued SLURM job, `paths.output_dir=<folder>` — continues the run.
+    Any checkpoint found is checked: it must be a readable isc-train checkpoint made with the same settings."""
     requested = cfg.get("ckpt_path")
     own = output_dir / "checkpoints" / "last.ckpt"
     if requested == "last":
-        if own.is_file():
-            return own
-        runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
-        found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise FileNotFoundError(f"ckpt_path=last: no checkpoints/last.ckpt in {output_dir} nor in any run under "
-                                    f"{runs}; give the checkpoint file, ckpt_path=<run>/checkpoints/last.ckpt")
-        return found[-1]
-    if requested:
-        path = Path(requested).expanduser()
-        if not path.is_file():
+        found = own if own.is_file() else _newest_matching_run(cfg, output_dir)
+    elif requested:
+        found = Path(requested).expanduser()
+        if not found.is_file():
             raise FileNotFoundError(f"ckpt_path={requested!r} does not exist (ckpt_path=last finds the newest run's)")
-        return path
-    return own if cfg.get("resume", True) and own.is_file() else None
+    else:
+        found = own if cfg.get("resume", True) and own.is_file() else None
+    if found is not None:
+        check_resume_config(found, cfg)
+    return found
+
+
+def _newest_matching_run(cfg: DictConfig, output_dir: Path) -> Path:
+    """The newest last.ckpt under paths.log_dir/task_name/runs whose run recorded the same result settings."""
+    from isc.runs import differences, read_status
+
+    runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
+    found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not found:
+        raise FileNotFoundError(f"ckpt_path=last: no checkpoints/last.ckpt in {output_dir} nor in any run under "
+                                f"{runs}; give the checkpoint file, ckpt_path=<run>/checkpoints/last.ckpt")
+    passed_over = []
+    for path in found:
+        run = path.parents[1]
+        status = read_status(run)
+        settings = (status or {}).get("settings")
+        if settings is None and (run / "config.yaml").is_file():
+            settings = OmegaConf.load(run / "config.yaml")
+        diff = differences(settings, cfg) if settings is not None else ["no recorded config"]
+        if not diff:
+            return path
+        passed_over.append(f"{run.name} ({'; '.join(diff[:2])})")
+    raise FileNotFoundError(f"ckpt_path=last: none of the {len(found)} runs under {runs} was made with this "
+                            f"configuration: {', '.join(passed_over[:3])}; give the checkpoint to continue explicitly, "
+                            "ckpt_path=<run>/checkpoints/last.ckpt, if it is the right one")
+
+
+def load_lightning_checkpoint(path: Path, what: str = "ckpt_path") -> dict:
+    """torch.load of an isc-train (Lightning) checkpoint, with an error that names the file when it is not one or
+    is truncated."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for damaged files
+        raise ValueError(f"{what}={str(path)!r} is not a readable checkpoint: truncated or damaged, or not a "
+                         f"checkpoint at all ({type(error).__name__}: {' '.join(str(error).split())[:200]}); give "
+                         "another checkpoint, or delete a damaged last.ckpt to start the run over") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{what}={str(path)!r} is not an isc-train checkpoint (no 'state_dict'); give a "
+                         "<run>/checkpoints/*.ckpt file")
+    return checkpoint
+
+
+def check_resume_config(path: Path, cfg: DictConfig) -> None:
+    """Refuse to continue a checkpoint made with other result settings (see isc.runs.FREE_KEYS for what may
+    differ: e.g. trainer.max_epochs, paths, logger, data.num_workers)."""
+    from isc.runs import differences
+
+    recorded = (load_lightning_checkpoint(path).get("hyper_parameters") or {}).get("config")
+    if not recorded:
+        raise ValueError(f"ckpt_path={str(path)!r} records no run config (not written by isc-train); start from its "
+                         "weights with init_from= instead")
+    diff = differences(recorded, cfg)
+    if diff:
+        raise ValueError(f"{path} was made with other settings than this command ({'; '.join(diff)}); continuing it "
+                         "would mix two configurations. Give the same settings, start from its weights with "
+                         "init_from=<checkpoint> (a new run), or choose another run")
 
 
 def _last_good_checkpoint(output_dir: Path) -> str:
@@ -183,13 +237,105 @@ def initialise_from(module: CopyDetectionModule, checkpoint: str | Path) -> None
     log.info("initialised the model from %s", path)
 
 
+def check_loader_settings(cfg: DictConfig) -> None:
+    """data.batch_size and co. must be integers in range; else an error naming the key (not a DataLoader traceback)."""
+    for key, low in (("batch_size", 1), ("eval_batch_size", 1), ("num_workers", 0), ("n_views", 2)):
+        value = cfg.data.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"data.{key} must be an integer >= {low}, got {value!r}")
+
+
+def start_run_folder(cfg: DictConfig, output_dir: Path, tool: str = "isc-train") -> None:
+    """Before any work: the output folder must be writable and free for this run (isc.runs.claim_folder: an
+    unfinished run of the same settings resumes; a finished or other run stops, unless overwrite=true)."""
+    from isc.runs import claim_folder
+
+    check_writable(output_dir)
+    claim_folder(output_dir, cfg, tool)
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` and a file in it, or raise an error that names it and says what to do."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise OSError(f"cannot write to the output folder {folder} ({error.strerror or error}): is it read-only, "
+                      "full, or a file? Choose a writable folder with paths.output_dir=... (or paths.log_dir=...)") from None
+
+
+class SkippedImageLimit(L.Callback):
+    """Stop the run when no training image of an epoch was readable, or more than `max_fraction` of them were
+    skipped as unreadable: a run on a few readable images is not the configured experiment."""
+
+    def __init__(self, max_fraction: float):
+        if not 0 <= float(max_fraction) <= 1:
+            raise ValueError(f"data.max_skipped_fraction must be in [0, 1], got {max_fraction!r}")
+        self.max_fraction = float(max_fraction)
+        self.skipped = self.total = 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.skipped = self.total = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        kept = len(batch["views"]) if "views" in batch else 0
+        self.skipped += int(batch.get("skipped", 0))
+        self.total += kept + int(batch.get("skipped", 0))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        counts = trainer.strategy.reduce(torch.tensor([self.skipped, self.total], dtype=torch.float64,
+                                                      device=pl_module.device), reduce_op="sum")
+        skipped, total = (int(x) for x in counts.tolist())
+        if total and skipped == total:
+            raise RuntimeError(f"no training image was readable in epoch {trainer.current_epoch} ({skipped} skipped); "
+                               "check dataset.training_dir (the warnings above name the files)")
+        if total and skipped / total > self.max_fraction:
+            raise RuntimeError(f"{skipped} of {total} training images ({skipped / total:.1%}) were unreadable in epoch "
+                               f"{trainer.current_epoch}, more than data.max_skipped_fraction={self.max_fraction}; "
+                               "repair or remove them (the warnings above name them), or raise the limit")
+
+
+class ValidateLastEpoch(L.Callback):
+    """Validate after the last epoch even when trainer.check_val_every_n_epoch skips it, inside `fit`, so that the
+    final weights reach ModelCheckpoint's selection (best/uAP is the best of every validation). A run ended by
+    max_steps in the middle of an epoch is validated after `fit` instead (val/* only)."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        every = trainer.check_val_every_n_epoch
+        last = trainer.max_epochs is not None and trainer.max_epochs > 0 and trainer.current_epoch == trainer.max_epochs - 1
+        if last and every is not None and every > 1:
+            trainer.check_val_every_n_epoch = 1  # read by Lightning's epoch loop at each epoch's end
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train as configured and return the metrics: `init/*` (before training, if enabled), `val/*` after the
-    last epoch, `best/uAP` of the monitored checkpoint. Writes config.yaml and metrics.json to paths.output_dir."""
+    last epoch, `best/uAP` of the monitored checkpoint. Writes config.yaml and metrics.json to paths.output_dir,
+    and the run's state to run_status.json (isc.runs). SIGTERM: the run stops after the current step with exit
+    status 143 (Lightning alone would exit 0); checkpoints/last.ckpt is the last epoch's end, to resume from."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from isc.runs import Stopped, recorded_run
+
     check_required(cfg)  # an unset mandatory value stops the run before any work
     fit_to_hardware(cfg)  # data.num_workers: auto, trainer.total_batch → accumulate_grad_batches
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    check_loader_settings(cfg)
+    start_run_folder(cfg, output_dir)
+    ckpt_path = resume_checkpoint(cfg, output_dir)  # before any work: a wrong or damaged checkpoint stops here
+    with recorded_run(output_dir, cfg):
+        try:
+            return _train(cfg, output_dir, ckpt_path)
+        except SIGTERMException:
+            last = output_dir / "checkpoints" / "last.ckpt"
+            resume = f"rerun the same command to resume from {last}" if last.is_file() else "no checkpoint was written yet"
+            log.error("isc-train: stopped by SIGTERM; %s", resume)
+            raise Stopped("SIGTERM", 143) from None
+
+
+def _train(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None) -> dict[str, float]:
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
     configure_threads(cfg.get("torch_threads"), cfg.data.num_workers)
@@ -201,15 +347,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg, loss)
     if cfg.get("init_from"):
         initialise_from(module, cfg.init_from)
-    trainer = build_trainer(cfg, output_dir, loss_callbacks)
+    trainer = build_trainer(cfg, output_dir, [*loss_callbacks, ValidateLastEpoch(),
+                                              SkippedImageLimit(cfg.data.get("max_skipped_fraction", 0.05))])
     evaluation = next((c for c in trainer.callbacks if isinstance(c, RetrievalEvaluation)), None)
     if evaluation is None:
         log.warning("no RetrievalEvaluation callback configured: no val/* metrics will be computed")
 
-    ckpt_path = resume_checkpoint(cfg, output_dir)
     if ckpt_path is not None:
         log.info("resuming from %s (optimizer, scheduler, loss state and data order restored)", ckpt_path)
-        step = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("global_step")
+        step = load_lightning_checkpoint(ckpt_path).get("global_step")
         for logger in trainer.loggers:
             if isinstance(logger, ResumableCSVLogger):
                 logger.keep_before_step = step  # keep the crashed part's rows up to the checkpoint

@@ -238,9 +238,9 @@ def test_ablation_grid_end_to_end(ckpt, tmp_path, data_dir, capsys):
     assert evaluate(data.ground_truth, sscd_preds).uAP == pytest.approx(uaps["sscd"], abs=1e-4)
     assert read_descriptor_submission(out / "descriptors.h5").query.shape[1] == 32
 
-    # a rerun reuses the descriptors (no re-extraction) and gives the same table
+    # a rerun (overwrite=true: the folder holds a finished run) reuses the descriptors and gives the same table
     stamp = (out / "descriptors" / "model0" / "training.h5").stat().st_mtime_ns
-    again = evaluate_checkpoint(cfg)
+    again = evaluate_checkpoint(OmegaConf.merge(cfg, {"overwrite": True}))
     assert (out / "descriptors" / "model0" / "training.h5").stat().st_mtime_ns == stamp
     assert again["chains"]["sscd"]["uAP"] == uaps["sscd"]
 

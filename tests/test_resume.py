@@ -85,24 +85,34 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_run(smoke_cfg
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
-def test_ckpt_path_last_finds_this_folder_or_the_newest_run(tmp_path):
+def test_ckpt_path_last_finds_this_folder_or_the_newest_run_of_the_same_settings(tmp_path):
+    from isc.runs import write_status
+
+    def cfg(ckpt_path, resume=True, seed=0):
+        return OmegaConf.create({"ckpt_path": ckpt_path, "resume": resume, "task_name": "train", "seed": seed,
+                                 "paths": {"log_dir": str(tmp_path / "logs")}})
+
     runs = tmp_path / "logs" / "train" / "runs"
-    older, newer = (runs / name / "checkpoints" for name in ("2026-01-01_00-00-00", "2026-01-02_00-00-00"))
-    for folder, mtime in ((older, 1000), (newer, 2000)):
+    older, newer, other = (runs / name / "checkpoints" for name in
+                           ("2026-01-01_00-00-00", "2026-01-02_00-00-00", "2026-01-03_00-00-00"))
+    for folder, mtime, seed in ((older, 1000, 0), (newer, 2000, 0), (other, 3000, 1)):
         folder.mkdir(parents=True)
-        (folder / "last.ckpt").write_bytes(b"")
+        made_with = OmegaConf.to_container(cfg(None, seed=seed))
+        torch.save({"state_dict": {}, "hyper_parameters": {"config": made_with}}, folder / "last.ckpt")
+        write_status(folder.parent, "finished", made_with)
         os.utime(folder / "last.ckpt", (mtime, mtime))
     here = runs / "now"
 
-    def cfg(ckpt_path, resume=True):
-        return OmegaConf.create({"ckpt_path": ckpt_path, "resume": resume, "task_name": "train",
-                                 "paths": {"log_dir": str(tmp_path / "logs")}})
-
-    assert resume_checkpoint(cfg("last"), here) == newer / "last.ckpt"
+    assert resume_checkpoint(cfg("last"), here) == newer / "last.ckpt"  # the newest run (seed 1) is another experiment
+    assert resume_checkpoint(cfg("last", seed=1), here) == other / "last.ckpt"
     assert resume_checkpoint(cfg(None), here) is None  # a fresh folder: a fresh run
     assert resume_checkpoint(cfg(None), older.parent) == older / "last.ckpt"  # same folder again: continue
     assert resume_checkpoint(cfg(None, resume=False), older.parent) is None
     assert resume_checkpoint(cfg("last"), older.parent) == older / "last.ckpt"
+    with pytest.raises(ValueError, match=r"other settings than this command \(seed: 0 → 2\)"):
+        resume_checkpoint(cfg("last", seed=2), older.parent)  # this folder's checkpoint, another experiment
+    with pytest.raises(FileNotFoundError, match="none of the 3 runs .* was made with this configuration"):
+        resume_checkpoint(cfg("last", seed=2), here)
     with pytest.raises(FileNotFoundError, match="ckpt_path='nope.ckpt'"):
         resume_checkpoint(cfg("nope.ckpt"), here)
     with pytest.raises(FileNotFoundError, match="no checkpoints/last.ckpt"):

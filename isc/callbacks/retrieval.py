@@ -86,7 +86,9 @@ class RetrievalEvaluation(L.Callback):
                         len(indices), expected)
         if skipped:
             log.warning("%d unreadable validation images were skipped", skipped)
-        if len(query_ids) < len(gt.query_ids):
+        if len(indices) + skipped < expected and len(query_ids) < len(gt.query_ids):
+            # a partial validation (limit_val_batches) scores the queries it saw; an unreadable query stays in the
+            # ground truth, so its pairs are misses as in the official scorer (skipping never raises the µAP)
             seen = set(query_ids)
             gt = GroundTruth.from_pairs([q for q in gt.query_ids if q in seen],
                                         {q: r for q, r in gt.matches.items() if q in seen})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -108,8 +109,23 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2))
+    try:
+        print(json.dumps(result, indent=2))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `isc-score ... | head -1`: the reader has gone; exit quietly, as a C tool would
+        _silence_stdout()
+        return 128 + 13  # 128 + SIGPIPE
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush does not fail again (Python docs, 'Note on
+    SIGPIPE')."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

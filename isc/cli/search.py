@@ -109,6 +109,7 @@ def _build(args: argparse.Namespace) -> int:
     from isc.index.calibrate import Calibration, calibrate, validation_set
     from isc.index.store import SearchIndex
 
+    _finite_threshold(args.threshold)
     if args.threshold is None and not 0 < args.target_precision <= 1:
         raise ValueError(f"--target-precision must be in (0, 1], got {args.target_precision}")
     SearchIndex.check_target(args.index, args.overwrite)  # refuse before any work
@@ -158,6 +159,7 @@ def _query(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    _finite_threshold(args.threshold)
     index = SearchIndex.open(args.index)
     embedder = _embedder(args.checkpoint or index.meta["model"]["checkpoint"], args, index.meta["model"])
     index.check_embedder(embedder)
@@ -166,7 +168,7 @@ def _query(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     embedded = embedder.embed_files(paths, batch_size=args.batch_size, num_workers=args.workers,
                                     progress=not args.quiet, desc="queries")
-    matches = index.search(embedded.vectors, args.top_k)
+    matches = _fresh_matches(index, embedder, embedded.vectors, args)
     seconds = time.perf_counter() - started
     _report_unreadable(embedded.failed, "query")
     results = [{"query": str(q), "matches": [
@@ -192,6 +194,29 @@ def _query(args: argparse.Namespace) -> int:
             "results": results, "unreadable": [{"path": str(p), "reason": r} for p, r in embedded.failed],
             "ignored": [str(p) for p in ignored]}, indent=2))
     return 0
+
+
+def _fresh_matches(index, embedder, vectors, args: argparse.Namespace) -> list:
+    """The index's matches, after embedding again the matched images whose file changed since they were indexed
+    (and dropping those whose file is gone), so that no stale score is reported."""
+    for _ in range(3):
+        matches = index.search(vectors, args.top_k)
+        report, gone = index.refresh(embedder, [path for found in matches for path, _ in found],
+                                     batch_size=args.batch_size, num_workers=args.workers, progress=False)
+        if report.updated or gone:
+            _say(f"{PROG}: {len(report.updated)} matched images changed since they were indexed and were embedded "
+                 f"again; {len(gone)} whose file is gone were removed from the index")
+            _report_unreadable(report.failed, "indexed image")
+        else:
+            return matches
+    return index.search(vectors, args.top_k)
+
+
+def _finite_threshold(value: float | None) -> None:
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"--threshold must be a finite number, got {value}")
 
 
 def _table(results: list[dict]) -> str:

@@ -37,7 +37,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from isc.assets import colour, emoji_files, emoji_image, latin_fonts, load_font, package_dir, pick, words
 from isc.data.edits import make_query
-from isc.images import ImageLoadError, fit_long_side, load_image
+from isc.images import IMAGE_SUFFIXES, ImageLoadError, fit_long_side, load_image, scan_files, warn_unused
 
 __all__ = [
     "MiniDiscError", "MiniDiscSpec", "SourcePool", "base_image", "build_mini_disc", "collect_sources",
@@ -50,7 +50,6 @@ SourceEntry = Path | Callable[[], Image.Image]
 
 FORMAT = "isc-mini-disc"
 FORMAT_VERSION = 1
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 KINDS = {"plan": 0, "reference": 1, "training": 2, "distractor": 3, "background": 4, "query": 5}
 JPEG_QUALITY = 90
 MIN_SOURCE_SIDE = 64
@@ -141,7 +140,7 @@ def _embedded_candidates() -> list[Path]:
     ]
     return [
         p for d in dirs if d is not None and d.is_dir()
-        for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
     ]
 
 
@@ -188,7 +187,9 @@ def collect_sources(spec: MiniDiscSpec, workers: int = 1) -> tuple[list[SourceEn
     root = Path(spec.source_dir)
     if not root.is_dir():
         raise MiniDiscError(f"source folder '{root}' does not exist or is not a folder")
-    paths = [str(p) for p in sorted(root.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    found, others, broken = scan_files(sorted(root.rglob("*")))
+    warn_unused(root, others, broken, log)  # counted and named, never dropped without a word
+    paths = [str(p) for p in found]
     results = _parallel_map(_scan_user_source, paths, workers)
     usable = [Path(p) for p, reason in results if reason is None]
     skipped = [(os.path.relpath(p, root), reason) for p, reason in results if reason is not None]
@@ -198,7 +199,7 @@ def collect_sources(spec: MiniDiscSpec, workers: int = 1) -> tuple[list[SourceEn
     if len(usable) < MIN_USER_SOURCES:
         raise MiniDiscError(
             f"only {len(usable)} usable photos in '{root}' ({len(skipped)} skipped, need {MIN_USER_SOURCES}); "
-            f"add photos (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})"
+            f"add photos (extensions: {', '.join(IMAGE_SUFFIXES)})"
         )
     return usable, skipped
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from isc.images import IMAGE_SUFFIXES, scan_files, warn_unused
+
+log = logging.getLogger(__name__)
+
 SPLITS = ("query", "reference", "training")
-_ID_PATTERN = {"query": re.compile(r"^Q\d{5,}$"), "reference": re.compile(r"^R\d{6,}$"), "training": re.compile(r"^T\d{6,}$")}
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+# ASCII digits only: `\d` would accept e.g. full-width digits, which pass here and fail later (the HDF5
+# submission stores ids as ASCII)
+_ID_PATTERN = {"query": re.compile(r"^Q[0-9]{5,}$"), "reference": re.compile(r"^R[0-9]{6,}$"),
+               "training": re.compile(r"^T[0-9]{6,}$")}
 
 
 @dataclass(frozen=True)
@@ -44,18 +51,17 @@ def list_split(root: Path, pattern: str, split: str, *, help_text: str) -> list[
     id_pattern = _ID_PATTERN[split]
     for folder in folders:
         with os.scandir(folder) as entries:
-            for entry in entries:
-                stem, suffix = os.path.splitext(entry.name)
-                if suffix.lower() not in IMAGE_SUFFIXES or not entry.is_file():
-                    continue
-                if not id_pattern.match(stem):
-                    raise ValueError(
-                        f"{Path(entry.path)}: file name {entry.name!r} is not a DISC21 {split} id "
-                        f"(expected e.g. {id_pattern.pattern}). Move foreign files out of {folder}."
-                    )
-                if stem in records:
-                    raise ValueError(f"{split} id {stem} appears twice: {records[stem].path} and {entry.path}")
-                records[stem] = ImageRecord(stem, split, Path(entry.path))
+            images, others, broken = scan_files(entries)
+        warn_unused(folder, others, broken, log)  # never dropped without a word
+        for path in images:
+            if not id_pattern.match(path.stem):
+                raise ValueError(
+                    f"{path}: file name {path.name!r} is not a DISC21 {split} id "
+                    f"(expected e.g. {id_pattern.pattern}). Move foreign files out of {folder}."
+                )
+            if path.stem in records:
+                raise ValueError(f"{split} id {path.stem} appears twice: {records[path.stem].path} and {path}")
+            records[path.stem] = ImageRecord(path.stem, split, path)
     if not records:
         raise FileNotFoundError(f"The {split} folder(s) {[str(f) for f in folders]} contain no images.\n{help_text}")
     return [records[k] for k in sorted(records)]

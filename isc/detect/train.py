@@ -63,8 +63,16 @@ def train_detector(cfg: DictConfig) -> dict:
     """Train as configured; returns the final validation metrics (val/box_recall at validation.min_confidence,
     …), detection ms/image during that validation, and the checkpoint path. Writes config.yaml, metrics.json
     and checkpoints/last.ckpt to paths.output_dir."""
+    from isc.runs import recorded_run
+    from isc.train import start_run_folder
+
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    start_run_folder(cfg, output_dir, "isc-train-detector")  # a finished or other run in the folder stops here (isc.runs)
+    with recorded_run(output_dir, cfg):
+        return _train_detector(cfg, output_dir)
+
+
+def _train_detector(cfg: DictConfig, output_dir: Path) -> dict:
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(int(cfg.seed), workers=True)
     from isc.train import configure_threads

@@ -7,6 +7,7 @@ the readable files with the (path, reason) of every unreadable one.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,13 +18,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from isc.data.records import IMAGE_SUFFIXES
 from isc.evaluate import load_checkpoint
 from isc.extract import EvalTransform, ModelExtractor
 from isc.finite import EXTRACTION_FIX, FLOAT32_FIX, check_finite
-from isc.images import ImageLoadError, draft_floor, load_image
+from isc.images import ImageLoadError, draft_floor, load_image, scan_files, warn_unused
 
-__all__ = ["Embedder", "Embedded", "list_images"]
+log = logging.getLogger(__name__)
+
+__all__ = ["Embedder", "Embedded", "canonical", "list_images"]
 
 
 @dataclass
@@ -43,14 +45,24 @@ def list_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[P
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_file():
-            images.append(path.absolute())
+            images.append(canonical(path))
         elif path.is_dir():
-            for p in sorted(path.rglob("*")):
-                if p.is_file():
-                    (images if p.suffix.lower() in IMAGE_SUFFIXES else others).append(p.absolute())
+            found, other, broken = scan_files(sorted(path.rglob("*")))
+            warn_unused(path, other, broken, log)
+            images += [canonical(p) for p in found]
+            others += [canonical(p) for p in other + broken]
         else:
             raise FileNotFoundError(f"{path}: no such file or folder (give image files or folders of images)")
     return images, others
+
+
+def canonical(path: str | os.PathLike) -> Path:
+    """The one name of a file in an index: absolute, with `.` and `..` resolved (`../dir/a.jpg` from `dir` is
+    `dir/a.jpg`), symbolic links kept as given."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
+MIN_SIDE = 16  # isc's choice: below 16 px an image holds too little to be called a copy of anything
 
 
 class _Files(Dataset):
@@ -62,7 +74,11 @@ class _Files(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         try:
-            return {"index": i, "views": self.transform(load_image(self.paths[i], draft_size=self.draft_size))}
+            image = load_image(self.paths[i], draft_size=self.draft_size)
+            if min(image.size) < MIN_SIDE:
+                return {"index": i, "error": f"{image.width}×{image.height} px is too small to compare (at least "
+                                             f"{MIN_SIDE} px a side: a smaller image resized up matches almost anything)"}
+            return {"index": i, "views": self.transform(image)}
         except ImageLoadError as error:
             return {"index": i, "error": error.reason or str(error)}
         except Exception as error:  # a decodable file the transform cannot handle (e.g. 1 × 1 px): report it

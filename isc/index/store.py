@@ -8,16 +8,22 @@ Folder layout:
   index.json   the model and transform the vectors were made with (queries must use the same), the copy
                threshold and its calibration (isc.index.calibrate), counts, times
 
-`add` embeds only new files: a path already indexed with the same modification time is a duplicate (skipped
-and counted); a path indexed with another modification time was edited since and is embedded again (its old
-vector removed). Unreadable files are returned with their reason. The files are rewritten atomically after
+`add` embeds only new files: a path already indexed with the same modification time and size is a duplicate
+(skipped and counted); a path indexed with another modification time or size was edited since and is embedded
+again (its old vector removed). Paths are canonical (absolute, `..` resolved: isc.index.embed.canonical).
+`refresh` does the same for the matches of a query before they are reported, so that an image edited after
+indexing is never reported with its old score, and drops the entries whose file is gone. `open` refuses an
+index.json edited by hand where it matters: a threshold that is not a finite number, or model
+settings that no longer match their check values (the vectors were made with the recorded ones). Unreadable files are returned with their reason. The files are rewritten atomically after
 every `save_every` new images, so an interrupted add keeps what it saved, and a rerun skips it.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,7 +33,7 @@ import faiss
 import numpy as np
 
 from isc.index.calibrate import Calibration
-from isc.index.embed import Embedder, list_images
+from isc.index.embed import Embedder, canonical, list_images
 
 __all__ = ["AddReport", "SearchIndexError", "SearchIndex"]
 
@@ -94,7 +100,7 @@ class SearchIndex:
         directory = cls.check_target(directory, overwrite)
         dim = int(settings["dim"])
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        meta = {"format": FORMAT, "created": now, "updated": now, "model": settings,
+        meta = {"format": FORMAT, "created": now, "updated": now, "model": settings, "model_check": _checks(settings),
                 "calibration": calibration.to_dict(), "count": 0, "next_id": 0}
         return cls(directory, meta, faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), {})
 
@@ -118,6 +124,7 @@ class SearchIndex:
         if missing:
             raise SearchIndexError(f"{meta_path} lacks {', '.join(missing)} (damaged or edited by hand?); "
                                    "rebuild the index with --overwrite")
+        _check_meta(meta_path, meta)
         rows: dict[int, tuple[str, int, int]] = {}
         with open(directory / IMAGES_FILE, newline="") as f:
             reader = csv.reader(f)
@@ -129,7 +136,12 @@ class SearchIndex:
                     rows[int(row[0])] = (row[1], int(row[2]), int(row[3]))
                 except (ValueError, IndexError):
                     raise SearchIndexError(f"{directory / IMAGES_FILE}, line {line}: malformed row {row}") from None
-        index = faiss.read_index(str(directory / INDEX_FILE))
+        try:
+            index = faiss.read_index(str(directory / INDEX_FILE))
+        except RuntimeError as error:  # faiss: "Error in ... read ..." with a C++ trace
+            first = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            raise SearchIndexError(f"{directory / INDEX_FILE} is damaged or truncated ({first[:200]}); rebuild the index "
+                                   "with `isc-search build ... --overwrite`") from None
         if index.ntotal != len(rows) or index.d != int(meta["model"]["dim"]):
             raise SearchIndexError(f"{directory}: {INDEX_FILE} holds {index.ntotal} vectors of {index.d} dims but "
                               f"{IMAGES_FILE} lists {len(rows)} images of {meta['model']['dim']} dims; "
@@ -163,7 +175,7 @@ class SearchIndex:
         return self.rows[int(image_id)][0]
 
     def id_of(self, path: str | os.PathLike) -> int | None:
-        return self._by_path.get(str(Path(path).expanduser().absolute()))
+        return self._by_path.get(str(canonical(path)))
 
     def check_embedder(self, embedder: Embedder) -> None:
         """Raise unless `embedder` makes vectors comparable with the index's (same weights and transform)."""
@@ -187,7 +199,7 @@ class SearchIndex:
             key = str(path)
             state = _file_state(path)
             old = self._by_path.get(key)
-            if key in seen or (old is not None and self.rows[old][1] == state[0]):
+            if key in seen or (old is not None and tuple(self.rows[old][1:]) == state):
                 report.duplicates.append(path)
             else:
                 todo.append((path, state))
@@ -217,6 +229,31 @@ class SearchIndex:
             self.save()
         return report
 
+    def refresh(self, embedder: Embedder, paths: list[str], **add_options) -> tuple[AddReport, list[str]]:
+        """Embed again those of the indexed `paths` whose file changed (modification time or size) since it was
+        indexed, and remove those whose file is gone: (the add report, the removed paths)."""
+        changed, gone = [], []
+        for key in dict.fromkeys(paths):
+            i = self._by_path.get(key)
+            if i is None:
+                continue
+            try:
+                state = _file_state(Path(key))
+            except OSError:
+                gone.append(key)
+                continue
+            if state != tuple(self.rows[i][1:]):
+                changed.append(key)
+        if gone:
+            ids = [self._by_path.pop(key) for key in gone]
+            self.index.remove_ids(np.array(ids, dtype=np.int64))
+            for i in ids:
+                del self.rows[i]
+        report = self.add(embedder, changed, **add_options) if changed else AddReport()
+        if gone and not changed:
+            self.save()
+        return report, gone
+
     def search(self, vectors: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         """The k best (path, cosine similarity) of each query vector, best first."""
         if k < 1:
@@ -226,3 +263,25 @@ class SearchIndex:
             return [[] for _ in range(len(vectors))]
         scores, ids = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
         return [[(self.path_of(i), float(s)) for s, i in zip(srow, irow) if i >= 0] for srow, irow in zip(scores, ids)]
+
+
+def _checks(settings: dict) -> dict[str, str]:
+    """A short hash of each model setting, stored beside them: an edit of index.json is found and named."""
+    return {k: hashlib.sha1(json.dumps(v, sort_keys=True).encode()).hexdigest()[:12] for k, v in sorted(settings.items())}
+
+
+def _check_meta(meta_path: Path, meta: dict) -> None:
+    """Refuse a threshold that is not a finite cosine similarity, or model settings edited since the index was built."""
+    threshold = meta["calibration"]["threshold"]
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)
+                                  or not math.isfinite(threshold)):
+        raise SearchIndexError(f"{meta_path}: calibration.threshold={threshold!r} is not a finite number (NaN "
+                               "flags nothing); fix it, pass --threshold T to `query`, or rebuild the index")
+    checks = meta.get("model_check")
+    if checks is not None:  # indexes built before the checks existed have none
+        edited = sorted(k for k, v in _checks(meta["model"]).items() if checks.get(k) != v)
+        edited += sorted(k for k in checks if k not in meta["model"])
+        if edited:
+            raise SearchIndexError(f"{meta_path}: model.{', model.'.join(edited)} edited by hand (the vectors were made "
+                                   "with the recorded value); restore it, or rebuild the index with `isc-search build "
+                                   "... --overwrite`")

@@ -154,13 +154,25 @@ def _descriptor_only(q: ViewDescriptors, r: ViewDescriptors, data, gt: GroundTru
 
 
 def match(cfg: DictConfig) -> dict:
-    """Run isc-match as configured; returns the metrics written to metrics.json."""
-    from isc.evaluate import build_extractors
-    from isc.train import configure_threads
+    """Run isc-match as configured; returns the metrics written to metrics.json. The output folder follows
+    isc-eval's rule (isc.evaluate.evaluate_checkpoint): new, or an unfinished run of the same settings, or
+    overwrite=true."""
+    from isc.evaluate import claim_eval_folder
+    from isc.runs import recorded_run
+    from isc.train import check_writable
 
     check_required(cfg)  # e.g. dataset=disc21 without dataset.root: stop before any work
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    claim_eval_folder(cfg, output_dir, "isc-match")
+    check_writable(output_dir)
+    with recorded_run(output_dir, cfg, sigterm=True):
+        return _match(cfg, output_dir)
+
+
+def _match(cfg: DictConfig, output_dir: Path) -> dict:
+    from isc.evaluate import build_extractors
+    from isc.train import configure_threads
+
     query_crops, reference_crops, verifier = _components(cfg)
     configure_threads(cfg.get("torch_threads"), int(cfg.eval.num_workers))
     extractors = build_extractors(cfg)

@@ -89,8 +89,16 @@ def train_verifier(cfg: DictConfig) -> dict:
     """Train as configured; return `init/*` (before training), `val/*` (after), `best/*` (the saved checkpoint,
     reloaded with PairwiseVerifier, with its scoring throughput), `descriptor/*` (the mining checkpoint's cosine
     scores of the same pairs) and `negatives` (how they were drawn). Writes config.yaml and metrics.json."""
+    from isc.runs import recorded_run
+    from isc.train import start_run_folder
+
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    start_run_folder(cfg, output_dir, "isc-train-verifier")  # a finished or other run in the folder stops here (isc.runs)
+    with recorded_run(output_dir, cfg):
+        return _train_verifier(cfg, output_dir)
+
+
+def _train_verifier(cfg: DictConfig, output_dir: Path) -> dict:
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
     configure_threads(cfg.get("torch_threads"), cfg.data.num_workers)
