@@ -89,7 +89,9 @@ class CopyDetectionModule(L.LightningModule):
         out = self.loss(self.model(images), labels)
         if not torch.isfinite(out["loss"]):
             raise FloatingPointError(f"training loss is {out['loss'].item()} at global step {self.global_step}")
-        self.log_dict({f"train/{k}": val.detach() for k, val in out.items()}, prog_bar=True, batch_size=b)
+        # the progress bar shows the loss (and val/uAP); the loss's other terms go to the loggers only
+        self.log_dict({f"train/{k}": val.detach() for k, val in out.items() if k != "loss"}, batch_size=b)
+        self.log("train/loss", out["loss"].detach(), prog_bar=True, batch_size=b)
         self.log("train/epoch_loss", out["loss"].detach(), on_step=False, on_epoch=True, batch_size=b, sync_dist=True)
         return out["loss"]
 

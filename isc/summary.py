@@ -1,0 +1,163 @@
+"""What every command prints last: the numbers that matter and the absolute paths of its run folder and files;
+and `<log_dir>/<task>/latest`, the link to the task's last finished run.
+
+One helper for every CLI (isc-train, isc-eval, isc-match, isc-search, isc-export, isc-score, isc-make-dataset,
+isc-train-verifier, isc-train-detector), so that they all end the same way:
+
+    isc-train finished in 7 min 36 s
+      µAP          0.0941 at initialisation → 0.2510 after training (best 0.2510 at epoch 47)
+      run folder   /home/me/isc/outputs/train/runs/2026-11-29_10-00-00
+      checkpoint   /home/me/isc/outputs/train/runs/2026-11-29_10-00-00/checkpoints/epoch047-uAP0.2510.ckpt
+      latest       /home/me/isc/outputs/train/latest → runs/2026-11-29_10-00-00
+
+Files that do not exist are left out (e.g. report.html with eval.report.enabled=false), so a summary names
+only what is there. The `latest` link is replaced atomically and only when a command succeeds: a failed or
+interrupted run never becomes `latest`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+__all__ = ["Timer", "best_checkpoint", "duration", "finish_run", "fmt", "format_summary", "link_latest", "print_summary",
+           "similarity"]
+
+LABEL_WIDTH = 12
+
+
+class Timer:
+    """Wall time since construction (a command's start)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def duration(seconds: float) -> str:
+    """`0.8 s`, `23 s`, `1 min 49 s`, `1 h 02 min`."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def similarity(score: float | None, metric: str = "l2") -> float | None:
+    """A candidate score on the scale users see everywhere (isc-search, isc-eval, report.html): similarity.
+    Searches by squared L2 score pairs by −d²; for L2-normalised descriptors d² = 2 − 2·cos, so 1 − d²/2 =
+    1 + score/2 is their cosine similarity. Inner-product chains (metric "ip") already score by similarity.
+    The map is increasing, so every ranking, µAP and recall is the same on both scales."""
+    if score is None:
+        return None
+    if metric == "ip":
+        return float(score)
+    if metric != "l2":
+        raise ValueError(f"unknown search metric {metric!r} (l2 or ip)")
+    return 1.0 + float(score) / 2.0
+
+
+_EPOCH = re.compile(r"epoch[=_-]?(\d+)")
+
+
+def best_checkpoint(run_dir: str | os.PathLike) -> tuple[Path | None, int | None]:
+    """The best-epoch checkpoint of a training run folder (checkpoints/*.ckpt other than last.ckpt; the newest
+    if several) and its epoch as the file name gives it (`epoch047-…` → 47; None if the name has none)."""
+    found = sorted((p for p in (Path(run_dir) / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"),
+                   key=lambda p: p.stat().st_mtime)
+    if not found:
+        return None, None
+    match = _EPOCH.search(found[-1].name)
+    return found[-1], int(match.group(1)) if match else None
+
+
+def link_latest(run_dir: str | os.PathLike, task_root: str | os.PathLike) -> Path | None:
+    """Point `<task_root>/latest` at `run_dir` (a relative link, e.g. `runs/<time>` or
+    `multiruns/<time>/<job>`), replacing any earlier link atomically (a new link, then rename over the old one).
+    Only for a run folder inside `task_root`: a folder the user named elsewhere gets no link (and nothing is
+    written into `task_root`). An existing `latest` that is not a link (the user's file) is left alone.
+    Returns the link, or None when none was made."""
+    run_dir, task_root = Path(run_dir).absolute(), Path(task_root).absolute()
+    try:
+        target = run_dir.relative_to(task_root)
+    except ValueError:
+        return None
+    if not run_dir.is_dir() or target == Path("."):
+        return None
+    link = task_root / "latest"
+    if link.exists() and not link.is_symlink():
+        return None
+    temporary = task_root / f".latest.{os.getpid()}"
+    temporary.unlink(missing_ok=True)
+    os.symlink(target, temporary, target_is_directory=True)
+    os.replace(temporary, link)
+    return link
+
+
+def _path_text(path: Path) -> str:
+    path = Path(path)
+    if path.is_symlink():
+        return f"{path.absolute()} → {os.readlink(path)}"
+    return str(path.absolute())
+
+
+def format_summary(tool: str, seconds: float | None, numbers: Sequence[tuple[str, str]] = (),
+                   files: Iterable[tuple[str, str | os.PathLike | None]] = (), status: str = "finished") -> str:
+    """The summary block: `<tool> <status> in <time>`, then one `label  value` line per number and per file
+    that exists (absolute paths)."""
+    head = f"{tool} {status}" + (f" in {duration(seconds)}" if seconds is not None else "")
+    lines = [head]
+    lines += [f"  {label:<{LABEL_WIDTH}} {value}" for label, value in numbers]
+    for label, path in files:
+        if path is not None and (Path(path).exists() or Path(path).is_symlink()):
+            lines.append(f"  {label:<{LABEL_WIDTH}} {_path_text(Path(path))}")
+    return "\n".join(lines)
+
+
+def print_summary(tool: str, seconds: float | None, numbers: Sequence[tuple[str, str]] = (),
+                  files: Iterable[tuple[str, str | os.PathLike | None]] = (), *, stream: TextIO | None = None,
+                  status: str = "finished") -> str:
+    """Print the summary block (to stdout unless `stream` is given; tools whose stdout is data, e.g. isc-score's
+    JSON, pass sys.stderr) after a blank line, and return it."""
+    text = format_summary(tool, seconds, numbers, files, status)
+    stream = stream or sys.stdout
+    print(f"\n{text}", file=stream, flush=True)
+    return text
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    """A metric for a summary line: 4 decimals, or – when it was never reached (e.g. recall at P90)."""
+    return "–" if value is None else f"{float(value):.{digits}f}"
+
+
+def finish_run(cfg, tool: str, seconds: float, numbers: Sequence[tuple[str, str]],
+               files: Iterable[tuple[str, str | os.PathLike | None]] = ()) -> str | None:
+    """The end of a Hydra command that succeeded: `<log_dir>/<task>/latest` → its run folder (paths.output_dir),
+    then the summary with the run folder, `files`, the run's log and the link. Only on global rank 0 (under DDP
+    every rank runs the command; one summary)."""
+    if "lightning" in sys.modules:
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        if getattr(rank_zero_only, "rank", 0) != 0:
+            return None
+    run_dir = Path(cfg.paths.output_dir)
+    link = link_latest(run_dir, Path(cfg.paths.log_dir) / cfg.task_name)
+    logs = []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        logs = [("log", run_dir / f"{HydraConfig.get().job.name}.log")]
+    except ValueError:  # not under Hydra (called from Python)
+        pass
+    return print_summary(tool, seconds, numbers, [("run folder", run_dir), *files, *logs, ("latest", link)])
