@@ -28,6 +28,7 @@ from isc.metric import GroundTruth, Predictions, evaluate, precision_recall
 from isc.model import DescriptorModel
 from isc.postprocess import Chain, build_chains, select_models
 from isc.search import global_candidates, knn_candidates
+from isc.summary import similarity
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         r = chain.transform(select_models(chain, [v for _, v in desc.reference]), "reference")
         predictions = candidates(cfg, chain, q, r, query_ids, reference_ids)
         metrics = evaluate(gt, predictions).to_dict()
+        # the threshold on the scale users see (isc-search, report.html): similarity; scores stay as searched
+        metrics["similarity_at_p90"] = similarity(metrics["threshold_at_p90"], chain.metric)
         seconds = time.perf_counter() - started
         chain_dir = output_dir / "chains" / chain.name
         write_predictions(chain_dir / "predictions.csv", predictions, **known)  # ≤ 500,000 rows, the official limit
