@@ -2,7 +2,8 @@
 
 One run extracts the query, reference (and, when a chain needs them, training) descriptors once per
 checkpoint or baseline, then scores every chain of the eval grid on them. Files in paths.output_dir:
-metrics.json, predictions.csv and descriptors.h5 (the primary chain = the first one), pr_curve.png,
+metrics.json, predictions.csv, descriptors.h5 and pr_curve.png (the primary chain = the first one),
+pr_curves_chains.png (the other chains, small multiples),
 ablation.csv / ablation.md, report.html, chains/<name>/{predictions.csv, metrics.json}, descriptors/ (the HDF5 caches).
 """
 
@@ -194,10 +195,12 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         results[chain.name] = {"steps": chain.describe(), "metric": chain.metric, "dims": int(q.shape[1]), **metrics}
         log.info("%s [%s]: µAP %.4f", chain.name, chain.describe(), metrics["uAP"])
 
-    from isc.report import plot_pr_curves, write_ablation_table
+    from isc.report import plot_pr_curve, plot_pr_grid, write_ablation_table
 
     write_ablation_table(rows, output_dir)
-    plot_pr_curves(curves, output_dir / "pr_curve.png", title=_title(cfg, extractors))
+    plot_pr_curve(*curves[0], output_dir / "pr_curve.png", title=_title(cfg, extractors))  # the primary chain
+    if len(curves) > 1:
+        plot_pr_grid(curves, output_dir / "pr_curves_chains.png")
     summary = {**{k: v for k, v in results[chains[0].name].items() if k not in ("steps", "metric", "dims")},
                "primary_chain": chains[0].name, "chains": results}
     if query_crop is not None:

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
+
 __all__ = ["Timer", "best_checkpoint", "duration", "finish_run", "fmt", "format_summary", "link_latest", "print_summary",
            "similarity"]
 
@@ -54,18 +56,19 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
-def similarity(score: float | None, metric: str = "l2") -> float | None:
-    """A candidate score on the scale users see everywhere (isc-search, isc-eval, report.html): similarity.
+def similarity(score, metric: str = "l2"):
+    """Candidate scores on the scale users see everywhere (isc-search, isc-eval, report.html): similarity.
     Searches by squared L2 score pairs by −d²; for L2-normalised descriptors d² = 2 − 2·cos, so 1 − d²/2 =
     1 + score/2 is their cosine similarity. Inner-product chains (metric "ip") already score by similarity.
-    The map is increasing, so every ranking, µAP and recall is the same on both scales."""
+    The map is increasing, so every ranking, µAP and recall is the same on both scales. A float for a number,
+    an array for an array, None for None (e.g. no threshold at 90 % precision)."""
     if score is None:
         return None
-    if metric == "ip":
-        return float(score)
-    if metric != "l2":
+    if metric not in ("l2", "ip"):
         raise ValueError(f"unknown search metric {metric!r} (l2 or ip)")
-    return 1.0 + float(score) / 2.0
+    value = np.asarray(score, dtype=np.float64)
+    value = value if metric == "ip" else 1.0 + value / 2.0
+    return float(value) if value.ndim == 0 else value
 
 
 _EPOCH = re.compile(r"epoch[=_-]?(\d+)")
