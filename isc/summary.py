@@ -17,6 +17,7 @@ interrupted run never becomes `latest`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -164,3 +165,72 @@ def finish_run(cfg, tool: str, seconds: float, numbers: Sequence[tuple[str, str]
     except ValueError:  # not under Hydra (called from Python)
         pass
     return print_summary(tool, seconds, numbers, [("run folder", run_dir), *files, *logs, ("latest", link)])
+
+
+SWEEP_METRICS = ("init/uAP", "val/uAP", "best/uAP")
+
+
+def sweep_table(sweep_dir: str | os.PathLike, objective: str | None = None) -> tuple[str, int | None]:
+    """A Markdown table of a multirun's jobs (`<sweep_dir>/<job>/`): the overrides that differ between jobs and
+    the µAPs of each job's metrics.json (`failed` for a job without one), and the job that is best by
+    `objective` (default val/uAP). Returns (table, best job number or None)."""
+    sweep_dir = Path(sweep_dir)
+    jobs = sorted((d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
+    rows = []
+    for job in jobs:
+        overrides_file = job / ".hydra" / "overrides.yaml"
+        overrides = _read_overrides(overrides_file) if overrides_file.is_file() else []
+        metrics_file = job / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+        rows.append((int(job.name), dict(o.split("=", 1) for o in overrides if "=" in o), metrics))
+    keys = sorted({k for _, o, _ in rows for k in o})
+    varying = [k for k in keys if len({o.get(k) for _, o, _ in rows}) > 1] or keys
+    objective = objective or "val/uAP"
+    columns = [m for m in dict.fromkeys((*SWEEP_METRICS, objective)) if any(r[2] and m in r[2] for r in rows)]
+    scored = [(r[2][objective], r[0]) for r in rows if r[2] and r[2].get(objective) is not None]
+    best = max(scored)[1] if scored else None
+    lines = ["| job | " + " | ".join([*varying, *columns]) + " |", "|" + "---|" * (1 + len(varying) + len(columns))]
+    for number, overrides, metrics in rows:
+        values = [overrides.get(k, "") for k in varying]
+        values += [fmt(metrics.get(m)) for m in columns] if metrics else ["failed"] * len(columns)
+        mark = " (best)" if number == best else ""
+        lines.append(f"| {number}{mark} | " + " | ".join(str(v) for v in values) + " |")
+    return "\n".join(lines), best
+
+
+def _read_overrides(path: Path) -> list[str]:
+    from omegaconf import OmegaConf
+
+    return [str(o) for o in OmegaConf.load(path)]
+
+
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover - hydra is a dependency; a stand-in keeps this module importable
+    _HydraCallback = object
+
+
+class SweepSummary(_HydraCallback):
+    """Hydra callback (conf/train.yaml `hydra.callbacks`): at the end of a multirun (a plain sweep, Optuna, or
+    SLURM jobs), print the per-job µAP table (sweep_table) and write it to `<sweep dir>/summary.md`."""
+
+    def __init__(self, tool: str = "isc-train") -> None:
+        self.tool = tool
+        self.timer = Timer()
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self.timer = Timer()
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        table, best = sweep_table(sweep_dir, config.get("optimized_metric"))
+        (sweep_dir / "summary.md").write_text(table + "\n")
+        n_jobs = table.count("\n") - 1
+        print(f"\n{table}", flush=True)
+        print_summary(f"{self.tool} sweep", self.timer.seconds,
+                      [("jobs", f"{n_jobs}; best: job {best}" if best is not None else f"{n_jobs}; none finished")],
+                      [("sweep folder", sweep_dir), ("table", sweep_dir / "summary.md"),
+                       ("best job", sweep_dir / str(best) if best is not None else None),
+                       ("optuna", sweep_dir / "optimization_results.yaml")])
