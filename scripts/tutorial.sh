@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's tutorial ("Tutorial: from the first run to the matching track"), command by command, in order,
-# from the repository root (or any folder: it writes to ./outputs and ./data there). Each command's whole
+# in the repository (TUTORIAL_TINY=1: in the current folder, ./outputs and ./data there). Each command's whole
 # output goes to outputs/tutorial/<time>/<step>.log; the console shows each command and the summary it ended
 # with; outputs/tutorial/<time>/numbers.md collects them with the date and the commit. The README's numbers
 # come from one run of this script on the landed code.
@@ -18,6 +18,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# the full run works in the repository (make train writes there); the tiny one in the current folder
+[ -n "${TUTORIAL_TINY:-}" ] || cd "$REPO"
 STAMP=$(date -u +%Y-%m-%d_%H-%M-%S)
 OUT=outputs/tutorial/$STAMP
 mkdir -p "$OUT"
