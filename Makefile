@@ -11,13 +11,14 @@ help: ## list the targets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev]"
+	@echo "installing isc and its dependencies into $(VENV)/ (a few minutes the first time; pip's log: $(VENV)/pip.log)"
+	$(BIN)/python -m pip install -q --upgrade pip --log $(VENV)/pip.log
+	$(BIN)/python -m pip install -q -e ".[dev]" --log $(VENV)/pip.log
 	touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install isc with its dev tools (torch <= 2.14.1)
 
-train: $(STAMP) ## set up, build the mini-DISC if missing, train the default experiment, print µAP (ARGS=overrides)
+train: $(STAMP) ## set up, build the mini-DISC if missing, train the default experiment; ends with µAP and the run's paths (ARGS=overrides)
 	$(BIN)/isc-train $(ARGS)
 
 test: $(STAMP) ## run the whole test suite

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import re
+import sys
+import warnings
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -20,12 +25,93 @@ def config_dir() -> Path:
 
 
 def quiet_third_party_loggers() -> None:
-    """Hide faiss' loader chatter (it reports every CPU-feature library it tries) from run logs, and let
-    Lightning's messages reach the console once, through Hydra's handlers, instead of twice."""
+    """Each console line once, and no third-party chatter: faiss' loader reports every CPU-feature library it
+    tries; the `lightning` package logger adds its own stderr handler at import (so under Hydra, whose root
+    handlers also print them, every Lightning line appeared twice: `INFO: …` and `[…][INFO] - …`); Lightning's
+    startup lines (GPU/TPU available, a product tip, "Seed set to 0", "`Trainer.fit` stopped") are INFO notes
+    of no use at the end of a run. Warnings of those loggers still reach the console and the run's log."""
+    import lightning  # noqa: F401  (its loggers get their handlers at import: import first, then remove them)
+
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-    lightning_logger = logging.getLogger("lightning.pytorch")
-    for handler in list(lightning_logger.handlers):
-        lightning_logger.removeHandler(handler)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics", "huggingface_hub"):
+        third_party = logging.getLogger(name)
+        for handler in list(third_party.handlers):
+            third_party.removeHandler(handler)
+        third_party.propagate = True
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Lightning 2.6 on torch ≥ 2.10: an internal use of a deprecated torch API, nothing the user can change
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def pin_output_dir(cfg) -> None:
+    """Write into the folder Hydra made for this job, whatever named it: `paths.output_dir=X` (hydra.run.dir
+    follows it), `hydra.run.dir=X` (paths.output_dir follows it: one folder for the log and the results), a
+    multirun job's <sweep dir>/<job number> (not a fresh timestamp, which two jobs of one second would share).
+    Lightning's DDP launcher starts the other ranks with `hydra.run.dir=<this folder>`, so they write into it
+    too instead of each resolving `${now:}` anew (lightning-hydra-template #393)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    cfg.paths.output_dir = HydraConfig.get().runtime.output_dir
+
+
+# `~` is a character of Hydra's override grammar (the `~key` deletion), so `key=~/photos` is a lexer error
+# (LexerNoViableAltException) and the shell does not expand it there. A `~` that starts a value, or an element
+# of a list/sweep, is the home folder; anything else is left to Hydra.
+_HOME = re.compile(r"(?<=[=,\[(])~([A-Za-z0-9_.-]*)(?=/|,|\]|\)|$)")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_SAFE = re.compile(r"[A-Za-z0-9_./+-]*")
+
+
+def expand_home(overrides: list[str]) -> list[str]:
+    """Command-line overrides with a leading `~` or `~user` of a value expanded (`dataset.build.source_dir=~/x`
+    → `…=/home/me/x`, `ckpt_path=[~/a.ckpt,~/b.ckpt]`, sweeps `…=~/a,~/b`), quoted when the home folder holds
+    characters of Hydra's grammar. A `~` elsewhere in an unquoted value is an error that says how to write it.
+    Options (`-m`, `--cfg job`) and `~key` deletions are left as they are."""
+    out = []
+    for override in overrides:
+        key, equals, value = override.partition("=")
+        if not equals or override.startswith(("-", "~")):
+            out.append(override)
+            continue
+
+        def home(match: re.Match) -> str:
+            expanded = os.path.expanduser("~" + match.group(1))
+            return expanded if _SAFE.fullmatch(expanded) else f"'{expanded}'"
+
+        expanded = _HOME.sub(home, override)
+        if "~" in _QUOTED.sub("", expanded.partition("=")[2]):
+            raise ValueError(
+                f"{override!r}: `~` is part of Hydra's override grammar and is only understood at the start of a "
+                f"path here. Quote the value to keep a literal `~`: \"{key}='{value}'\", or write the folder out "
+                f"({key}=$HOME/...)")
+        out.append(expanded)
+    return out
+
+
+def hydra_entry(config_name: str, prog: str):
+    """`hydra.main` on isc's configs, after `~` in the overrides is expanded (expand_home); a bad `~` ends the
+    command with exit status 2 and the message. The entry point also runs as a plain task function (cfg given)."""
+    import hydra
+
+    def decorate(task):
+        hydra_task = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(task)
+
+        @functools.wraps(task)
+        def main(cfg=None):
+            if cfg is not None:
+                return hydra_task(cfg)
+            try:
+                sys.argv[1:] = expand_home(sys.argv[1:])
+            except ValueError as error:
+                print(f"{prog}: error: {error}", file=sys.stderr)
+                sys.exit(2)
+            return hydra_task()
+
+        return main
+
+    return decorate
 
 
 def missing_metric_error(name: str, available: dict) -> KeyError:

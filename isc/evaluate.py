@@ -2,7 +2,8 @@
 
 One run extracts the query, reference (and, when a chain needs them, training) descriptors once per
 checkpoint or baseline, then scores every chain of the eval grid on them. Files in paths.output_dir:
-metrics.json, predictions.csv and descriptors.h5 (the primary chain = the first one), pr_curve.png,
+metrics.json, predictions.csv, descriptors.h5 and pr_curve.png (the primary chain = the first one),
+pr_curves_chains.png (the other chains, small multiples),
 ablation.csv / ablation.md, report.html, chains/<name>/{predictions.csv, metrics.json}, descriptors/ (the HDF5 caches).
 """
 
@@ -30,6 +31,7 @@ from isc.metric import GroundTruth, Predictions, evaluate, precision_recall
 from isc.model import DescriptorModel
 from isc.postprocess import Chain, build_chains, select_models
 from isc.search import global_candidates, knn_candidates
+from isc.summary import similarity
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +227,8 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict:
         r = chain.transform(select_models(chain, [v for _, v in desc.reference]), "reference")
         predictions = candidates(cfg, chain, q, r, query_ids, reference_ids, len(data.queries))
         metrics = evaluate(gt, predictions).to_dict()
+        # the threshold on the scale users see (isc-search, report.html): similarity; scores stay as searched
+        metrics["similarity_at_p90"] = similarity(metrics["threshold_at_p90"], chain.metric)
         seconds = time.perf_counter() - started
         chain_dir = output_dir / "chains" / chain.name
         write_predictions(chain_dir / "predictions.csv", predictions, **known)  # ≤ 500,000 rows, the official limit
@@ -241,10 +245,12 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict:
         results[chain.name] = {"steps": chain.describe(), "metric": chain.metric, "dims": int(q.shape[1]), **metrics}
         log.info("%s [%s]: µAP %.4f", chain.name, chain.describe(), metrics["uAP"])
 
-    from isc.report import plot_pr_curves, write_ablation_table
+    from isc.report import plot_pr_curve, plot_pr_grid, write_ablation_table
 
     write_ablation_table(rows, output_dir)
-    plot_pr_curves(curves, output_dir / "pr_curve.png", title=_title(cfg, extractors))
+    plot_pr_curve(*curves[0], output_dir / "pr_curve.png", title=_title(cfg, extractors))  # the primary chain
+    if len(curves) > 1:
+        plot_pr_grid(curves, output_dir / "pr_curves_chains.png")
     summary = {**{k: v for k, v in results[chains[0].name].items() if k not in ("steps", "metric", "dims")},
                "primary_chain": chains[0].name, "chains": results,
                "skipped": {split: len(ids) for split, ids in skipped.items()}}

@@ -12,7 +12,9 @@ needs no extra package; onnx and onnxruntime (the `export` extra) are needed to 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,16 @@ def _example(size: int, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
 
 
+@contextlib.contextmanager
+def _jit_without_deprecation_warnings():
+    """torch ≥ 2.9 deprecates torch.jit (FutureWarning on trace, trace_method, save and load) in favour of
+    torch.export; TorchScript stays the format of this export (loadable by libtorch without Python), so these
+    notices are silenced here, around isc's own calls, and nowhere else."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        yield
+
+
 def _write_sidecar(path: Path, meta: dict) -> None:
     path.with_name(path.name + ".json").write_text(json.dumps(meta, indent=2))
 
@@ -55,16 +67,17 @@ def export_torchscript(model: torch.nn.Module, path: str | Path, size: int, meta
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), _jit_without_deprecation_warnings():
         traced = torch.jit.trace(model, _example(size), check_trace=False)  # checked by the caller (isc-export)
-    torch.jit.save(traced, str(path), _extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
+        torch.jit.save(traced, str(path), _extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
     _write_sidecar(path, meta)
     return path
 
 
 def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, dict]:
     extra = {f"{METADATA_KEY}.json": ""}
-    module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    with _jit_without_deprecation_warnings():
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     return module.eval(), json.loads(extra[f"{METADATA_KEY}.json"] or "{}")
 
 

@@ -1,4 +1,5 @@
-"""Files of an isc-eval run: the ablation table (CSV + Markdown) and the precision-recall curves (PNG)."""
+"""Files of an isc-eval run: the ablation table (CSV + Markdown), the primary chain's precision-recall curve
+(pr_curve.png) and the other chains' as small multiples (pr_curves_chains.png)."""
 
 from __future__ import annotations
 
@@ -36,23 +37,52 @@ def _cell(value) -> str:
     return str(value).replace("|", "\\|")
 
 
-def plot_pr_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | Path, title: str = "") -> Path:
-    """One precision-recall curve per chain (name, precision, recall) in a PNG."""
+def _pr_axes(ax, title: str) -> None:
+    ax.axhline(0.9, color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=ax.title.get_fontsize())
+    ax.grid(alpha=0.3)
+
+
+def plot_pr_curve(name: str, precision: np.ndarray, recall: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """The precision-recall curve of one chain (the primary one) in a PNG, with the 90 % precision line."""
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (e.g. a notebook's) alone
 
     fig = Figure(figsize=(6.4, 4.8), dpi=100)
     ax = fig.subplots()
-    for name, precision, recall in curves:
-        ax.plot(recall, precision, label=name, linewidth=1.2)
-    ax.axhline(0.9, color="grey", linestyle=":", linewidth=0.8)
+    ax.plot(recall, precision, linewidth=1.5, color="tab:blue")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_title(title or "precision-recall of the pooled predictions")
-    if curves:
-        ax.legend(fontsize=7, loc="upper right")
-    ax.grid(alpha=0.3)
+    _pr_axes(ax, f"{title + ' · ' if title else ''}{name}")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def plot_pr_grid(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | Path, columns: int = 4) -> Path:
+    """Small multiples: one panel per chain after the first (name, precision, recall), each with the first
+    (primary) chain's curve in grey behind it for comparison."""
+    from matplotlib.figure import Figure
+
+    (primary, p0, r0), others = curves[0], list(curves[1:])
+    if not others:
+        raise ValueError("plot_pr_grid needs at least two curves (the primary and one other)")
+    columns = min(columns, len(others))
+    rows = -(-len(others) // columns)
+    fig = Figure(figsize=(2.6 * columns, 2.3 * rows), dpi=100)
+    axes = np.atleast_1d(fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)).ravel()
+    for ax, (name, precision, recall) in zip(axes, others):
+        ax.plot(r0, p0, linewidth=1, color="0.7", label=primary)
+        ax.plot(recall, precision, linewidth=1.3, color="tab:orange")
+        ax.title.set_fontsize(8)
+        _pr_axes(ax, name)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(others):]:
+        ax.set_visible(False)
+    fig.supxlabel("recall", fontsize=8)
+    fig.supylabel("precision", fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -25,12 +26,13 @@ from isc.analysis import (
 from isc.data.disc import DiscData
 from isc.formats import read_predictions
 from isc.images import ImageLoadError, load_image
-from isc.metric import GroundTruth
+from isc.metric import GroundTruth, Predictions
+from isc.summary import similarity
 
 log = logging.getLogger(__name__)
 
 METRIC_ROWS = (("uAP", "µAP"), ("recall_at_p90", "recall at 90 % precision"),
-               ("threshold_at_p90", "score threshold at 90 % precision"), ("recall_at_rank1", "recall@rank1"),
+               ("similarity_at_p90", "similarity threshold at 90 % precision"), ("recall_at_rank1", "recall@rank1"),
                ("recall_at_rank10", "recall@rank10"), ("n_predictions", "predictions"), ("n_gt_pairs", "true pairs"))
 ABLATION_COLUMNS = ("chain", "steps", "metric", "dims", "uAP", "recall_at_p90", "recall_at_rank1",
                     "recall_at_rank10", "n_predictions", "seconds")
@@ -74,17 +76,26 @@ def write_report(output_dir: str | Path, data: DiscData, gt: GroundTruth, option
     edits_path = data.root / "query_edits.csv"
     edits = read_query_edits(edits_path) if edits_path.is_file() else None
     images = {r.id: r.path for r in (*data.queries, *data.references)}
-    fps = false_positives(gt, preds, options.top_k)
-    missed = missed_matches(gt, preds, gt.n_pairs, threshold=summary.get("threshold_at_p90"))  # all, hardest first
+    primary = str(summary.get("primary_chain", ""))
+    metric = (summary.get("chains") or {}).get(primary, {}).get("metric", "l2")
+
+    def sim(value):  # every score of the page on the similarity scale (isc.summary.similarity)
+        return similarity(value, metric)
+
+    fps = [dataclasses.replace(fp, score=sim(fp.score)) for fp in false_positives(gt, preds, options.top_k)]
+    missed = [dataclasses.replace(m, score=sim(m.score), top_score=sim(m.top_score))  # all, hardest first
+              for m in missed_matches(gt, preds, gt.n_pairs, threshold=summary.get("threshold_at_p90"))]
     slices = _slices(gt, preds, edits) if edits is not None else None
-    histogram = _histogram_png(*score_histograms(gt, preds, options.histogram_bins), summary.get("threshold_at_p90"))
+    shown = Predictions(preds.query_ids, preds.reference_ids, sim(preds.scores))
+    histogram = _histogram_png(*score_histograms(gt, shown, options.histogram_bins), sim(summary.get("threshold_at_p90")),
+                               chain=primary)
     thumbs = Thumbnails(images, options.thumbnail, options.jpeg_quality)
     page = render(
         title=title, dataset=str(data.root), summary=summary, n_queries=len(gt.query_ids), n_matched=gt.n_pairs,
         n_references=len(data.references), pr_curve=_read_optional(output_dir / "pr_curve.png"),
         histogram=histogram, ablation=_read_ablation(output_dir / "ablation.csv"), slices=slices,
         false_positives=fps, missed=missed[: options.top_k], n_missed=len(missed), edits=edits or {},
-        thumbnails=thumbs,
+        thumbnails=thumbs, chain_curves=_read_optional(output_dir / "pr_curves_chains.png"),
     )
     path = output_dir / "report.html"
     path.write_text(page, encoding="utf-8")
@@ -111,7 +122,9 @@ def _read_ablation(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _histogram_png(edges: np.ndarray, matches: np.ndarray, others: np.ndarray, threshold: float | None) -> bytes:
+def _histogram_png(edges: np.ndarray, matches: np.ndarray, others: np.ndarray, threshold: float | None,
+                   chain: str = "") -> bytes:
+    """Histograms of the similarity of true pairs and non-matches among one chain's predictions."""
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (e.g. a notebook's) alone
 
     fig = Figure(figsize=(6.4, 3.6), dpi=100)
@@ -121,7 +134,8 @@ def _histogram_png(edges: np.ndarray, matches: np.ndarray, others: np.ndarray, t
     if threshold is not None:
         ax.axvline(threshold, color="black", linestyle=":", linewidth=1, label="threshold at 90 % precision")
     ax.set_yscale("symlog", linthresh=1)
-    ax.set_xlabel("score")
+    ax.set_title(f"chain {chain}: similarity of the predicted pairs" if chain else "similarity of the predicted pairs")
+    ax.set_xlabel("similarity (1 − d²/2 = cosine of unit descriptors)")
     ax.set_ylabel("predictions")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -192,7 +206,8 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bott
 .sub{color:#555;margin:0}table{border-collapse:collapse;font-variant-numeric:tabular-nums}
 th,td{padding:3px 10px;border-bottom:1px solid #eee;text-align:right}th:first-child,td:first-child{text-align:left}
 td.steps{text-align:left;color:#555}tr.total td{font-weight:600}.plots{display:flex;flex-wrap:wrap;gap:16px}
-.plots img{max-width:calc(50% - 10px);border:1px solid #eee}.cards{display:flex;flex-wrap:wrap;gap:12px}
+.plots img{max-width:calc(50% - 10px);border:1px solid #eee}
+img.wide{max-width:100%;border:1px solid #eee}h3{font-size:14px;margin:16px 0 6px;color:#444}.cards{display:flex;flex-wrap:wrap;gap:12px}
 figure.pair{margin:0;padding:8px;border:1px solid #ddd;border-radius:6px;background:#fafafa}
 .imgs{display:flex;gap:6px}.imgs div{display:flex;flex-direction:column;align-items:center;font-size:11px;color:#555}
 .imgs img{display:block;border:1px solid #ccc;background:#fff;object-fit:contain}figcaption{font-size:12px;margin-top:4px;max-width:420px}
@@ -203,16 +218,18 @@ figure.pair{margin:0;padding:8px;border:1px solid #ddd;border-radius:6px;backgro
 def render(*, title: str, dataset: str, summary: dict, n_queries: int, n_matched: int, n_references: int,
            pr_curve: bytes | None, histogram: bytes, ablation: Sequence[dict], slices: list[SliceMetrics] | None,
            false_positives: Sequence[FalsePositive], missed: Sequence[MissedMatch], n_missed: int,
-           edits: dict[str, QueryEdits], thumbnails: Thumbnails) -> str:
+           edits: dict[str, QueryEdits], thumbnails: Thumbnails, chain_curves: bytes | None = None) -> str:
     """The whole page as a string; every piece of text is HTML-escaped. `missed` are the hardest of the
-    `n_missed` missed matches."""
+    `n_missed` missed matches; scores (of `false_positives`, `missed`) are similarities. `chain_curves`: the
+    other chains' PR curves as small multiples (pr_curves_chains.png), when the grid has more than one chain."""
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head = (f"<h1>isc-eval report</h1><p class=sub>{escape(title or 'isc-eval')} · primary chain "
             f"<b>{escape(str(summary.get('primary_chain', '')))}</b> · {n_queries} queries ({n_matched} with a match), "
             f"{n_references} references · {escape(dataset)}</p>")
-    parts = [head, _metrics_section(summary), _plots_section(pr_curve, histogram), _ablation_section(ablation),
-             _slices_section(slices), _fp_section(false_positives, edits, thumbnails),
-             _missed_section(missed, n_missed, edits, thumbnails, summary.get("threshold_at_p90"))]
+    primary = str(summary.get("primary_chain", ""))
+    parts = [head, _metrics_section(summary), _plots_section(pr_curve, histogram, chain_curves, primary),
+             _ablation_section(ablation), _slices_section(slices), _fp_section(false_positives, edits, thumbnails),
+             _missed_section(missed, n_missed, edits, thumbnails, summary.get("similarity_at_p90"))]
     return ("<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
             f"<title>isc-eval report · {escape(title or 'isc-eval')}</title><style>{STYLE}</style></head>\n<body>\n"
             + "\n".join(parts) + f"\n<p class=note>written by isc-eval, {generated}</p>\n</body></html>\n")
@@ -224,12 +241,17 @@ def _metrics_section(summary: dict) -> str:
     return f"<section id=metrics><h2>Metrics</h2><table>{rows}</table></section>"
 
 
-def _plots_section(pr_curve: bytes | None, histogram: bytes) -> str:
-    pr = (f"<img id=pr-curve alt='precision-recall curve' src='{_png_uri(pr_curve)}'>" if pr_curve
-          else "<p class=note>no pr_curve.png</p>")
-    return ("<section id=plots><h2>Precision–recall and score histograms</h2><div class=plots>"
-            f"{pr}<img id=histogram alt='score histograms of true pairs and non-matches' "
-            f"src='{_png_uri(histogram)}'></div></section>")
+def _plots_section(pr_curve: bytes | None, histogram: bytes, chain_curves: bytes | None, primary: str) -> str:
+    """One chart per question: how good is the primary chain (its PR curve, large), how well does a threshold
+    separate copies (its histogram), and how do the other chains compare (small multiples, primary in grey)."""
+    pr = (f"<img id=pr-curve alt='precision-recall curve of chain {escape(primary)}' src='{_png_uri(pr_curve)}'>"
+          if pr_curve else "<p class=note>no pr_curve.png</p>")
+    grid = ("" if chain_curves is None else
+            f"<h3>The other chains (grey: {escape(primary)})</h3><img id=pr-chains class=wide "
+            f"alt='precision-recall curves of the other chains' src='{_png_uri(chain_curves)}'>")
+    return (f"<section id=plots><h2>Precision–recall and similarity of chain {escape(primary)}</h2><div class=plots>"
+            f"{pr}<img id=histogram alt='similarity histograms of true pairs and non-matches of chain "
+            f"{escape(primary)}' src='{_png_uri(histogram)}'></div>{grid}</section>")
 
 
 def _ablation_section(rows: Sequence[dict]) -> str:
@@ -277,7 +299,7 @@ def _fp_section(items: Sequence[FalsePositive], edits: dict[str, QueryEdits], th
         if fp.true_reference_id:
             tiles.append(_tile(thumbnails, fp.true_reference_id, "true match"))
         truth = "distractor (no match)" if fp.true_reference_id is None else "has another match"
-        cards.append(f"<figure class=pair><div class=imgs>{''.join(tiles)}</div><figcaption><b class=bad>score "
+        cards.append(f"<figure class=pair><div class=imgs>{''.join(tiles)}</div><figcaption><b class=bad>similarity "
                      f"{fp.score:.4f}</b> · rank {fp.rank} overall · {truth}{_edits_text(edits, fp.query_id)}"
                      "</figcaption></figure>")
     body = "".join(cards) or "<p class=note>no false positive among the predictions</p>"
@@ -293,10 +315,10 @@ def _missed_section(items: Sequence[MissedMatch], n_missed: int, edits: dict[str
         if m.top_reference_id:
             tiles.append(_tile(thumbnails, m.top_reference_id, f"top wrong ({m.top_score:.4f})"))
         found = ("not among the predictions" if m.score is None
-                 else f"score {m.score:.4f} · rank {m.rank_in_query} in its query")
+                 else f"similarity {m.score:.4f} · rank {m.rank_in_query} in its query")
         cards.append(f"<figure class=pair><div class=imgs>{''.join(tiles)}</div><figcaption><b class=bad>{found}"
                      f"</b>{_edits_text(edits, m.query_id)}</figcaption></figure>")
-    rule = (f"or scored below the threshold at 90 % precision ({threshold:.4f})" if threshold is not None
+    rule = (f"or below the similarity threshold at 90 % precision ({threshold:.4f})" if threshold is not None
             else "(precision never reaches 90 %, so no threshold applies)")
     body = "".join(cards) or "<p class=note>no missed match</p>"
     return (f"<section id=missed><h2>Missed matches: the {len(items)} hardest of {n_missed}</h2><p class=note>True "

@@ -69,14 +69,14 @@ def build_module(cfg: DictConfig, loss: torch.nn.Module) -> CopyDetectionModule:
 
 
 class LossProgressBar(TQDMProgressBar):
-    """Lightning's bar, showing the last logged train/* step values: copied to the host when the bar refreshes
-    (every `refresh_rate` steps), not after every batch as Lightning does for metrics logged with prog_bar=True."""
+    """Lightning's bar, showing the last logged training loss (the loggers get every term): copied to the host
+    when the bar refreshes (every `refresh_rate` steps), not after every batch as Lightning does for metrics
+    logged with prog_bar=True."""
 
     def get_metrics(self, trainer, pl_module) -> dict:
         metrics = super().get_metrics(trainer, pl_module)
-        for name, value in trainer.logged_metrics.items():
-            if name.startswith("train/") and name != "train/skipped_images":
-                metrics[name.removeprefix("train/")] = float(value)
+        if "train/loss" in trainer.logged_metrics:
+            metrics["loss"] = float(trainer.logged_metrics["train/loss"])
         return metrics
 
 

@@ -49,7 +49,9 @@ def test_exports_give_the_checkpoint_descriptors(variant, tmp_path, capsys):
     model_args, size = VARIANTS[variant]
     ckpt = save_checkpoint(tmp_path / "m.ckpt", model_args, size)
     assert main([str(ckpt), "--out", str(tmp_path / "out")]) == 0
-    report = json.loads(capsys.readouterr().out)
+    report = json.loads((tmp_path / "out" / "export.json").read_text())
+    shown = capsys.readouterr().out  # the summary names every file, absolute
+    assert all(str((tmp_path / "out" / f"m{suffix}").absolute()) in shown for suffix in (".torchscript.pt", ".onnx"))
     assert report["size"] == size and set(report["files"]) == {"torchscript", "onnx"}
     model, _ = load_checkpoint(ckpt)
     images = torch.randn(5, 3, size, size, generator=torch.Generator().manual_seed(7))  # not the traced batch size
@@ -100,7 +102,7 @@ def test_refuses_to_overwrite_and_names_bad_input(tmp_path, capsys):
     assert "already exist" in capsys.readouterr().err and (tmp_path / "o" / "m.torchscript.pt").read_bytes() == before
     assert main([str(ckpt), "--out", str(tmp_path / "o"), "--format", "torchscript", "--overwrite", "--name", "x",
                  "--size", "32"]) == 0
-    assert json.loads(capsys.readouterr().out)["size"] == 32
+    assert json.loads((tmp_path / "o" / "export.json").read_text())["size"] == 32
     assert main([str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
     torch.save({"hyper_parameters": {"model": TINY, "config": {}},

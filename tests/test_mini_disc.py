@@ -297,7 +297,7 @@ def test_cli_builds_then_reuses_then_refuses(tmp_path, capsys):
     out = tmp_path / "cli"
     assert make_dataset(["--out", str(out), "--workers", "1", *TINY_ARGS]) == 0
     text = capsys.readouterr().out
-    assert "queries 10 (4 matched, 6 distractors)" in text and str(out) in text and "built in" in text
+    assert "queries 10 (4 matched, 6 distractors)" in text and str(out) in text and "isc-make-dataset finished in" in text
     assert _rows(out / "ground_truth.csv")[0].keys() == {"query_id", "reference_id"}
 
     assert make_dataset(["--out", str(out), *TINY_ARGS]) == 0  # identical: nothing to do
@@ -339,7 +339,7 @@ def test_cli_source_dir_reports_skipped_files(tmp_path, capsys):
             "--image-size", "64", "--workers", "1", "--quiet"]
     assert make_dataset(args) == 0
     text = capsys.readouterr().out
-    assert "4 photos used" in text and "skipped 1 source files: broken.jpg" in text
+    assert "4 photos used" in text and "1 source files: broken.jpg" in text
     m = read_manifest(out)
     assert m["spec"]["source_dir"] == str(photos.resolve()) and "-src" in m["name"]
     assert [s["file"] for s in m["sources"]["skipped"]] == ["broken.jpg"]

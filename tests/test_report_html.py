@@ -79,13 +79,21 @@ def test_report_content_matches_the_analysis(run):
     assert list(page.sections) == ["metrics", "plots", "ablation", "edits", "false-positives", "missed"]
     metrics = {row[0]: row[1] for section, row in page.rows if section == "metrics"}
     assert metrics["µAP"] == f"{summary['uAP']:.4f}" and metrics["true pairs"] == str(summary["n_gt_pairs"])
+    # one scale for thresholds and scores: similarity = 1 − d²/2 of the raw chain's −d² scores (as isc-search)
+    assert summary["similarity_at_p90"] == pytest.approx(1 + summary["threshold_at_p90"] / 2)
+    assert metrics["similarity threshold at 90 % precision"] == f"{summary['similarity_at_p90']:.4f}"
     assert [row[0] for section, row in page.rows if section == "ablation"][1:] == ["raw", "pca"]
+    # one chart per question: the primary chain's PR curve and histogram name it; the other chain in a grid
+    plots = {alt: src for section, src, alt in page.images if section == "plots"}
+    assert set(plots) == {"precision-recall curve of chain raw", "precision-recall curves of the other chains",
+                          "similarity histograms of true pairs and non-matches of chain raw"}
+    assert (out / "pr_curves_chains.png").is_file() and "chain raw" in page.sections["plots"]
 
     data = load_disc(cfg.dataset)
     gt, preds = data.ground_truth, read_predictions(out / "predictions.csv")
     fps = false_positives(gt, preds, 5)
-    captions = re.findall(r"score (-?\d+\.\d{4}) · rank (\d+) overall", page.sections["false-positives"])
-    assert captions == [(f"{fp.score:.4f}", str(fp.rank)) for fp in fps] and len(fps) == 5
+    captions = re.findall(r"similarity (-?\d+\.\d{4}) · rank (\d+) overall", page.sections["false-positives"])
+    assert captions == [(f"{1 + fp.score / 2:.4f}", str(fp.rank)) for fp in fps] and len(fps) == 5
     fp_alts = [alt for section, _, alt in page.images if section == "false-positives"]
     expected = [i for fp in fps for i in (fp.query_id, fp.reference_id, fp.true_reference_id) if i]
     assert fp_alts == expected
@@ -176,7 +184,8 @@ CHECK_SCRIPT = """<script>window.addEventListener('load', () => {
   const images = [...document.images];
   const result = {images: images.length, decoded: images.filter(i => i.complete && i.naturalWidth > 0).length,
     sections: Object.fromEntries([...document.querySelectorAll('section')].map(
-      s => [s.id, Math.round(s.getBoundingClientRect().height)]))};
+      s => [s.id, Math.round(s.getBoundingClientRect().height)])),
+    charts: Object.fromEntries(images.filter(i => i.id).map(i => [i.id, Math.round(i.getBoundingClientRect().width)]))};
   const pre = document.createElement('pre'); pre.id = 'render-check'; pre.textContent = JSON.stringify(result);
   document.body.appendChild(pre);
 });</script>"""
@@ -204,6 +213,8 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
     # 1. screenshot: a full window of rendered content, with the colours of photos and plots
     shot = tmp_path / "report.png"
     _chromium(binary, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2400", report.as_uri())
+    if keep := os.environ.get("ISC_KEEP_SCREENSHOT"):  # look at it: ISC_KEEP_SCREENSHOT=report.png pytest -k chromium
+        shutil.copyfile(shot, keep)
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert pixels.shape == (2400, 1280, 3)
     not_white = (pixels < 245).any(axis=2)
@@ -220,3 +231,6 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
     assert result["images"] == result["decoded"] == len(Page(report.read_text(encoding="utf-8")).images)
     assert set(result["sections"]) == {"metrics", "plots", "ablation", "edits", "false-positives", "missed"}
     assert all(height > 50 for height in result["sections"].values()), result["sections"]
+    # the primary chain's PR curve is the large chart (half the page); the other chain is a small panel
+    charts = result["charts"]
+    assert set(charts) == {"pr-curve", "histogram", "pr-chains"} and charts["pr-curve"] >= 500 > charts["pr-chains"]

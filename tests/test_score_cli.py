@@ -43,8 +43,10 @@ def files(tmp_path: Path) -> dict[str, Path]:
 def run_ok(capsys: pytest.CaptureFixture, argv: list[str]) -> dict:
     assert main(argv) == 0
     out = capsys.readouterr()
-    assert out.err == ""
-    return json.loads(out.out)
+    result = json.loads(out.out)  # stdout: only the JSON; stderr: the summary, nothing else
+    assert out.err.startswith("\nisc-score finished in ") and f"µAP          {result['uAP']:.4f}" in out.err
+    assert "error" not in out.err and "warning" not in out.err.lower()
+    return result
 
 
 def run_error(capsys: pytest.CaptureFixture, argv: list[str], *words: str) -> str:

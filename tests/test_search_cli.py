@@ -113,7 +113,9 @@ def test_edited_copies_find_their_source_first_and_are_flagged(world, tmp_path, 
     out_csv, out_json = tmp_path / "m.csv", tmp_path / "m.json"
     assert main(["query", str(index), str(world["queries"]), "--top-k", "3", "--csv", str(out_csv),
                  "--json", str(out_json), "--quiet"]) == 0
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert printed.out == ""  # --quiet: no table, no progress; the summary names the files (absolute)
+    assert f"csv          {out_csv.absolute()}" in printed.err and "6 queries with a copy" in printed.err
     results = json.loads(out_json.read_text())["results"]
     assert len(results) == 6
     for res in results:
@@ -123,7 +125,9 @@ def test_edited_copies_find_their_source_first_and_are_flagged(world, tmp_path, 
         assert best["copy"] and best["score"] >= cal["threshold"]
         assert [m["rank"] for m in res["matches"]] == [1, 2, 3]
         assert all(a["score"] >= b["score"] for a, b in zip(res["matches"], res["matches"][1:]))
-        assert source in printed
+    assert main(["query", str(index), str(world["queries"]), "--top-k", "1"]) == 0  # not quiet: the table
+    table = capsys.readouterr().out
+    assert all(f"COPY  {res['matches'][0]['path']}" in table for res in results)
     rows = list(csv.DictReader(out_csv.open()))
     assert len(rows) == 18 and rows[0].keys() == {"query", "rank", "match", "score", "copy"}
     assert sum(int(r["copy"]) for r in rows) == sum(m["copy"] for res in results for m in res["matches"])

@@ -37,6 +37,12 @@ def test_two_value_multirun_writes_one_folder_per_job(data_dir, tmp_path):
         assert 0 <= json.loads((sweep / job / "metrics.json").read_text())["val/uAP"] <= 1
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "logs" / "train" / "runs").exists()  # jobs write into the sweep, nowhere else
+    # the per-job table at the end of the sweep, printed and in summary.md
+    rows = [json.loads((sweep / job / "metrics.json").read_text())["val/uAP"] for job in ("0", "1")]
+    table = (sweep / "summary.md").read_text()
+    assert table.startswith("| job | optimizer.lr | val/uAP | best/uAP |")
+    assert all(f"| {lr} | {uap:.4f} |" in table for lr, uap in zip((0.05, 0.2), rows)) and table in done.stdout + "\n"
+    assert "isc-train sweep finished in" in done.stdout
 
 
 @pytest.mark.slow

@@ -1,10 +1,12 @@
 """Figures of each in-loop evaluation for the experiment trackers: the precision–recall curve of the pooled
-predictions (the curve whose area is µAP) and a grid of example matches (query | top reference)."""
+predictions (the curve whose area is µAP) and the hardest pairs (the most confident false positives and the
+hardest missed matches, with their ids and similarities): what training still gets wrong."""
 
 from __future__ import annotations
 
 import io
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -13,7 +15,9 @@ from PIL import Image
 
 from isc.callbacks.retrieval import RetrievalEvaluation
 from isc.images import load_image
+from isc.analysis import false_positives, missed_matches
 from isc.metric import GroundTruth, Predictions, precision_recall
+from isc.summary import similarity
 
 log = logging.getLogger(__name__)
 
@@ -51,24 +55,74 @@ def pr_curve_image(gt: GroundTruth, predictions: Predictions, uap: float) -> np.
     return _to_array(figure)
 
 
-def example_matches_image(gt: GroundTruth, predictions: Predictions, paths: dict[str, Path], n: int = 8,
-                          size: int = 96) -> np.ndarray:
-    """The `n` highest-scoring pairs, one row each: query | reference, framed green (a true match) or red."""
-    order = np.argsort(-predictions.scores, kind="stable")[:n]
+@dataclass(frozen=True)
+class HardPair:
+    """A row of the hardest-pairs strip: a false positive (query, predicted reference) or a missed match
+    (query, its true reference); similarity None and rank None when the true pair is not among the predictions."""
+
+    kind: str                 # "false positive" | "missed"
+    query_id: str
+    reference_id: str
+    similarity: float | None
+    rank: int | None          # false positive: rank in the pooled list; missed: rank within its query
+
+
+def hardest_pairs(gt: GroundTruth, predictions: Predictions, n: int = 8) -> list[HardPair]:
+    """What the model gets most wrong: the ⌈n/2⌉ most confident false positives (pooled order), then the ⌊n/2⌋
+    hardest missed matches (absent first, then outranked or lowest-scored; isc.analysis), scores as similarities
+    (the in-loop evaluation searches by squared L2)."""
+    fps = false_positives(gt, predictions, (n + 1) // 2)
+    missed = missed_matches(gt, predictions, n // 2)
+    return ([HardPair("false positive", f.query_id, f.reference_id, similarity(f.score), f.rank) for f in fps]
+            + [HardPair("missed", m.query_id, m.reference_id, similarity(m.score), m.rank_in_query) for m in missed])
+
+
+FRAME = {"false positive": (210, 40, 40), "missed": (230, 140, 20)}
+CAPTION_WIDTH = 150
+
+
+def _caption(pair: HardPair) -> list[str]:
+    if pair.similarity is None:
+        return [pair.kind, f"query {pair.query_id}", f"ref {pair.reference_id}", "not predicted"]
+    where = f"rank {pair.rank} overall" if pair.kind == "false positive" else f"rank {pair.rank} in its query"
+    return [pair.kind, f"query {pair.query_id}", f"ref {pair.reference_id}", f"similarity {pair.similarity:.4f}", where]
+
+
+def hardest_pairs_image(pairs: list[HardPair], paths: dict[str, Path], size: int = 96) -> np.ndarray:
+    """One row per pair: query | reference | caption (kind, ids, similarity and rank), framed red for a false
+    positive and orange for a missed match."""
+    from PIL import ImageDraw
+
     rows = []
-    for i in order:
-        q, r = str(predictions.query_ids[i]), str(predictions.reference_ids[i])
-        colour = (40, 170, 60) if gt.matches.get(q) == r else (210, 40, 40)
-        row = Image.new("RGB", (2 * size + 12, size + 8), colour)
-        for j, image_id in enumerate((q, r)):
+    for pair in pairs:
+        row = Image.new("RGB", (2 * size + 12 + CAPTION_WIDTH, size + 8), FRAME[pair.kind])
+        for j, image_id in enumerate((pair.query_id, pair.reference_id)):
             row.paste(load_image(paths[image_id]).resize((size, size)), (4 + j * (size + 4), 4))
+        panel = Image.new("RGB", (CAPTION_WIDTH - 4, size), (255, 255, 255))
+        draw = ImageDraw.Draw(panel)
+        for k, text in enumerate(_caption(pair)):
+            draw.text((4, 4 + 14 * k), text, fill=(20, 20, 20))
+        row.paste(panel, (2 * size + 12, 4))
         rows.append(np.asarray(row))
-    return np.concatenate(rows, axis=0) if rows else np.zeros((size, 2 * size, 3), dtype=np.uint8)
+    return (np.concatenate(rows, axis=0) if rows
+            else np.full((size, 2 * size + 12 + CAPTION_WIDTH, 3), 255, dtype=np.uint8))
+
+
+def figure_label(trainer) -> str:
+    """Figures are named like checkpoints, by the epoch whose weights were scored: `init` before training,
+    `epoch003` after the 4th epoch (during fit, current_epoch is that epoch; in the validation isc-train runs
+    after fit, current_epoch has moved past the last one)."""
+    if trainer.global_step == 0:
+        return "init"
+    fitting = trainer.state.fn == "fit"
+    return f"epoch{trainer.current_epoch - (0 if fitting else 1):03d}"
 
 
 class RetrievalFigures(L.Callback):
-    """After every in-loop evaluation (on rank 0): the PR curve and `n_examples` top-scoring pairs, written as
-    PNG files to `<output_dir>/figures/` and sent to the TensorBoard and W&B loggers as images."""
+    """After every in-loop evaluation (on rank 0): the PR curve and the `n_examples` hardest pairs (false
+    positives and missed matches, with ids and similarities), written as PNG files to `<output_dir>/figures/`
+    named by epoch (`val_pr_curve_epoch003.png`, `…_init.png` before training), and sent to the TensorBoard and
+    W&B loggers as images."""
 
     def __init__(self, output_dir: str | Path, n_examples: int = 8):
         self.output_dir = Path(output_dir) / "figures"
@@ -84,11 +138,13 @@ class RetrievalFigures(L.Callback):
         predictions = evaluation.last_predictions
         gt = _restricted(datamodule.data.ground_truth, predictions)
         paths = {record.id: record.path for record in datamodule.val_records}
+        pairs = hardest_pairs(gt, predictions, self.n_examples)
         images = {f"{evaluation.prefix}/pr_curve": pr_curve_image(gt, predictions, evaluation.last_metrics.uAP),
-                  f"{evaluation.prefix}/example_matches": example_matches_image(gt, predictions, paths, self.n_examples)}
+                  f"{evaluation.prefix}/hardest_pairs": hardest_pairs_image(pairs, paths)}
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        label = figure_label(trainer)
         for name, array in images.items():
-            Image.fromarray(array).save(self.output_dir / f"{name.replace('/', '_')}_step{trainer.global_step:06d}.png")
+            Image.fromarray(array).save(self.output_dir / f"{name.replace('/', '_')}_{label}.png")
             for logger in trainer.loggers:
                 log_image(logger, name, array, trainer.global_step)
 

@@ -1,11 +1,11 @@
 """``isc-export``: a checkpoint's whole descriptor model as TorchScript and ONNX files for deployment.
 
-  isc-export CKPT --out DIR [--format torchscript onnx] [--size S]
+  isc-export CKPT [--out DIR] [--format torchscript onnx] [--size S]
 
-writes DIR/<name>.torchscript.pt and DIR/<name>.onnx (images (B, 3, S, S) → L2-normalised descriptors) with a
+writes (DIR: by default outputs/export/runs/<time>/, $ISC_LOG_DIR instead of outputs when set) DIR/<name>.torchscript.pt and DIR/<name>.onnx (images (B, 3, S, S) → L2-normalised descriptors) with a
 sidecar <file>.json describing the preprocessing (size, ImageNet mean/std; also stored inside each file), then
 checks that each file gives the checkpoint model's descriptors on a random batch (max abs diff ≤ --tolerance,
-exit status 1 otherwise). Not to be confused with ``isc-export-backbone``, which writes only the backbone's
+exit status 1 otherwise), and the check's report to DIR/export.json. Not to be confused with ``isc-export-backbone``, which writes only the backbone's
 weights (a state dict) to initialise another training run.
 """
 
@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import torch
+
+from isc.summary import Timer, link_latest, print_summary
 
 PROG = "isc-export"
 FORMATS = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}
@@ -24,8 +28,11 @@ FORMATS = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="an isc-train checkpoint (.ckpt)")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("checkpoint", nargs="?", help="an isc-train checkpoint (.ckpt); or --ckpt-path")
+    p.add_argument("--ckpt-path", "--checkpoint", dest="ckpt_path", default=None,
+                   help="the checkpoint, as the other tools name it (ckpt_path= in isc-eval, --ckpt-path here)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: outputs/export/runs/<time>/; outputs = $ISC_LOG_DIR when set)")
     p.add_argument("--name", default=None, help="file name stem (default: the checkpoint's)")
     p.add_argument("--format", nargs="+", choices=sorted(FORMATS), default=["torchscript", "onnx"])
     p.add_argument("--size", type=int, default=None, help="input side S (default: the checkpoint's data.eval_size)")
@@ -86,18 +93,33 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 2
+    if (args.checkpoint is None) == (args.ckpt_path is None):
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: error: give the checkpoint once: CKPT or --ckpt-path CKPT", file=sys.stderr)
+        return 2
+    timer = Timer()
+    task_root = Path(os.environ.get("ISC_LOG_DIR") or "outputs") / "export"
+    out = args.out if args.out is not None else task_root / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")
     try:
-        report = export_checkpoint(args.checkpoint, args.out, args.format, size=args.size, name=args.name,
-                                   overwrite=args.overwrite)
+        report = export_checkpoint(args.checkpoint or args.ckpt_path, out, args.format, size=args.size,
+                                   name=args.name, overwrite=args.overwrite)
     except (ValueError, OSError, RuntimeError) as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    print(json.dumps(report, indent=2))
+    (out / "export.json").write_text(json.dumps(report, indent=2))
     bad = {f: r["max_abs_diff"] for f, r in report["files"].items() if not r["max_abs_diff"] <= args.tolerance}
     if bad:
-        print(f"{PROG}: error: exported descriptors differ from the checkpoint's by {bad} > {args.tolerance}",
-              file=sys.stderr)
+        print(f"{PROG}: error: exported descriptors differ from the checkpoint's by {bad} > {args.tolerance} "
+              f"(report: {(out / 'export.json').absolute()})", file=sys.stderr)
         return 1
+    link = link_latest(out, task_root) if args.out is None else None
+    files = report["files"]
+    print_summary(PROG, timer.seconds, [
+        ("model", f"{report['dim']}-d descriptors of {report['size']}×{report['size']} images"),
+        ("check", ", ".join(f"{f} max |difference| {r['max_abs_diff']:.1e}" for f, r in files.items())
+                  + f" to the checkpoint (tolerance {args.tolerance:g})")],
+        [("folder", out), *((f, r["path"]) for f, r in files.items()), ("report", out / "export.json"),
+         ("latest", link)])
     return 0
 
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from isc.data.mini_disc import MiniDiscError, MiniDiscSpec, build_mini_disc, ensure_mini_disc, read_manifest
+from isc.summary import print_summary
 
 _DEFAULT = MiniDiscSpec()
 
@@ -32,23 +33,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _summary(root: Path, manifest: dict, seconds: float | None) -> str:
+def _summary(root: Path, manifest: dict, seconds: float | None, status: str = "finished") -> None:
+    """The closing summary (isc.summary): counts, sources, and the dataset's absolute path."""
     c = manifest["counts"]
-    lines = [
-        f"mini-DISC {manifest['name']} at {root}",
-        f"  references {c['references']}, training {c['training']}, queries {c['queries']} "
-        f"({c['matched_queries']} matched, {c['distractor_queries']} distractors)",
-        f"  sources: {len(manifest['sources']['used'])} photos used",
-    ]
+    numbers = [("dataset", f"mini-DISC {manifest['name']}"),
+               ("images", f"references {c['references']}, training {c['training']}, queries {c['queries']} "
+                          f"({c['matched_queries']} matched, {c['distractor_queries']} distractors)"),
+               ("sources", f"{len(manifest['sources']['used'])} photos used")]
     skipped = manifest["sources"]["skipped"]
     if skipped and manifest["spec"]["source_dir"] is None:
-        lines.append(f"  skipped {len(skipped)} unsuitable bundled sample files (listed in manifest.json)")
+        numbers.append(("skipped", f"{len(skipped)} unsuitable bundled sample files (listed in manifest.json)"))
     elif skipped:
         shown = "; ".join(f"{s['file']} ({s['reason']})" for s in skipped[:8])
-        lines.append(f"  skipped {len(skipped)} source files: {shown}{' ...' if len(skipped) > 8 else ''}")
-    if seconds is not None:
-        lines.append(f"  built in {seconds:.1f} s")
-    return "\n".join(lines)
+        numbers.append(("skipped", f"{len(skipped)} source files: {shown}{' ...' if len(skipped) > 8 else ''}"))
+    print_summary("isc-make-dataset", seconds, numbers,
+                  [("folder", root), ("ground truth", root / "ground_truth.csv"), ("manifest", root / "manifest.json")],
+                  status=status)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         except MiniDiscError as e:
             print(f"isc-make-dataset: error: {e}", file=sys.stderr)
             return 2
-        print("already built, nothing to do:\n" + _summary(root, read_manifest(root), None))
+        _summary(root, read_manifest(root), None, status="found the dataset already built: nothing to do")
         return 0
     t0 = time.perf_counter()
     try:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except MiniDiscError as e:
         print(f"isc-make-dataset: error: {e}", file=sys.stderr)
         return 1
-    print(_summary(root, read_manifest(root), time.perf_counter() - t0))
+    _summary(root, read_manifest(root), time.perf_counter() - t0)
     return 0
 
 

@@ -3,23 +3,29 @@ dataset (predictions.csv for isc-score, metrics.json)."""
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from isc.config import config_dir, quiet_third_party_loggers
+from isc.config import hydra_entry, pin_output_dir, quiet_third_party_loggers
+from isc.summary import Timer, finish_run, fmt
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="match")
+@hydra_entry("match", "isc-match")
 def main(cfg: DictConfig) -> None:
+    timer = Timer()
+    pin_output_dir(cfg)
     quiet_third_party_loggers()
     from isc.match.pipeline import match
 
     metrics = match(cfg)
-    print(json.dumps({k: metrics[k] for k in ("uAP", "descriptor_uAP", "candidates_uAP", "candidate_recall")}
-                     | {"ms_per_query": metrics["verification"]["ms_per_query"],
-                        "ms_per_pair": metrics["verification"]["ms_per_pair"]}))
+    run, cost = Path(cfg.paths.output_dir), metrics["verification"]
+    finish_run(cfg, "isc-match", timer.seconds, [
+        ("µAP", f"descriptor-only {fmt(metrics['descriptor_uAP'])} → candidates {fmt(metrics['candidates_uAP'])} "
+                f"(recall {fmt(metrics['candidate_recall'], 3)}) → matched {fmt(metrics['uAP'])}"),
+        ("verification", f"{cost['verifier']}: {cost['ms_per_query']:.0f} ms/query, {cost['ms_per_pair']:.2f} ms/pair")],
+        [("predictions", run / "predictions.csv"), ("candidates", run / "candidates.csv"),
+         ("metrics", run / "metrics.json")])
 
 
 if __name__ == "__main__":

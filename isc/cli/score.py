@@ -22,6 +22,7 @@ from isc.formats import (
     read_predictions,
 )
 from isc.metric import GroundTruth, Predictions, evaluate
+from isc.summary import Timer, fmt, print_summary, similarity
 
 PROG = "isc-score"
 
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         _check_args(parser, args)
     except SystemExit as e:  # argparse already printed usage and the error (or --help)
         return e.code if isinstance(e.code, int) else 2
+    timer = Timer()
     try:
         result = _score(args)
     except (ValueError, OSError) as e:
@@ -115,6 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `isc-score ... | head -1`: the reader has gone; exit quietly, as a C tool would
         _silence_stdout()
         return 128 + 13  # 128 + SIGPIPE
+    # stdout is the JSON (the data): the summary goes to stderr
+    if args.descriptors is not None:  # scored by −squared L2: shown as a similarity, as isc-eval and isc-search do
+        threshold = fmt(similarity(result["threshold_at_p90"], "l2")) + " (similarity)"
+    else:
+        threshold = fmt(result["threshold_at_p90"]) + " (the file's scores)"
+    print_summary(PROG, timer.seconds, [
+        ("µAP", f"{fmt(result['uAP'])} ({result['n_gt_pairs']} true pairs, {result['n_predictions']} predictions)"),
+        ("recall", f"{fmt(result['recall_at_p90'])} at 90 % precision, {fmt(result['recall_at_rank1'])} at rank 1"),
+        ("threshold", f"{threshold} at 90 % precision")],
+        [("scored", args.predictions or args.descriptors), ("ground truth", args.gt)], stream=sys.stderr)
     return 0
 
 

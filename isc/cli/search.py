@@ -5,7 +5,8 @@
   isc-search query INDEX QUERY... [--csv F] [--json F] ranked matches of each query image (or folder)
   isc-search info INDEX                                what an index holds and its threshold
 
-A match is flagged as a copy when its score (cosine similarity of the descriptors) is ≥ the index's
+A match is flagged as a copy when its score (similarity: the cosine of the descriptors, the scale isc-eval and
+report.html use too) is ≥ the index's
 threshold, calibrated by `build` at 90 % precision (--target-precision) on the checkpoint's validation data:
 the DISC-layout dataset recorded in the checkpoint (queries, references, ground truth), or --calibration-data
 DIR. The validation queries' 10 nearest references are pooled and sorted by score; the threshold is the score
@@ -32,7 +33,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", default="auto",
                    help="torch intra-op threads: auto (CPU cores minus --workers, as isc-eval) or N; on a busy "
                         "shared machine 1 can be many times faster")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars and no per-query table (query: results only in --csv/--json); the summary")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="a new index of a folder of images")
     b.add_argument("index", type=Path, help="folder to write the index to (new or empty)")
     b.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
-    b.add_argument("--checkpoint", required=True, help="an isc-train checkpoint (.ckpt)")
+    b.add_argument("--ckpt-path", "--checkpoint", dest="checkpoint", required=True,
+                   help="an isc-train checkpoint (.ckpt), as ckpt_path= of isc-eval (--checkpoint: the same)")
     b.add_argument("--size", type=int, default=None, help="image side (default: the checkpoint's data.eval_size)")
     b.add_argument("--calibration-data", default=None,
                    help="DISC-layout folder with ground truth to calibrate on (default: the checkpoint's own)")
@@ -52,14 +55,16 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("add", help="add new or modified images to an index (existing vectors are kept)")
     a.add_argument("index", type=Path)
     a.add_argument("images", nargs="+", help="image files and/or folders")
-    a.add_argument("--checkpoint", default=None, help="default: the checkpoint recorded in the index")
+    a.add_argument("--ckpt-path", "--checkpoint", dest="checkpoint", default=None,
+                   help="default: the checkpoint recorded in the index")
     _common(a)
     q = sub.add_parser("query", help="ranked matches of query images")
     q.add_argument("index", type=Path)
     q.add_argument("queries", nargs="+", help="query image files and/or folders")
     q.add_argument("--top-k", type=int, default=5, help="matches per query (default 5)")
     q.add_argument("--threshold", type=float, default=None, help="override the index's copy threshold")
-    q.add_argument("--checkpoint", default=None, help="default: the checkpoint recorded in the index")
+    q.add_argument("--ckpt-path", "--checkpoint", dest="checkpoint", default=None,
+                   help="default: the checkpoint recorded in the index")
     q.add_argument("--csv", type=Path, default=None, help="write query,rank,match,score,copy rows here")
     q.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     _common(q)
@@ -110,6 +115,7 @@ def _build(args: argparse.Namespace) -> int:
     from isc.index.store import SearchIndex
 
     _finite_threshold(args.threshold)
+    started = time.perf_counter()
     if args.threshold is None and not 0 < args.target_precision <= 1:
         raise ValueError(f"--target-precision must be in (0, 1], got {args.target_precision}")
     SearchIndex.check_target(args.index, args.overwrite)  # refuse before any work
@@ -126,22 +132,28 @@ def _build(args: argparse.Namespace) -> int:
             _say(f"{PROG}: warning: precision never reaches {args.target_precision} on {calibration.data}: no copy "
                  "threshold, nothing will be flagged (set one with --threshold, or train the model longer)")
         else:
-            _say(f"threshold {calibration.threshold:.4f}: precision {calibration.precision:.3f}, recall "
+            _say(f"threshold {calibration.threshold:.4f} (similarity): precision {calibration.precision:.3f}, recall "
                  f"{calibration.recall:.3f} on {calibration.n_queries} validation queries × "
                  f"{calibration.n_references} references of {calibration.data} (µAP {calibration.uAP:.3f})")
     index = SearchIndex.create(args.index, embedder.settings(), calibration, overwrite=args.overwrite)
-    return _add_images(index, embedder, args, before=None)
+    return _add_images(index, embedder, args, before=None, started=started)
 
 
-def _add_images(index, embedder, args: argparse.Namespace, before: int | None) -> int:
-    """Embed and add args.images, report unreadable files on stderr, print the index size (`before` → now) and
-    the summary."""
-    started = time.perf_counter()
+def _add_images(index, embedder, args: argparse.Namespace, before: int | None, started: float | None = None) -> int:
+    """Embed and add args.images, report unreadable files on stderr, and end with the summary: the index size
+    (`before` → now), what was embedded, the threshold and the index's absolute path."""
+    from isc.summary import print_summary
+
+    command_started = time.perf_counter() if started is None else started
+    add_started = time.perf_counter()
     report = index.add(embedder, args.images, batch_size=args.batch_size, num_workers=args.workers,
                        progress=not args.quiet)
     _report_unreadable(report.failed, "image")
     size = f"{len(index)} images" if before is None else f"{before} → {len(index)} images"
-    print(f"{index.directory}: {size}\n" + _add_summary(report, time.perf_counter() - started))
+    threshold = "none (nothing flagged)" if index.threshold is None else f"similarity {index.threshold:.4f}"
+    print_summary(f"{PROG} {args.command}", time.perf_counter() - command_started,
+                  [("index", size), ("added", _add_summary(report, time.perf_counter() - add_started)),
+                   ("threshold", threshold)], [("folder", index.directory)])
     return 0
 
 
@@ -171,15 +183,15 @@ def _query(args: argparse.Namespace) -> int:
     matches = _fresh_matches(index, embedder, embedded.vectors, args)
     seconds = time.perf_counter() - started
     _report_unreadable(embedded.failed, "query")
+    from isc.summary import print_summary
+
     results = [{"query": str(q), "matches": [
         {"rank": r, "path": path, "score": round(score, 6), "copy": threshold is not None and score >= threshold}
         for r, (path, score) in enumerate(found, start=1)]} for q, found in zip(embedded.paths, matches)]
-    print(_table(results))
+    if not args.quiet:
+        print(_table(results))
     n_copies = sum(any(m["copy"] for m in res["matches"]) for res in results)
-    t = "none (nothing flagged)" if threshold is None else f"{threshold:.4f}"
-    _say(f"{len(results)} queries in {seconds:.2f} s ({1000 * seconds / max(1, len(paths)):.1f} ms each) against "
-         f"{len(index)} images; copy threshold {t}: {n_copies} queries with a copy; "
-         f"{len(embedded.failed)} unreadable; {len(ignored)} files without an image suffix ignored")
+    t = "none (nothing flagged)" if threshold is None else f"{threshold:.4f} (similarity)"
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with open(args.csv, "w", newline="") as f:
@@ -193,6 +205,13 @@ def _query(args: argparse.Namespace) -> int:
             "index": str(index.directory), "threshold": threshold, "calibration": index.meta["calibration"],
             "results": results, "unreadable": [{"path": str(p), "reason": r} for p, r in embedded.failed],
             "ignored": [str(p) for p in ignored]}, indent=2))
+    # stdout holds the table (the data): the summary goes to stderr
+    print_summary(f"{PROG} query", time.perf_counter() - started, [
+        ("queries", f"{len(results)} in {seconds:.2f} s ({1000 * seconds / max(1, len(paths)):.1f} ms each) against "
+                    f"{len(index)} images; {len(embedded.failed)} unreadable; {len(ignored)} files without an image "
+                    "suffix ignored"),
+        ("copies", f"copy threshold {t}: {n_copies} queries with a copy")],
+        [("index", index.directory), ("csv", args.csv), ("json", args.json)], stream=sys.stderr)
     return 0
 
 

@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
-import json
-import logging
+from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from isc.config import check_optimized_metric, check_required, config_dir, optimized_value, quiet_third_party_loggers
-
-log = logging.getLogger("isc.train")
-
-
-def pin_output_dir(cfg: DictConfig) -> None:
-    """Write into the folder Hydra made for this job. A multirun job's folder is <sweep dir>/<job number>
-    (not a fresh timestamp, which two jobs of one second would share); Lightning's DDP launcher starts the other
-    ranks with `hydra.run.dir=<this folder>`, so they write into it too instead of each resolving `${now:}`
-    anew (lightning-hydra-template #393)."""
-    cfg.paths.output_dir = HydraConfig.get().runtime.output_dir
+from isc.config import (check_optimized_metric, check_required, hydra_entry, optimized_value, pin_output_dir,
+                        quiet_third_party_loggers)
+from isc.summary import Timer, best_checkpoint, finish_run, fmt
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def summary_numbers(metrics: dict, best_epoch: int | None) -> list[tuple[str, str]]:
+    """µAP before → after training, and the best epoch's (the checkpoint kept by val/uAP)."""
+    parts = []
+    if "init/uAP" in metrics:
+        parts.append(f"{fmt(metrics['init/uAP'])} at initialisation →")
+    if "val/uAP" in metrics:
+        parts.append(f"{fmt(metrics['val/uAP'])} after training")
+    if "best/uAP" in metrics:
+        parts.append(f"(best {fmt(metrics['best/uAP'])}" + (f" at epoch {best_epoch})" if best_epoch is not None else ")"))
+    numbers = [("µAP", " ".join(parts))] if parts else []
+    if "val/recall_at_p90" in metrics:
+        numbers.append(("recall", f"{fmt(metrics['val/recall_at_p90'])} at 90 % precision, "
+                                  f"{fmt(metrics.get('val/recall_at_rank1'))} at rank 1"))
+    return numbers
+
+
+@hydra_entry("train", "isc-train")
 def main(cfg: DictConfig) -> float | None:
+    timer = Timer()
     check_optimized_metric(cfg.get("optimized_metric"))
     check_required(cfg)  # also in train(); here before the heavy imports, so that it answers in seconds
     pin_output_dir(cfg)
@@ -31,9 +37,11 @@ def main(cfg: DictConfig) -> float | None:
     from isc.train import train  # heavy imports after Hydra has parsed the command line (fast --help)
 
     metrics = train(cfg)
-    log.info("metrics: %s", json.dumps(metrics, sort_keys=True))
-    if "init/uAP" in metrics and "val/uAP" in metrics:
-        log.info("µAP %.4f at initialisation → %.4f after training", metrics["init/uAP"], metrics["val/uAP"])
+    run = Path(cfg.paths.output_dir)
+    best, epoch = best_checkpoint(run)
+    finish_run(cfg, "isc-train", timer.seconds, summary_numbers(metrics, epoch),
+               [("checkpoint", best), ("last", run / "checkpoints" / "last.ckpt"), ("metrics", run / "metrics.json"),
+                ("figures", run / "figures")])
     return optimized_value(cfg, metrics)
 
 

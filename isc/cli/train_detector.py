@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-import json
-import logging
+from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from isc.config import config_dir, quiet_third_party_loggers
+from isc.config import hydra_entry, pin_output_dir, quiet_third_party_loggers
+from isc.summary import Timer, finish_run, fmt
 
-log = logging.getLogger("isc.detect")
 
-
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train_detector")
+@hydra_entry("train_detector", "isc-train-detector")
 def main(cfg: DictConfig) -> float:
+    timer = Timer()
+    pin_output_dir(cfg)
     quiet_third_party_loggers()
     from isc.detect.train import train_detector  # heavy imports after Hydra has parsed the command line
 
     metrics = train_detector(cfg)
-    log.info("metrics: %s", json.dumps(metrics, sort_keys=True))
+    run = Path(cfg.paths.output_dir)
+    finish_run(cfg, "isc-train-detector", timer.seconds, [
+        ("box recall", f"{fmt(metrics['val/box_recall'])} (top-1 {fmt(metrics.get('val/box_top1_recall'))}) after "
+                       f"{metrics['train/steps']} steps; {metrics['val/detect_ms_per_image']} ms/image")],
+        [("checkpoint", metrics["checkpoint"]), ("metrics", run / "metrics.json")])
     return float(metrics["val/box_recall"])
 
 

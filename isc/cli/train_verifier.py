@@ -2,27 +2,38 @@
 
 from __future__ import annotations
 
-import json
-import logging
+from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from isc.config import config_dir, optimized_value, quiet_third_party_loggers
+from isc.config import hydra_entry, optimized_value, pin_output_dir, quiet_third_party_loggers
+from isc.summary import Timer, best_checkpoint, finish_run, fmt
 
-log = logging.getLogger("isc.train_verifier")
+
+def summary_numbers(metrics: dict) -> list[tuple[str, str]]:
+    """Pair accuracy, AUC and µAP before → after training (and the best checkpoint's)."""
+    numbers = []
+    for key, label in (("uAP", "pair µAP"), ("auc", "pair AUC"), ("accuracy", "accuracy")):
+        steps = [f"{fmt(metrics[f'{p}/{key}'])} {w}" for p, w in (("init", "at initialisation"),
+                 ("val", "after training"), ("best", "best checkpoint")) if metrics.get(f"{p}/{key}") is not None]
+        if steps:
+            numbers.append((label, " → ".join(steps[:2]) + (f" ({steps[2]})" if len(steps) > 2 else "")))
+    return numbers
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train_verifier")
+@hydra_entry("train_verifier", "isc-train-verifier")
 def main(cfg: DictConfig) -> float | None:
+    timer = Timer()
+    pin_output_dir(cfg)
     quiet_third_party_loggers()
     from isc.verifier.train import train_verifier  # heavy imports after Hydra has parsed the command line
 
     metrics = train_verifier(cfg)
-    log.info("metrics: %s", json.dumps(metrics, sort_keys=True))
-    for key in ("accuracy", "auc", "uAP"):
-        if f"init/{key}" in metrics and f"val/{key}" in metrics:
-            log.info("pair %s %s at initialisation → %s after training", key, metrics[f"init/{key}"], metrics[f"val/{key}"])
+    run = Path(cfg.paths.output_dir)
+    best, epoch = best_checkpoint(run)
+    numbers = summary_numbers(metrics) + ([("best epoch", str(epoch))] if epoch is not None else [])
+    finish_run(cfg, "isc-train-verifier", timer.seconds, numbers,
+               [("checkpoint", metrics.get("best/checkpoint") or best), ("metrics", run / "metrics.json")])
     return optimized_value(cfg, metrics)
 
 
