@@ -32,6 +32,8 @@ class NonFiniteDescriptors(FloatingPointError):
 def check_finite(vectors: np.ndarray | torch.Tensor, split: str, fix: str = EXTRACTION_FIX) -> None:
     """Raise NonFiniteDescriptors if any row of `vectors` (n, d) holds a NaN or inf. `split` names the rows
     ("validation queries", "model0 reference", …); `fix` is the setting that fixes it where the check runs."""
+    if len(vectors) == 0:  # nothing was embedded (e.g. every image skipped): nothing to check
+        return
     if isinstance(vectors, torch.Tensor):
         bad_rows = ~torch.isfinite(vectors.detach()).reshape(len(vectors), -1).all(dim=1).cpu().numpy()
     else:

@@ -39,9 +39,10 @@ def test_memory_bank_survives_checkpoint_and_resume(smoke_cfg):
     assert int(first["loss.iteration"]) == steps and int(first["loss.filled"]) == steps * 16
     assert int(first["loss.pointer"]) == steps * 16 and first["loss.memory"][: steps * 16].norm(dim=1).min() > 0.99
 
+    longer = run.parent / "longer"  # a finished run is continued in a new folder (isc.runs)
     train(smoke_cfg("loss=contrastive_xbm", "loss.memory_size=500", *NO_EVAL, "trainer.max_epochs=2",
-                    f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"))
-    second = checkpoint_state(run)
+                    f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"paths.output_dir={longer}"))
+    second = checkpoint_state(longer)
     assert int(second["loss.iteration"]) == 2 * steps and int(second["loss.filled"]) == 2 * steps * 16
     # the resumed run appended after the restored rows instead of refilling from slot 0
     torch.testing.assert_close(second["loss.memory"][: steps * 16], first["loss.memory"][: steps * 16])

@@ -119,7 +119,7 @@ def test_bicubic_evaluation_resize():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8))
     bicubic = EvalTransform(32, "square", [1.0], "bicubic")
     resized = T.functional.resize(image, [32, 32], T.InterpolationMode.BICUBIC, antialias=True)
-    assert torch.equal(bicubic(image)[0], bicubic._tensor(resized))
+    assert torch.equal(bicubic(image)[0], torch.from_numpy(np.array(resized)).permute(2, 0, 1))  # uint8 CHW
     assert not torch.equal(bicubic(image)[0], EvalTransform(32)(image)[0])
     assert bicubic.fingerprint()["interpolation"] == "bicubic" and "interpolation" not in EvalTransform(32).fingerprint()
     with pytest.raises(ValueError, match="eval.interpolation"):

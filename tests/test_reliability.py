@@ -33,7 +33,8 @@ class PixelExtractor:
 
     def embed(self, views):
         self.calls += 1
-        x = torch.stack(views[0]).flatten(1)
+        rows = torch.cat([r for r, _ in views[0]])  # the (rows, stacked uint8 views) groups of collate_views
+        x = torch.cat([v for _, v in views[0]])[torch.argsort(rows)].float().flatten(1)
         x = x.repeat(1, self.dim // x.shape[1] + 1)[:, : self.dim]
         return torch.nn.functional.normalize(x, dim=1).numpy()
 
