@@ -27,7 +27,7 @@ from isc.data.disc import DiscData, load_disc
 from isc.extract import EvalTransform, ModelExtractor, extract_to_hdf5, read_descriptors
 from isc.finite import check_finite
 from isc.formats import DescriptorSubmission, write_descriptor_submission, write_predictions
-from isc.metric import GroundTruth, Predictions, evaluate, precision_recall
+from isc.metric import Predictions, evaluate, precision_recall
 from isc.model import DescriptorModel
 from isc.postprocess import Chain, build_chains, select_models
 from isc.search import global_candidates, knn_candidates

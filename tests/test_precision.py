@@ -95,7 +95,6 @@ def test_descriptor_head_runs_in_float32_under_fp16_autocast():
     torch.manual_seed(0)
     model = DescriptorModel("test_resnet", embedding_dim=8, gem_p=3.0, neck="linear_bn").eval()
     images = torch.randn(2, 3, 32, 32)
-    features = model.backbone.forward_features(images).detach()
     with cuda_autocast(torch.float16):
         descriptors = model(images)
         half_features = model.backbone.forward_features(images)

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from isc.images import IMAGE_SUFFIXES, scan_files, warn_unused
+from isc.images import scan_files, warn_unused
 
 log = logging.getLogger(__name__)
 
