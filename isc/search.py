@@ -64,9 +64,7 @@ def _ids(ids: object, n: int, name: str) -> np.ndarray:
     return arr
 
 
-def _prepare(
-    query_vectors: object, reference_vectors: object, query_ids: object, reference_ids: object, metric: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _pair_vectors(query_vectors: object, reference_vectors: object, metric: str) -> tuple[np.ndarray, np.ndarray]:
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
     q = _vectors(query_vectors, "query_vectors")
@@ -75,6 +73,13 @@ def _prepare(
         raise ValueError(f"query and reference dimensions differ: {q.shape[1]} vs {r.shape[1]}")
     if len(r) == 0 or r.shape[1] == 0:
         raise ValueError(f"reference_vectors is empty (shape {r.shape})")
+    return q, r
+
+
+def _prepare(
+    query_vectors: object, reference_vectors: object, query_ids: object, reference_ids: object, metric: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    q, r = _pair_vectors(query_vectors, reference_vectors, metric)
     return q, r, _ids(query_ids, len(q), "query_ids"), _ids(reference_ids, len(r), "reference_ids")
 
 
@@ -204,12 +209,8 @@ class _Torch:
         self.torch.set_float32_matmul_precision(self._precision)
 
     def put(self, x: np.ndarray, metric: str, side: str):
-        t = self.torch.from_numpy(np.ascontiguousarray(x)).to(self.device, non_blocking=False)
-        if metric == "ip":
-            return t
-        ones = t.new_ones(len(t), 1)
-        norms = -(t * t).sum(1, keepdim=True)
-        return self.torch.cat([2 * t, ones, norms] if side == "query" else [t, norms, ones], 1)
+        """The rows of `_augmented` (made on the host, one block at a time) on the device."""
+        return self.torch.from_numpy(np.ascontiguousarray(_augmented(x, metric, side))).to(self.device)
 
     def gemm(self, rows, block):
         return rows @ block.T
@@ -405,12 +406,7 @@ def knn_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(scores, reference rows), each (#queries, k): every query's k nearest references best first (ties:
     lower reference row first), scores exact in float32; k must not exceed the number of references."""
-    q = _vectors(query_vectors, "query_vectors")
-    r = _vectors(reference_vectors, "reference_vectors")
-    if q.shape[1] != r.shape[1]:
-        raise ValueError(f"query and reference dimensions differ: {q.shape[1]} vs {r.shape[1]}")
-    if metric not in _METRICS:
-        raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
+    q, r = _pair_vectors(query_vectors, reference_vectors, metric)
     _check_batch_size(batch_size)
     if not isinstance(k, int | np.integer) or not 1 <= k <= len(r):
         raise ValueError(f"k must be a positive integer at most the {len(r)} references, got {k!r}")
@@ -448,12 +444,3 @@ def knn_candidates(
         return Predictions.from_rows([])
     scores, labels = knn_rows(q, r, k=k, metric=metric, batch_size=batch_size, device=device)
     return Predictions(np.repeat(qids, k), rids[labels.ravel()], scores.ravel().astype(np.float64))
-
-
-def _global_torch_on_cpu(*args, **kwargs) -> Predictions:
-    """The torch path run on the CPU (what a GPU runs, for the tests that hold it to the numpy path)."""
-    return global_candidates(*args, **kwargs, device=_Torch("cpu"))
-
-
-def _knn_torch_on_cpu(*args, **kwargs) -> Predictions:
-    return knn_candidates(*args, **kwargs, device=_Torch("cpu"))

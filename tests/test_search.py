@@ -188,8 +188,8 @@ def test_global_torch_path_equals_numpy_path_ties_included(metric: str) -> None:
     assert len(np.unique(es)) < len(es) // 10  # the set is made of ties
     for n in (1, 40, 257, 1000):
         cpu = global_candidates(q, r, qids, rids, num_results=n, metric=metric, batch_size=5, reference_block=32)
-        tch = search._global_torch_on_cpu(q, r, qids, rids, num_results=n, metric=metric, batch_size=6,
-                                          reference_block=50)
+        tch = global_candidates(q, r, qids, rids, num_results=n, metric=metric, batch_size=6, reference_block=50,
+                                device=search._Torch("cpu"))  # the torch path (what a GPU runs) on the CPU
         assert rows(cpu) == rows(tch) == (eq[:n].tolist(), er[:n].tolist())  # the same pairs in the same order
         assert cpu.scores.tolist() == tch.scores.tolist() == es[:n].astype(np.float64).tolist()
 
@@ -200,7 +200,7 @@ def test_knn_torch_path_equals_numpy_path_ties_included(metric: str) -> None:
     eq, er, es = exact_order(q, r, metric)
     for k in (1, 4, 9):
         cpu = knn_candidates(q, r, qids, rids, k=k, metric=metric, batch_size=7)
-        tch = search._knn_torch_on_cpu(q, r, qids, rids, k=k, metric=metric, batch_size=7)
+        tch = knn_candidates(q, r, qids, rids, device=search._Torch("cpu"), k=k, metric=metric, batch_size=7)
         assert rows(cpu) == rows(tch)
         assert cpu.scores.tolist() == tch.scores.tolist()
         qi, ri = rows(cpu)
@@ -216,8 +216,8 @@ def test_knn_band_wider_than_the_preselection() -> None:
     q = np.zeros((2, 4), np.float32)
     r = np.concatenate([np.eye(4, dtype=np.float32)[[0, 1, 2, 3] * 10], np.full((5, 4), 3, np.float32)])
     ids = [f"R{i}" for i in range(len(r))]
-    for fn in (knn_candidates, search._knn_torch_on_cpu):
-        preds = fn(q, r[::-1].copy(), ["Q0", "Q1"], ids, k=3)
+    for device in (None, search._Torch("cpu")):
+        preds = knn_candidates(q, r[::-1].copy(), ["Q0", "Q1"], ids, k=3, device=device)
         assert preds.reference_ids.tolist() == ["R5", "R6", "R7"] * 2
         assert preds.scores.tolist() == [-1.0] * 6
 
