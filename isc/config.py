@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -158,11 +159,11 @@ def _unset(value) -> bool:
     return value is None or value == "" or value == "???"
 
 
-def _leaves(tree: dict, prefix: str = ""):
-    """(dotted key, value) of every leaf of a nested mapping."""
+def dotted_leaves(tree: Mapping, prefix: str = ""):
+    """(dotted key, value) of every leaf of a nested mapping (an empty mapping is a leaf)."""
     for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            yield from _leaves(value, f"{prefix}{key}.")
+        if isinstance(value, Mapping) and value:
+            yield from dotted_leaves(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
 
@@ -177,7 +178,7 @@ def required_values(cfg) -> list[tuple[str, object, object]]:
                            if OmegaConf.is_dict(node) and name != "required"]
     for prefix, node in nodes:
         examples = OmegaConf.to_container(node.get("required") or OmegaConf.create(), resolve=True)
-        for key, example in _leaves(examples):
+        for key, example in dotted_leaves(examples):
             if example is not None:  # `required.<key>=null` lifts the requirement
                 declared.append((prefix + key, example, OmegaConf.select(node, key, throw_on_missing=False)))
     return declared

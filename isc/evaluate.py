@@ -150,8 +150,8 @@ def skipped_images(data: DiscData, query_ids: np.ndarray, reference_ids: np.ndar
     seen_q, seen_r = set(query_ids.tolist()), set(reference_ids.tolist())
     skipped = {"query": [r.id for r in data.queries if r.id not in seen_q],
                "reference": [r.id for r in data.references if r.id not in seen_r]}
-    missed = sum(1 for q, r in data.ground_truth.matches.items()
-                 if q in set(skipped["query"]) or r in set(skipped["reference"]))
+    skipped_q, skipped_r = set(skipped["query"]), set(skipped["reference"])
+    missed = sum(1 for q, r in data.ground_truth.matches.items() if q in skipped_q or r in skipped_r)
     if skipped["query"] or skipped["reference"]:
         log.warning("%d queries and %d references were unreadable and skipped; their %d ground-truth pairs count as "
                     "misses (as the official scorer counts them)", len(skipped["query"]), len(skipped["reference"]),

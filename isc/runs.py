@@ -30,13 +30,17 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+from isc.config import dotted_leaves
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +79,10 @@ def _rank() -> int:
     return int(getattr(rank_zero_only, "rank", 0) or 0)
 
 
-def _flatten(node, prefix: str = "") -> dict[str, object]:
-    if isinstance(node, Mapping):
-        out: dict[str, object] = {}
-        for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out if out or not prefix else {prefix[:-1]: {}}
-    return {prefix[:-1]: node}
-
-
 def flat_config(cfg: DictConfig | Mapping) -> dict[str, object]:
     """The resolved config as {dotted key: value} (what run_status.json records as `settings`)."""
     container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    return _flatten(container)
+    return dict(dotted_leaves(container))
 
 
 def result_settings(cfg: DictConfig | Mapping, compare: tuple[str, ...] = ()) -> dict[str, object]:
@@ -208,12 +203,8 @@ def recorded_run(folder: str | os.PathLike, cfg: DictConfig, *, sigterm: bool = 
     """Record the run's state in `folder`: running, then finished, failed (with the error) or interrupted.
     `sigterm`: SIGTERM stops the run at once with exit status 143, recorded as interrupted (for tools whose
     files are safe to stop anywhere; isc-train lets Lightning stop after the current step instead)."""
-    import signal
-
     folder = Path(folder)
     write_status(folder, "running", cfg)
-    import threading
-
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_stopped) if sigterm and main_thread else None
     try:
