@@ -42,6 +42,7 @@ def build_datamodule(cfg: DictConfig) -> DiscDataModule:
         plain_transform=eval_transform(cfg.data.train_size),
         seed=cfg.seed,
         steps_per_epoch=cfg.data.get("steps_per_epoch"),
+        first_anchor=(cfg.data.get("neighbour_batches") or {}).get("first_anchor"),
     )
 
 
@@ -237,6 +238,41 @@ def initialise_from(module: CopyDetectionModule, checkpoint: str | Path) -> None
     log.info("initialised the model from %s", path)
 
 
+def neighbour_batches(cfg: DictConfig, module: CopyDetectionModule, datamodule: DiscDataModule,
+                      output_dir: Path):
+    """The neighbour lists of `data.neighbour_batches` (batches of mutually similar training images, RECIPES §6):
+    the given file; else this run's own neighbours.npy (a resumed run reads the lists it started with); else
+    computed now from the model as initialised (timm weights or init_from) and written to the run folder. Under
+    DDP the first process computes them and the others wait for its file."""
+    import time
+
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from isc.data.neighbours import compute_neighbour_lists, load_neighbour_lists
+
+    settings = cfg.data.neighbour_batches
+    n_images = len(datamodule.data.training)
+    batch = int(cfg.data.batch_size) * int(cfg.trainer.get("devices") or 1) * int(cfg.trainer.get("num_nodes") or 1)
+    own = output_dir / "neighbours.npy"
+    path = Path(settings.neighbours).expanduser() if settings.get("neighbours") else own
+    if path == own and not own.is_file():
+        if rank_zero_only.rank == 0:
+            gpu = cfg.trainer.get("accelerator") != "cpu" and torch.cuda.is_available()
+            compute_neighbour_lists(module.model, datamodule.data.training, cfg.data.eval_size, int(settings.k),
+                                    output_dir, device="cuda" if gpu else "cpu", batch_size=cfg.data.eval_batch_size,
+                                    num_workers=cfg.data.num_workers,
+                                    draft_size=draft_floor(cfg.data.draft_size, cfg.data.eval_size))
+        else:
+            waited = 0
+            while not own.is_file():  # the first process is computing them
+                if waited >= settings.wait_s:
+                    raise TimeoutError(f"process {rank_zero_only.rank}: {own} did not appear within "
+                                       f"data.neighbour_batches.wait_s={settings.wait_s} s; did the first process fail?")
+                time.sleep(5)
+                waited += 5
+    return load_neighbour_lists(path, n_images, batch)
+
+
 def check_loader_settings(cfg: DictConfig) -> None:
     """data.batch_size and co. must be integers in range; else an error naming the key (not a DataLoader traceback)."""
     for key, low in (("batch_size", 1), ("eval_batch_size", 1), ("num_workers", 0), ("n_views", 2)):
@@ -347,6 +383,8 @@ def _train(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None) -> dict[st
     module = build_module(cfg, loss)
     if cfg.get("init_from"):
         initialise_from(module, cfg.init_from)
+    if (cfg.data.get("neighbour_batches") or {}).get("enabled"):
+        datamodule.neighbours = neighbour_batches(cfg, module, datamodule, output_dir)
     trainer = build_trainer(cfg, output_dir, [*loss_callbacks, ValidateLastEpoch(),
                                               SkippedImageLimit(cfg.data.get("max_skipped_fraction", 0.05))])
     evaluation = next((c for c in trainer.callbacks if isinstance(c, RetrievalEvaluation)), None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Callable
 
 import lightning as L
+import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from isc.data.datasets import EvalImages, ExtraNegatives, GroundTruthPairs, TrainingViews, collate_skipping
@@ -30,6 +31,7 @@ class DiscDataModule(L.LightningDataModule):
         plain_transform: Callable | None = None,  # extra negatives and ground-truth pairs (no augmentation)
         seed: int = 0,
         steps_per_epoch: int | None = None,  # fixed epoch length in optimiser steps (None: one pass over the set)
+        first_anchor: int | None = None,  # neighbour batches: anchors in order from this training index (else seeded)
     ):
         super().__init__()
         self.dataset_cfg = dataset
@@ -53,6 +55,10 @@ class DiscDataModule(L.LightningDataModule):
         # Set by isc.callbacks.ArcFaceDrip before the loaders are built: train on the first `class_limit()` images
         # (read when each epoch's sampler starts); None = all of them.
         self.class_limit: Callable[[], int] | None = None
+        # Set by isc-train (data.neighbour_batches) before the loaders are built: per training image its most
+        # similar training images (isc.data.neighbours); each global batch is then one image's neighbours.
+        self.neighbours: np.ndarray | None = None
+        self.first_anchor = first_anchor
 
     def prepare_data(self) -> None:
         resolve_root(self.dataset_cfg)  # builds the mini-DISC once, on one process
@@ -114,6 +120,9 @@ class DiscDataModule(L.LightningDataModule):
         """Order and augmentations depend on (seed, epoch, sample) only (see isc.data.sampling): a resumed run
         replays them, and under DDP each step's global batch is one process's batch."""
         dataset = self.train_dataset()
+        if self.neighbours is not None and self.train_pairs is not None:
+            raise ValueError("data.neighbour_batches groups training images; it does not combine with data.gt_pairs "
+                             "(training on ground-truth pairs)")
         if len(dataset) < self.batch_size:
             raise ValueError(f"data.batch_size={self.batch_size} is larger than the {len(dataset)} training samples.")
         trainer = getattr(self, "trainer", None)
@@ -121,7 +130,7 @@ class DiscDataModule(L.LightningDataModule):
         sampler = EpochSampler(len(dataset), self.batch_size, self.seed, self.class_limit, num_replicas=world, rank=rank,
                                current_epoch=(lambda: trainer.fit_loop.epoch_progress.current.processed)
                                if trainer is not None else None,  # the value Lightning passes to set_epoch
-                               steps=self.steps_per_epoch)
+                               steps=self.steps_per_epoch, groups=self.neighbours, first_anchor=self.first_anchor)
         return self._loader(SeededSamples(dataset, self.seed), self.batch_size, shuffle=False, drop_last=True,
                             sampler=sampler)
 

@@ -31,6 +31,13 @@ class EpochSampler(DistributedSampler):
     fresh permutations are concatenated until the epoch is full, so an epoch may cover the set several times. Yields (epoch, index) pairs, which
     `SeededSamples` turns into the sample's random draws.
 
+    `groups` (neighbour lists, isc.data.neighbours: row i = sample i's most similar samples, nearest first) makes
+    every global batch one anchor's first `global_batch` neighbours — batches of mutually similar images, whose
+    negatives are hard (the "separate" retriever, RECIPES §6). The anchors are the epoch's permutation, or with
+    `first_anchor` consecutive samples from that index on, continuing from one epoch to the next (the source's
+    `sim_pt_start`: step t of the run trains on the group of image sim_pt_start + t). The rest is unchanged:
+    the epoch's global order depends on (seed, epoch) only and each rank takes its slice of every global batch.
+
     A DistributedSampler subclass so that Lightning neither replaces nor wraps it under DDP. The epoch is read
     when an epoch's iteration starts, from `current_epoch()` if given (the trainer's epoch progress), else from
     `set_epoch`: a resumed run with data workers creates its first iterator (and the workers prefetch from it)
@@ -38,14 +45,25 @@ class EpochSampler(DistributedSampler):
 
     def __init__(self, length: int, batch_size: int, seed: int = 0, limit: Callable[[], int | None] | None = None,
                  num_replicas: int = 1, rank: int = 0, current_epoch: Callable[[], int] | None = None,
-                 steps: int | None = None):
+                 steps: int | None = None, groups: np.ndarray | None = None, first_anchor: int | None = None):
         if length < batch_size * num_replicas:
             raise ValueError(f"data.batch_size={batch_size} × {num_replicas} processes is larger than the "
                              f"{length} training samples")
         if steps is not None and steps < 1:
             raise ValueError(f"data.steps_per_epoch must be a positive number of steps or null, got {steps}")
+        if groups is not None:
+            if groups.ndim != 2 or len(groups) != length or groups.shape[1] < batch_size * num_replicas:
+                raise ValueError(f"neighbour lists of shape {groups.shape} do not fit {length} samples in global "
+                                 f"batches of {batch_size} × {num_replicas}: one row per sample, at least a batch long")
+            if limit is not None:
+                raise ValueError("neighbour batches (data.neighbour_batches) and ArcFace drip training both choose "
+                                 "the training images; use one of them")
+        if first_anchor is not None and not 0 <= first_anchor < length:
+            raise ValueError(f"data.neighbour_batches.first_anchor={first_anchor} is not a training index "
+                             f"(0 … {length - 1})")
         self.length, self.batch_size, self.seed, self.limit, self.steps = length, batch_size, seed, limit, steps
         self.num_replicas, self.rank, self.epoch, self.current_epoch = num_replicas, rank, 0, current_epoch
+        self.groups, self.first_anchor = groups, first_anchor
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -62,12 +80,22 @@ class EpochSampler(DistributedSampler):
     def __len__(self) -> int:
         return self.epoch_samples // self.num_replicas
 
+    def _permutation(self, n: int, count: int) -> list[int]:
+        """`count` indices < n: this epoch's seeded permutations of range(n), concatenated."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(count / n))])[:count].tolist()
+
     def order(self) -> list[int]:
         """This epoch's global order (all ranks), full global batches only."""
-        n = min((self.limit() if self.limit else None) or self.length, self.length)
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(self.epoch_samples / n))])
-        return order[: self.epoch_samples].tolist()
+        if self.groups is None:
+            n = min((self.limit() if self.limit else None) or self.length, self.length)
+            return self._permutation(n, self.epoch_samples)
+        batches = self.epoch_samples // self.global_batch
+        if self.first_anchor is None:
+            anchors = self._permutation(self.length, batches)
+        else:
+            anchors = [(self.first_anchor + self.epoch * batches + b) % self.length for b in range(batches)]
+        return self.groups[anchors, : self.global_batch].reshape(-1).tolist()
 
     def __iter__(self):
         if self.current_epoch is not None:
