@@ -43,8 +43,20 @@ def smoke_required_values(data_dir, tmp_path_factory) -> dict[str, str]:
     # the "separate" retriever's stage 2 starts from its stage 1, whose model is not lyakaap's
     retriever = DescriptorModel(**model_arguments(compose_config("train", ["debug=smoke", "experiment=separate_retriever"])))
     torch.save({"state_dict": {f"model.{k}": v for k, v in retriever.state_dict().items()}}, out / "retriever.ckpt")
+    # and reads stage 1's neighbour lists (one row per training image of the tiny mini-DISC)
     return {"init_from": str(checkpoint), "backbone.weights_file": str(out / "backbone.pth"),
-            "separate_retriever_stage2:init_from": str(out / "retriever.ckpt")}
+            "separate_retriever_stage2:init_from": str(out / "retriever.ckpt"),
+            "data.neighbour_batches.neighbours": str(tiny_neighbour_lists(out / "neighbours.npy"))}
+
+
+def tiny_neighbour_lists(path, n_images: int = 48, k: int = 10):
+    """Neighbour lists of random descriptors for the 48 training images of the tiny mini-DISC."""
+    import numpy as np
+
+    from isc.data.neighbours import neighbour_lists, save_neighbour_lists
+
+    x = np.random.default_rng(0).normal(size=(n_images, 8)).astype(np.float32)
+    return save_neighbour_lists(neighbour_lists(x / np.linalg.norm(x, axis=1, keepdims=True), k), path)
 
 
 def required_overrides(name: str, values: dict[str, str]) -> list[str]:

@@ -19,6 +19,7 @@ from isc.model import DescriptorModel
 from isc.recipes import experiment_names
 from isc.train import model_arguments, train
 from tests.conftest import compose_config
+from tests.test_experiments import tiny_neighbour_lists
 
 EXTRA = {"lyakaap_stage4": ["data.batch_size=1"]}  # the recipe's 1 per GPU: the tiny mini-DISC has 3 GT pairs
 
@@ -41,7 +42,8 @@ def recipe_required_values(tmp_path_factory) -> dict[str, str]:
                                                                              "debug=recipe_smoke"])))
     torch.save({"state_dict": {f"model.{k}": v for k, v in retriever.state_dict().items()}}, folder / "retriever.ckpt")
     return {"init_from": str(checkpoint), "backbone.weights_file": str(weights),
-            "separate_retriever_stage2:init_from": str(folder / "retriever.ckpt")}
+            "separate_retriever_stage2:init_from": str(folder / "retriever.ckpt"),
+            "data.neighbour_batches.neighbours": str(tiny_neighbour_lists(folder / "neighbours.npy"))}
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from tests.conftest import compose_config
 # VisionForce and D²LV start from Barlow Twins weights). Every other experiment requires nothing.
 REQUIRED = {
     "lyakaap_stage2": {"init_from"},
-    "separate_retriever_stage2": {"init_from"},
+    "separate_retriever_stage2": {"init_from", "data.neighbour_batches.neighbours"},
     "lyakaap_stage3": {"init_from"},
     "lyakaap_stage4": {"init_from"},
     "visionforce_desc": {"backbone.weights_file"},

@@ -46,7 +46,7 @@ def test_the_total_batch_is_the_recipes_and_holds_on_its_own_hardware(name):
     ("lyakaap_stage4", 1, 1, 16),      # 16 queries at 1 per GPU
     ("sscd_disc_advanced", 8, 1, 4),   # one node of the four: 4096 = 128 × 8 × 4
     ("sscd_disc_advanced", 1, 1, 32),
-    ("separate_retriever", 1, 1, 8),   # 448 = 56 × 8
+    ("separate_retriever", 1, 1, 8),   # 56 = 7 × 8
     ("visionforce_desc", 1, 1, 4),     # 32 classes = 8 × 4
 ])
 def test_fewer_gpus_accumulate_to_the_recipes_total_batch(name, devices, nodes, steps):
