@@ -201,13 +201,17 @@ def test_extraction_rebuilds_a_corrupt_file_and_skips_bad_images(tmp_path, data_
     assert ids.tolist() == [r.id for r in records[:5]] and vectors.shape == (5, 32)
 
 
+# the ablation grid's two push-away chains (per-vector and neighbour-axis forms) with K=20 on 48 training images
+PUSH_AWAY_K20 = [f"eval_grid.chains.{c}.steps.push_away.k=20" for c in ("push_away", "push_away_notebook")]
+
+
 def test_ablation_grid_end_to_end(ckpt, tmp_path, data_dir, capsys):
     out = tmp_path / "eval"
     cfg = eval_cfg(data_dir, out, f"ckpt_path={ckpt}", "eval_grid=ablation",
-                   "eval_grid.chains.push_away.steps.push_away.k=20")  # the tiny set has 48 training images
+                   *PUSH_AWAY_K20)  # the tiny set has 48 training images
     summary = evaluate_checkpoint(cfg)
-    names = ["raw", "pca", "pcaw", "neg_emb", "neg_emb_no_dba", "stretch", "push_away", "score_norm",
-             "score_norm_l2", "sscd"]
+    names = ["raw", "pca", "pcaw", "neg_emb", "neg_emb_no_dba", "stretch", "push_away", "push_away_notebook",
+             "score_norm", "score_norm_l2", "sscd"]
     assert list(summary["chains"]) == names and summary["primary_chain"] == "raw"
     for name in ("metrics.json", "predictions.csv", "descriptors.h5", "pr_curve.png", "ablation.csv", "ablation.md"):
         assert (out / name).is_file(), name
@@ -248,7 +252,7 @@ def test_ablation_grid_end_to_end(ckpt, tmp_path, data_dir, capsys):
 def test_submissions_for_every_l2_chain_and_none_for_inner_product(ckpt, tmp_path, data_dir, capsys):
     out = tmp_path / "eval"
     cfg = eval_cfg(data_dir, out, f"ckpt_path={ckpt}", "eval_grid=ablation", "eval.write_submissions=all",
-                   "eval_grid.chains.push_away.steps.push_away.k=20", "eval.candidates=knn", "eval.k=3")
+                   *PUSH_AWAY_K20, "eval.candidates=knn", "eval.k=3")
     summary = evaluate_checkpoint(cfg)
     assert not (out / "chains" / "score_norm" / "descriptors.h5").exists()  # ip: the L2 scorer cannot use it
     gt = load_disc(cfg.dataset).root / "ground_truth.csv"

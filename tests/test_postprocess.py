@@ -256,8 +256,10 @@ def test_chain_rules():
 def test_every_preset_builds_and_the_metric_follows_score_norm():
     cfg = compose_config("eval", ["eval_grid=ablation"])
     chains = {c.name: c for c in build_chains(cfg.eval_grid.chains)}
-    assert list(chains) == ["raw", "pca", "pcaw", "neg_emb", "neg_emb_no_dba", "stretch", "push_away", "score_norm",
-                            "score_norm_l2", "sscd"]
+    assert list(chains) == ["raw", "pca", "pcaw", "neg_emb", "neg_emb_no_dba", "stretch", "push_away",
+                            "push_away_notebook", "score_norm", "score_norm_l2", "sscd"]
+    assert chains["push_away"].steps[-1].normalize == "vectors"  # the write-up's form; the notebooks' next to it
+    assert chains["push_away_notebook"].steps[-1].normalize == "neighbours"
     assert chains["score_norm"].metric == chains["sscd"].metric == "ip"
     assert chains["score_norm_l2"].metric == chains["push_away"].metric == "l2"
     assert chains["neg_emb_no_dba"].steps[0].dba_k == 0 and chains["neg_emb"].steps[0].dba_k == 10
