@@ -43,6 +43,12 @@ def _world_size(cfg: DictConfig) -> int:
     return int(cfg.trainer.get("devices") or 1) * int(cfg.trainer.get("num_nodes") or 1)
 
 
+def _neighbour_lists(settings) -> str | None:
+    if not settings or not settings.get("enabled"):
+        return None
+    return settings.get("neighbours") or "initial model"
+
+
 DERIVED = {
     # processes (GPUs) of a run
     "world_size": _world_size,
@@ -59,6 +65,9 @@ DERIVED = {
     # which training images: all, or a subset (VisionForce: every 10th)
     "training_images": lambda cfg: "all" if not cfg.dataset.get("max_training") and not cfg.dataset.get("training_every")
     else f"every {cfg.dataset.training_every}th" if cfg.dataset.get("training_every") else f"first {cfg.dataset.max_training}",
+    # where hard-negative batches get their neighbour lists (data.neighbour_batches): a given file, or computed
+    # from the initial model's descriptors of the training images; null when the batches are random
+    "neighbour_lists": lambda cfg: _neighbour_lists(cfg.data.get("neighbour_batches")),
     # the learning rate as the sources' commands write it, for a recipe whose config holds the effective one
     # (lyakaap: his loss wrapper divided each step by the number of GPUs, RECIPES §2.2)
     "lr_times_world_size": lambda cfg: float(cfg.optimizer.lr) * _world_size(cfg),
@@ -239,7 +248,8 @@ def render_cards() -> str:
              "difference, listed under the table). `tests/test_recipe_sources.py` checks every row.",
              "Derived keys: `world_size` = devices × nodes; `total_batch` = data.batch_size × world_size;",
              "`total_views` = total_batch × data.n_views; `total_steps` = max_epochs × data.steps_per_epoch;",
-             "`lr_times_world_size` = optimizer.lr × world_size.", ""]
+             "`lr_times_world_size` = optimizer.lr × world_size; `neighbour_lists` = where hard-negative batches",
+             "take their neighbour lists (a file, or the initial model's descriptors).", ""]
     names = experiment_names()
     totals = dict.fromkeys(VERDICTS, 0)
     sections = []
