@@ -239,22 +239,25 @@ def initialise_from(module: CopyDetectionModule, checkpoint: str | Path) -> None
 
 
 def neighbour_batches(cfg: DictConfig, module: CopyDetectionModule, datamodule: DiscDataModule,
-                      output_dir: Path):
+                      output_dir: Path, ckpt_path: Path | None = None):
     """The neighbour lists of `data.neighbour_batches` (batches of mutually similar training images, RECIPES §6):
-    the given file; else this run's own neighbours.npy (a resumed run reads the lists it started with); else
-    computed now from the model as initialised (timm weights or init_from) and written to the run folder. Under
-    DDP the first process computes them and the others wait for its file."""
+    the given file; else the run's own neighbours.npy (a resumed run reads the lists it started with, also when
+    `ckpt_path` is another folder's checkpoint); else computed now from the model as initialised (timm weights
+    or init_from) and written to the run folder. Under DDP the first process computes them and the others wait
+    for its file."""
     import time
 
     from lightning.pytorch.utilities import rank_zero_only
 
-    from isc.data.neighbours import compute_neighbour_lists, load_neighbour_lists
+    from isc.data.neighbours import compute_neighbour_lists, load_neighbour_lists, save_neighbour_lists
 
     settings = cfg.data.neighbour_batches
     n_images = len(datamodule.data.training)
     batch = int(cfg.data.batch_size) * int(cfg.trainer.get("devices") or 1) * int(cfg.trainer.get("num_nodes") or 1)
     own = output_dir / "neighbours.npy"
-    path = Path(settings.neighbours).expanduser() if settings.get("neighbours") else own
+    resumed = ckpt_path.parent.parent / "neighbours.npy" if ckpt_path is not None else None  # <run>/checkpoints/x.ckpt
+    path = (Path(settings.neighbours).expanduser() if settings.get("neighbours")
+            else resumed if resumed is not None and resumed.is_file() else own)
     if path == own and not own.is_file():
         if rank_zero_only.rank == 0:
             gpu = cfg.trainer.get("accelerator") != "cpu" and torch.cuda.is_available()
@@ -270,7 +273,10 @@ def neighbour_batches(cfg: DictConfig, module: CopyDetectionModule, datamodule: 
                                        f"data.neighbour_batches.wait_s={settings.wait_s} s; did the first process fail?")
                 time.sleep(5)
                 waited += 5
-    return load_neighbour_lists(path, n_images, batch)
+    lists = load_neighbour_lists(path, n_images, batch)
+    if path == resumed and not own.is_file() and rank_zero_only.rank == 0:
+        save_neighbour_lists(lists, own)  # this folder's own copy, for its next resume
+    return lists
 
 
 def check_loader_settings(cfg: DictConfig) -> None:
@@ -384,7 +390,7 @@ def _train(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None) -> dict[st
     if cfg.get("init_from"):
         initialise_from(module, cfg.init_from)
     if (cfg.data.get("neighbour_batches") or {}).get("enabled"):
-        datamodule.neighbours = neighbour_batches(cfg, module, datamodule, output_dir)
+        datamodule.neighbours = neighbour_batches(cfg, module, datamodule, output_dir, ckpt_path)
     trainer = build_trainer(cfg, output_dir, [*loss_callbacks, ValidateLastEpoch(),
                                               SkippedImageLimit(cfg.data.get("max_skipped_fraction", 0.05))])
     evaluation = next((c for c in trainer.callbacks if isinstance(c, RetrievalEvaluation)), None)

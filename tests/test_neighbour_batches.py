@@ -122,6 +122,26 @@ def test_loading_lists_checks_them_against_the_training_set(tmp_path):
         load_neighbour_lists("nope.npy", 20, 6)
 
 
+def test_a_run_resumed_from_another_folders_checkpoint_reads_that_runs_lists(tmp_path):
+    """ckpt_path=<earlier run>/checkpoints/last.ckpt into a new folder: the earlier run's lists (not new ones
+    from a model that is about to be replaced by the checkpoint's), copied into the new folder for its next resume."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from isc.train import neighbour_batches
+
+    earlier, new = tmp_path / "earlier", tmp_path / "new"
+    (earlier / "checkpoints").mkdir(parents=True)
+    new.mkdir()
+    save_neighbour_lists(random_groups(), earlier / "neighbours.npy")
+    cfg = OmegaConf.create({"data": {"batch_size": 4, "neighbour_batches": {"enabled": True, "neighbours": None, "k": 6}},
+                            "trainer": {"devices": 1, "num_nodes": 1}})
+    datamodule = SimpleNamespace(data=SimpleNamespace(training=list(range(20))))
+    lists = neighbour_batches(cfg, None, datamodule, new, earlier / "checkpoints" / "last.ckpt")
+    assert (lists == random_groups()).all() and (np.load(new / "neighbours.npy") == lists).all()
+
+
 class Labels(L.Callback):
     """Test helper: the training labels (= training image indices) of every batch."""
 
