@@ -43,7 +43,7 @@ def load_neighbour_lists(path: str | Path, n_images: int, batch: int) -> np.ndar
         raise FileNotFoundError(f"data.neighbour_batches.neighbours={str(path)!r} does not exist; give the "
                                 "neighbours.npy of the run that computed them (e.g. stage 1's run folder), or null "
                                 "to compute them from this run's initial model")
-    lists = np.load(path, allow_pickle=False)
+    lists = np.load(path, mmap_mode="r", allow_pickle=False)  # DISC21: 1M × 256 int32 = 1 GB, shared by the processes
     if lists.ndim != 2 or not np.issubdtype(lists.dtype, np.integer):
         raise ValueError(f"{path}: expected an (images × neighbours) integer array, got {lists.dtype} {lists.shape}")
     if len(lists) != n_images:
