@@ -1,5 +1,6 @@
 """Candidate pairs from view descriptors: the top-k references of every query view (whole image: k, crop: k_crops),
-searched over all reference views by cosine similarity; one entry per (query view, reference image)."""
+searched over all reference views by cosine similarity (or by inner product of post-processed descriptors,
+e.g. score-normalised ones); one entry per (query view, reference image)."""
 
 from __future__ import annotations
 
@@ -30,20 +31,34 @@ class Entries:
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
                      ("query", "reference", "score", "query_view", "reference_view", "source")))
 
+    def select(self, keep: np.ndarray) -> Entries:
+        """The entries where the boolean mask `keep` is true."""
+        return Entries(*(getattr(self, f)[keep] for f in ("query", "reference", "score", "query_view",
+                                                          "reference_view", "source")))
+
     def __len__(self) -> int:
         return len(self.query)
 
 
 def view_candidates(queries: ViewDescriptors, references: ViewDescriptors, *, k: int, k_crops: int,
                     crop_penalty: float = 0.0, source: int = 0, batch_size: int = 4096,
-                    search_device: str | None = None) -> Entries:
+                    search_device: str | None = None, metric: str = "cosine") -> Entries:
     """Top-k distinct references per query view (k for whole queries, k_crops for crops; 0 = none), scored by
-    the cosine of the best reference view; crop-view scores are lowered by `crop_penalty` (D²LV, RECIPES §5.3). The view kNN is isc.search's (exact
-    cosines, ties to the lower reference view; `search_device`: auto | cpu | cuda)."""
+    the similarity of the best reference view: `metric` cosine (the vectors L2-normalised first) or ip (the
+    vectors as given: a score-normalisation chain's output, RECIPES §1.5). The scores of query views marked
+    `penalised` (every crop unless its provider says otherwise) are lowered by `crop_penalty` (D²LV, RECIPES
+    §5.3 step 3). The view kNN is isc.search's (exact, ties to the lower reference view; `search_device`:
+    auto | cpu | cuda)."""
 
     if k < 0 or k_crops < 0:
         raise ValueError(f"candidates.k and candidates.k_crops must be >= 0, got {k}, {k_crops}")
-    q, r = l2_normalize(queries.vectors), l2_normalize(references.vectors)
+    if metric not in ("cosine", "ip"):
+        raise ValueError(f"candidate metric must be cosine or ip, got {metric!r}")
+    if metric == "cosine":
+        q, r = l2_normalize(queries.vectors), l2_normalize(references.vectors)
+    else:
+        q, r = queries.vectors.astype(np.float32, copy=False), references.vectors.astype(np.float32, copy=False)
+    penalised = ~queries.whole if queries.penalised is None else queries.penalised
     if q.shape[1] != r.shape[1]:
         raise ValueError(f"query views have {q.shape[1]} dims but reference views {r.shape[1]}")
     n_refs = int(references.owner.max()) + 1 if len(references) else 0
@@ -72,7 +87,7 @@ def view_candidates(queries: ViewDescriptors, references: ViewDescriptors, *, k:
         keep = first & (np.cumsum(first, axis=1) <= want[rows][:, None])
         i, j = np.nonzero(keep)
         qv = rows[i]
-        score = sims[i, j].astype(np.float64) - np.where(queries.whole[qv], 0.0, crop_penalty)
+        score = sims[i, j].astype(np.float64) - np.where(penalised[qv], crop_penalty, 0.0)
         parts.append(Entries(queries.owner[qv], owners[i, j], score, qv, labels[i, j],
                              np.full(len(qv), source, np.int64)))
     return Entries.concatenate(parts) if parts else view_candidates(queries, references, k=0, k_crops=0)
