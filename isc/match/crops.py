@@ -23,7 +23,7 @@ mode), `isc.match.views` records the file's size in ``image.info["source_size"]`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from PIL import Image
@@ -144,12 +144,15 @@ class Rotations:
 
 
 class CropSet:
-    """The views of several providers, in order; `min_side` (pixels of the image file) drops the boxes of any
-    of them whose short side is smaller (rotations of the whole image are never dropped: they are not crops).
-    D²LV dropped its query sub-images below 100, 150 or 200 px depending on the model folder (RECIPES §5.3)."""
+    """The views of several providers, in order (a list, or a mapping name → provider whose null entries are
+    switched off, e.g. ``query_crops.providers.detector=null``); `min_side` (pixels of the image file) drops
+    every view of theirs whose short side is smaller. D²LV dropped every query sub-image below 100, 150 or
+    200 px depending on the model folder (RECIPES §5.3, generate_100_150_200.py); here the whole image is
+    always searched."""
 
-    def __init__(self, providers: Sequence[object], min_side: int = 0) -> None:
-        self.providers = list(providers)
+    def __init__(self, providers: Sequence[object] | Mapping[str, object], min_side: int = 0) -> None:
+        items = providers.values() if isinstance(providers, Mapping) else providers
+        self.providers = [p for p in items if p is not None]
         if not self.providers:
             raise ValueError("CropSet: give at least one provider")
         for p in self.providers:
@@ -159,11 +162,10 @@ class CropSet:
         self.name = "+".join(getattr(p, "name", type(p).__name__) for p in self.providers)
 
     def crops(self, image: Image.Image) -> list[View]:
-        whole = (0, 0, image.width, image.height)
         out = []
         for provider in self.providers:
             out += [v for v in check_views(provider.crops(image), image, provider)
-                    if v.box == whole or source_side(v.box, image) >= self.min_side]
+                    if source_side(v.box, image) >= self.min_side]
         return out
 
 

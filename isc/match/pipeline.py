@@ -105,6 +105,23 @@ def _postprocessed(cfg: DictConfig, extractor, data, qv: ViewDescriptors, rv: Vi
     return qv, rv, ("ip" if chain.metric == "ip" else "cosine"), chain.describe()
 
 
+def _skipped_references(path, references) -> np.ndarray | None:
+    """Per reference: listed in the file `path` (one reference id per line), whose crops are then not searched
+    (D²LV removed the reference crops of face images, face_del.npy, RECIPES §5.3); None when path is null."""
+    if path is None:
+        return None
+    file = Path(str(path)).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"candidates.skip_reference_crops_of={str(file)!r} does not exist: give a text file "
+                                "of reference ids, one per line")
+    listed = {line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()}
+    known = {r.id for r in references}
+    unknown = sorted(listed - known)
+    if unknown:
+        raise ValueError(f"{file}: {len(unknown)} id(s) are not references of this dataset (first: {unknown[0]!r})")
+    return np.array([r.id in listed for r in references], bool)
+
+
 class _ImageCache:
     """Decoded images by path, least recently used dropped first."""
 
@@ -243,6 +260,7 @@ def _match(cfg: DictConfig, output_dir: Path) -> dict:
     cand, fu = cfg.candidates, cfg.fusion
     n_refs = len(data.references)
     per_view = fu.get("vote_per", "query") == "query_view"
+    skipped = _skipped_references(cand.get("skip_reference_crops_of"), data.references)
     # one source per (size, model): its views, its entries; votes are counted within a size (D²LV voted over
     # the 3 backbones of one pipeline, then merged the pipelines' results, RECIPES §5.3 steps 1 and 4-5)
     source_views, source_model, entries, descriptor_metrics, chain_name = [], [], [], [], "raw"
@@ -253,6 +271,8 @@ def _match(cfg: DictConfig, output_dir: Path) -> dict:
         query_views = embed_views(extractors, data.queries, query_crops, desc=f"query views (size {size})", **common)
         reference_views = embed_views(extractors, data.references, reference_crops,
                                       desc=f"reference views (size {size})", **common)
+        if skipped is not None:
+            reference_views = [rv.select(rv.whole | ~skipped[rv.owner]) for rv in reference_views]
         size_entries = []
         for m, (extractor, qv, rv) in enumerate(zip(extractors, query_views, reference_views)):
             check_finite(qv.vectors, f"model {m} query views")  # a precision error, before any search (issue 15)
@@ -265,7 +285,8 @@ def _match(cfg: DictConfig, output_dir: Path) -> dict:
             source_model.append(m)
             size_entries.append(view_candidates(qv, rv, k=int(cand.k), k_crops=int(cand.k_crops),
                                                 crop_penalty=float(cand.crop_penalty), source=len(source_views) - 1,
-                                                search_device=cfg.eval.search_device, metric=metric))
+                                                search_device=cfg.eval.search_device, metric=metric,
+                                                crops_vs_crops=bool(cand.get("crops_vs_crops", True))))
         hits = Entries.concatenate(size_entries)
         vote_keys = (hits.query_view if per_view else hits.query) * n_refs + hits.reference
         sources = np.asarray(source_model)[hits.source] if fu.vote_over == "models" else None

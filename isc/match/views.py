@@ -34,6 +34,13 @@ class ViewDescriptors:
     def __len__(self) -> int:
         return len(self.owner)
 
+    def select(self, keep: np.ndarray) -> ViewDescriptors:
+        """The views where the boolean mask `keep` is true (view indices change)."""
+        def pick(a):
+            return None if a is None else a[keep]
+        return ViewDescriptors(self.owner[keep], self.boxes[keep], self.whole[keep], self.vectors[keep],
+                               pick(self.rotation), pick(self.penalised))
+
 
 class _ImageViews(Dataset):
     """Each image decoded and cropped once; every box transformed by each model's eval transform."""
