@@ -126,7 +126,9 @@ class FractionCrops:
 
     def crops(self, image: Image.Image) -> list[Box]:
         w, h = image.size
-        out = [(int(w * x0), int(h * y0), int(w * x1), int(h * y1)) for x0, y0, x1, y1 in self.boxes]
+        # floor as the source's int(); the 1e-9 keeps exact multiples exact for fractions written in decimals
+        # (600 × 0.1666… is 99.999…, where center.py's int(600 * 1/6) is 100)
+        out = [tuple(int(side * f + 1e-9) for side, f in zip((w, h, w, h), b)) for b in self.boxes]
         return [b for b in out if b[2] > b[0] and b[3] > b[1] and source_side(b, image) >= self.min_side]
 
 

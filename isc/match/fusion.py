@@ -94,6 +94,8 @@ def best_entry(keys: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nda
     """(unique keys, index of the highest-scored entry of each key; the first one on ties)."""
     scores = np.asarray(scores, np.float64)
     unique, inverse = _groups(keys)
+    if not len(scores):  # e.g. every pair voted out
+        return unique, np.zeros(0, np.int64)
     order = np.lexsort((np.arange(len(scores)), -scores, inverse))
     first = np.flatnonzero(np.r_[True, inverse[order][1:] != inverse[order][:-1]])
     return unique, order[first]

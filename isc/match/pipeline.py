@@ -280,7 +280,8 @@ def _match(cfg: DictConfig, output_dir: Path) -> dict:
             descriptor_metrics.append(_descriptor_only(qv, rv, data, gt, int(cand.descriptor_results_per_query),
                                                        cfg.eval.search_device))
             qv, rv, metric, chain_name = _postprocessed(cfg, extractor, data, qv, rv,
-                                                        output_dir / "descriptors" / f"size{size}_{extractor.name}")
+                                                        output_dir / "descriptors" /
+                                                        f"size{getattr(extractor.transform, 'size', size)}_{extractor.name}")
             source_views.append((qv, rv))
             source_model.append(m)
             size_entries.append(view_candidates(qv, rv, k=int(cand.k), k_crops=int(cand.k_crops),
