@@ -200,3 +200,24 @@ def test_reference_crops_of_listed_references_are_not_searched(run, tmp_path):
     with pytest.raises(ValueError, match="not references of this dataset"):
         match(run("query_crops@reference_crops=grid", f"candidates.skip_reference_crops_of={listed}",
                   "overwrite=true"))
+
+
+def test_merge_predictions_of_another_run_keeps_the_higher_score_per_pair(run, tmp_path):
+    """D²LV's "choice 2": this run's rows and another predictions.csv merged by max per pair, then max_rows."""
+    from isc.formats import read_predictions
+
+    first = match(run("max_rows=30"))
+    mine = read_predictions(tmp_path / "out" / "predictions.csv")
+    q0, r0, s0 = mine.query_ids[5], mine.reference_ids[5], mine.scores[5]
+    refs = sorted({r.id for r in load_disc(run().dataset).references} - {str(x) for x in mine.reference_ids[:1]})
+    other = tmp_path / "other.csv"
+    other.write_text("query_id,reference_id,score\n"
+                     f"{q0},{r0},{s0 + 10}\n"  # a pair of this run, scored higher: its score wins
+                     f"{mine.query_ids[0]},{mine.reference_ids[0]},{mine.scores[0] - 10}\n"  # lower: ignored
+                     f"{mine.query_ids[0]},{refs[0]},99\n")  # a new pair
+    merged = match(run("max_rows=30", f"merge_predictions={other}", "overwrite=true"))
+    preds = read_predictions(tmp_path / "out" / "predictions.csv")
+    rows = {(q, r): s for q, r, s in zip(preds.query_ids, preds.reference_ids, preds.scores)}
+    assert len(preds) == 30 and first["uAP"] >= 0 and merged["uAP"] >= 0
+    assert list(preds.scores[:2]) == [99, pytest.approx(s0 + 10)] and (str(mine.query_ids[0]), refs[0]) in rows
+    assert rows[(str(mine.query_ids[0]), str(mine.reference_ids[0]))] == pytest.approx(mine.scores[0])

@@ -105,6 +105,23 @@ def _postprocessed(cfg: DictConfig, extractor, data, qv: ViewDescriptors, rv: Vi
     return qv, rv, ("ip" if chain.metric == "ip" else "cosine"), chain.describe()
 
 
+def _merged_by_max(preds: Predictions, path, max_rows: int | None) -> Predictions:
+    """This run's rows and another run's predictions.csv, one row per (query, reference) with the higher score,
+    best first, capped at max_rows (D²LV's "choice 2" merged its GT-pair models' rows by max,
+    Test/aggregate_choice2.py, RECIPES §5.2)."""
+    from isc.formats import read_predictions
+
+    other = read_predictions(Path(str(path)).expanduser())
+    q = np.concatenate([preds.query_ids, other.query_ids]).astype(str)
+    r = np.concatenate([preds.reference_ids, other.reference_ids]).astype(str)
+    pairs, keys = np.unique(np.char.add(np.char.add(q, "\t"), r), return_inverse=True)
+    unique, score, _ = fuse_pairs(keys, np.concatenate([preds.scores, other.scores]), "max")
+    order = np.argsort(-score, kind="stable")[:max_rows]
+    split = np.char.partition(pairs[unique[order]], "\t")
+    log.info("merged %d rows with %d rows of %s by max: %d pairs", len(preds), len(other), path, len(unique))
+    return Predictions(split[:, 0], split[:, 2], score[order])
+
+
 def _skipped_references(path, references) -> np.ndarray | None:
     """Per reference: listed in the file `path` (one reference id per line), whose crops are then not searched
     (D²LV removed the reference crops of face images, face_del.npy, RECIPES §5.3); None when path is null."""
@@ -328,6 +345,8 @@ def _match(cfg: DictConfig, output_dir: Path) -> dict:
         log.info("keeping the %d best-scored of %d pairs (max_rows)", max_rows, len(order))
         order = order[:max_rows]
     preds = Predictions(pair_q[order], pair_r[order], final[order])
+    if cfg.get("merge_predictions"):
+        preds = _merged_by_max(preds, cfg.merge_predictions, max_rows)
     write_predictions(output_dir / "predictions.csv", preds, max_rows=max_rows,
                       known_query_ids=qids, known_reference_ids=rids)
     _write_candidates(output_dir / "candidates.csv", pair_q, pair_r, pairs, verified, final)
