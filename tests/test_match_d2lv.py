@@ -46,6 +46,17 @@ def test_d2lv_query_crop_boxes_are_center_py_s():
     assert {v.box for v in provider.crops(big)} >= set(crops.crops(big))  # 220- and 330-px crops are kept
 
 
+def test_d2lv_reference_dividing_crops_are_dividing_py_s():
+    """2×2 grid (size // 2), centre crop, 3×3 grid at int(w/3), int(2w/3), and the [1/6, 5/6]² quadrants."""
+    provider = instantiate(compose_config("match", ["query_crops@reference_crops=d2lv_reference"]).reference_crops)
+    boxes = provider.crops(Image.new("RGB", (300, 601)))
+    assert len(boxes) == 18
+    assert boxes[:5] == [(0, 0, 150, 300), (150, 0, 300, 300), (0, 300, 150, 601), (150, 300, 300, 601),
+                         (75, 150, 225, 450)]
+    assert boxes[5:8] == [(0, 0, 100, 200), (100, 0, 200, 200), (200, 0, 300, 200)]
+    assert boxes[13] == (200, 400, 300, 601) and boxes[14] == (50, 100, 150, 300)
+
+
 def test_crop_set_measures_min_side_in_file_pixels_and_skips_null_providers():
     image = Image.new("RGB", (100, 80))
     crops = {"quadrant": FractionCrops([SIXTH], min_side=1), "off": None}
