@@ -278,41 +278,46 @@ def _match(cfg: DictConfig, output_dir: Path) -> dict:
     n_refs = len(data.references)
     per_view = fu.get("vote_per", "query") == "query_view"
     skipped = _skipped_references(cand.get("skip_reference_crops_of"), data.references)
-    # one source per (size, model): its views, its entries; votes are counted within a size (D²LV voted over
-    # the 3 backbones of one pipeline, then merged the pipelines' results, RECIPES §5.3 steps 1 and 4-5)
-    source_views, source_model, entries, descriptor_metrics, chain_name = [], [], [], [], "raw"
+    # one source of candidates per (size, model)
+    extractors, source_model, source_size = [], [], []
     for s, size in enumerate(sizes):
         size_cfg = cfg.copy()
         size_cfg.eval.size = size
-        extractors = build_extractors(size_cfg)
-        query_views = embed_views(extractors, data.queries, query_crops, desc=f"query views (size {size})", **common)
-        reference_views = embed_views(extractors, data.references, reference_crops,
-                                      desc=f"reference views (size {size})", **common)
-        if skipped is not None:
-            reference_views = [rv.select(rv.whole | ~skipped[rv.owner]) for rv in reference_views]
-        size_entries = []
-        for m, (extractor, qv, rv) in enumerate(zip(extractors, query_views, reference_views)):
-            check_finite(qv.vectors, f"model {m} query views")  # a precision error, before any search (issue 15)
-            check_finite(rv.vectors, f"model {m} reference views")
-            descriptor_metrics.append(_descriptor_only(qv, rv, data, gt, int(cand.descriptor_results_per_query),
-                                                       cfg.eval.search_device))
-            qv, rv, metric, chain_name = _postprocessed(cfg, extractor, data, qv, rv,
-                                                        output_dir / "descriptors" /
-                                                        f"size{getattr(extractor.transform, 'size', size)}_{extractor.name}")
-            source_views.append((qv, rv))
+        for m, extractor in enumerate(build_extractors(size_cfg)):
+            extractors.append(extractor)
             source_model.append(m)
-            size_entries.append(view_candidates(qv, rv, k=int(cand.k), k_crops=int(cand.k_crops),
-                                                crop_penalty=float(cand.crop_penalty), source=len(source_views) - 1,
-                                                search_device=cfg.eval.search_device, metric=metric,
-                                                crops_vs_crops=bool(cand.get("crops_vs_crops", True))))
-        hits = Entries.concatenate(size_entries)
-        vote_keys = (hits.query_view if per_view else hits.query) * n_refs + hits.reference
-        sources = np.asarray(source_model)[hits.source] if fu.vote_over == "models" else None
-        entries.append(hits.select(voted(vote_keys, sources, int(fu.min_votes))))
-    extract_s = time.perf_counter() - started
+            source_size.append(s)
+    source_model, source_size = np.asarray(source_model), np.asarray(source_size)
+    # every image decoded and cut into views once for all sizes and models (D²LV cut its sub-images once and
+    # ran each scale on them), so a view index means the same sub-image for every source
+    query_views = embed_views(extractors, data.queries, query_crops, desc="query views", **common)
+    reference_views = embed_views(extractors, data.references, reference_crops, desc="reference views", **common)
+    if skipped is not None:
+        reference_views = [rv.select(rv.whole | ~skipped[rv.owner]) for rv in reference_views]
+    source_views, entries, descriptor_metrics, chain_name = [], [], [], "raw"
+    for i, (extractor, qv, rv) in enumerate(zip(extractors, query_views, reference_views)):
+        check_finite(qv.vectors, f"model {source_model[i]} query views")  # a precision error, before any search
+        check_finite(rv.vectors, f"model {source_model[i]} reference views")
+        descriptor_metrics.append(_descriptor_only(qv, rv, data, gt, int(cand.descriptor_results_per_query),
+                                                   cfg.eval.search_device))
+        side = getattr(extractor.transform, "size", sizes[source_size[i]])
+        qv, rv, metric, chain_name = _postprocessed(cfg, extractor, data, qv, rv,
+                                                    output_dir / "descriptors" / f"size{side}_{extractor.name}")
+        source_views.append((qv, rv))
+        entries.append(view_candidates(qv, rv, k=int(cand.k), k_crops=int(cand.k_crops),
+                                       crop_penalty=float(cand.crop_penalty), source=i,
+                                       search_device=cfg.eval.search_device, metric=metric,
+                                       crops_vs_crops=bool(cand.get("crops_vs_crops", True))))
     hits = Entries.concatenate(entries)
+    # votes within one size (D²LV voted over the 3 backbones of one pipeline, then merged the pipelines'
+    # results, RECIPES §5.3 steps 1 and 4-5), per query or per query view
+    unit = hits.query_view if per_view else hits.query
+    vote_keys = (source_size[hits.source] * (int(unit.max(initial=0)) + 1) + unit) * n_refs + hits.reference
+    sources = source_model[hits.source] if fu.vote_over == "models" else None
+    hits = hits.select(voted(vote_keys, sources, int(fu.min_votes)))
+    extract_s = time.perf_counter() - started
     keys = hits.query * n_refs + hits.reference
-    sources = np.asarray(source_model)[hits.source] if fu.vote_over == "models" else None
+    sources = source_model[hits.source] if fu.vote_over == "models" else None
     pair_keys, desc_score, votes = fuse_pairs(keys, hits.score, fu.pairs, sources=sources)
     best_keys, best = best_entry(keys, hits.score)
     best = best[np.searchsorted(best_keys, pair_keys)]
