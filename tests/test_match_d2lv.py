@@ -232,3 +232,14 @@ def test_merge_predictions_of_another_run_keeps_the_higher_score_per_pair(run, t
     assert len(preds) == 30 and first["uAP"] >= 0 and merged["uAP"] >= 0
     assert list(preds.scores[:2]) == [99, pytest.approx(s0 + 10)] and (str(mine.query_ids[0]), refs[0]) in rows
     assert rows[(str(mine.query_ids[0]), str(mine.reference_ids[0]))] == pytest.approx(mine.scores[0])
+
+
+def test_max_per_source_keeps_the_best_entries_of_each_model(run, tmp_path):
+    """candidates.max_per_source: the N best-scored entries of a (size, model) over all query views."""
+    full = match(run("candidates.k=3"))
+    rows = [line.split(",") for line in (tmp_path / "out" / "candidates.csv").read_text().splitlines()[1:]]
+    best = sorted(float(r[2]) for r in rows)[-5:]
+    capped = match(run("candidates.k=3", "candidates.max_per_source=5", "overwrite=true"))
+    kept = [line.split(",") for line in (tmp_path / "out" / "candidates.csv").read_text().splitlines()[1:]]
+    assert full["candidates"]["pairs"] > 5 and capped["candidates"]["pairs"] == 5
+    assert sorted(float(r[2]) for r in kept) == pytest.approx(best)

@@ -304,10 +304,14 @@ def _match(cfg: DictConfig, output_dir: Path) -> dict:
         qv, rv, metric, chain_name = _postprocessed(cfg, extractor, data, qv, rv,
                                                     output_dir / "descriptors" / f"size{side}_{extractor.name}")
         source_views.append((qv, rv))
-        entries.append(view_candidates(qv, rv, k=int(cand.k), k_crops=int(cand.k_crops),
-                                       crop_penalty=float(cand.crop_penalty), source=i,
-                                       search_device=cfg.eval.search_device, metric=metric,
-                                       crops_vs_crops=bool(cand.get("crops_vs_crops", True))))
+        found = view_candidates(qv, rv, k=int(cand.k), k_crops=int(cand.k_crops),
+                                crop_penalty=float(cand.crop_penalty), source=i,
+                                search_device=cfg.eval.search_device, metric=metric,
+                                crops_vs_crops=bool(cand.get("crops_vs_crops", True)))
+        cap = cand.get("max_per_source")
+        if cap is not None and len(found) > int(cap):  # the best-scored entries over all query views
+            found = found.select(np.isin(np.arange(len(found)), np.argsort(-found.score, kind="stable")[:int(cap)]))
+        entries.append(found)
     hits = Entries.concatenate(entries)
     # votes within one size (D²LV voted over the 3 backbones of one pipeline, then merged the pipelines'
     # results, RECIPES §5.3 steps 1 and 4-5), per query or per query view
