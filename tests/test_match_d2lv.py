@@ -33,7 +33,8 @@ SIXTH = [1 / 6, 1 / 6, 0.5, 0.5]
 def test_d2lv_query_crop_boxes_are_center_py_s():
     """The centre crop and the four quadrants of [1/6, 5/6]², cut at int(side·f) as center.py; rotations
     first; the set drops every sub-image under 200 px (D²LV's baseline folder)."""
-    provider = instantiate(compose_config("match", ["query_crops=d2lv", "query_crops.providers.detector=null"]).query_crops)
+    cfg = compose_config("match", ["query_crops=d2lv", "query_crops.providers.detector=null"])
+    provider = instantiate(cfg.query_crops)
     crops = provider.providers[1]
     image = Image.new("RGB", (600, 300))
     assert crops.crops(image) == [(150, 75, 450, 225), (100, 50, 300, 150), (300, 50, 500, 150),

@@ -188,7 +188,8 @@ def check_views(views: object, image: Image.Image, provider: object) -> list[Vie
         try:
             x0, y0, x1, y1 = (int(round(float(v))) for v in view.box)
         except (TypeError, ValueError):
-            raise ValueError(f"crop provider {name!r} returned {entry!r}; a box is 4 numbers (x0, y0, x1, y1)") from None
+            raise ValueError(f"crop provider {name!r} returned {entry!r}; "
+                             "a box is 4 numbers (x0, y0, x1, y1)") from None
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
         if x1 - x0 < 1 or y1 - y0 < 1:
             raise ValueError(f"crop provider {name!r} returned the empty box {tuple(view.box)!r} for a {w}×{h} image")

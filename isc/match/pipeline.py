@@ -343,7 +343,8 @@ def _match(cfg: DictConfig, output_dir: Path) -> dict:
         verified, cost = None, {"verifier": "none", "pairs": 0, "seconds": 0.0, "ms_per_query": 0.0, "ms_per_pair": 0.0}
         rule = "descriptor"
     else:
-        verified, cost = _verify(cfg, verifier, data, pairs, ([v[0] for v in source_views], [v[1] for v in source_views]))
+        views = ([q for q, _ in source_views], [r for _, r in source_views])
+        verified, cost = _verify(cfg, verifier, data, pairs, views)
         rule = fu.combine
     final = combine(pairs["score"], verified, rule, descriptor_weight=float(fu.descriptor_weight),
                     verifier_weight=float(fu.verifier_weight), boost=float(fu.boost), threshold=float(fu.threshold))

@@ -10,7 +10,8 @@ algorithm is written here on scikit-image's Felzenszwalb segmentation, with the 
 2. Every segment is a region with its pixel count, box, colour histogram (25 bins per RGB channel) and texture
    histogram (10 bins of a uniform local binary pattern per channel), each L1-normalised.
 3. Neighbouring regions (4-connected pixels) are merged greedily, most similar pair first, where similarity =
-   histogram intersection of colour + of texture + size (1 − (sᵢ+sⱼ)/image) + fill (1 − (box∪ − sᵢ − sⱼ)/image);
+   histogram intersection of colour + of texture + size (1 − (sᵢ+sⱼ)/image)
+   + fill (1 − (box∪ − sᵢ − sⱼ)/image);
    a merged region's histograms are the size-weighted means. Every region ever formed is a proposal.
 4. D²LV's filters and NMS (in the order of the proposals' boxes; its NMS took an unordered set's order).
 
@@ -55,9 +56,11 @@ class SelectiveSearch:
                  max_aspect: float = 2.0, nms_iou: float = 0.5,
                  name: str = "selective_search") -> None:
         if scale <= 0 or sigma < 0 or min_size < 1:
-            raise ValueError(f"SelectiveSearch: scale > 0, sigma >= 0, min_size >= 1 needed, got {scale}, {sigma}, {min_size}")
+            raise ValueError(f"SelectiveSearch: scale > 0, sigma >= 0, min_size >= 1 needed, "
+                             f"got {scale}, {sigma}, {min_size}")
         if max_aspect < 1 or not 0 < nms_iou <= 1:
-            raise ValueError(f"SelectiveSearch: max_aspect >= 1 and nms_iou in (0, 1] needed, got {max_aspect}, {nms_iou}")
+            raise ValueError(f"SelectiveSearch: max_aspect >= 1 and nms_iou in (0, 1] needed, "
+                             f"got {max_aspect}, {nms_iou}")
         self.scale, self.sigma, self.min_size = float(scale), float(sigma), int(min_size)
         self.min_region, self.max_aspect, self.nms_iou = int(min_region), float(max_aspect), float(nms_iou)
         self.name = name
@@ -73,9 +76,10 @@ class SelectiveSearch:
         flat = labels.ravel()
         size = np.bincount(flat, minlength=n).astype(np.float64)
         ys, xs = np.divmod(np.arange(h * w), w)
-        x0 = np.full(n, w); y0 = np.full(n, h); x1 = np.zeros(n, int); y1 = np.zeros(n, int)  # noqa: E702
-        np.minimum.at(x0, flat, xs); np.minimum.at(y0, flat, ys)  # noqa: E702
-        np.maximum.at(x1, flat, xs + 1); np.maximum.at(y1, flat, ys + 1)  # noqa: E702
+        boxes = np.stack([np.full(n, w), np.full(n, h), np.zeros(n, int), np.zeros(n, int)], 1)
+        for column, values, reduce in ((0, xs, np.minimum), (1, ys, np.minimum), (2, xs + 1, np.maximum),
+                                       (3, ys + 1, np.maximum)):
+            reduce.at(boxes[:, column], flat, values)
         colour, texture = [], []
         for c in range(3):
             channel = rgb[..., c]
@@ -83,7 +87,6 @@ class SelectiveSearch:
             lbp = local_binary_pattern(channel, 8, 1, method="uniform")  # values 0..9
             texture.append(_histograms(flat, np.minimum(lbp.ravel().astype(int), _TEXTURE_BINS - 1), _TEXTURE_BINS, n))
         colour_h, texture_h = _l1(np.hstack(colour)), _l1(np.hstack(texture))
-        boxes = np.stack([x0, y0, x1, y1], 1)
         edges = np.concatenate([np.stack([labels[:, :-1].ravel(), labels[:, 1:].ravel()], 1),
                                 np.stack([labels[:-1].ravel(), labels[1:].ravel()], 1)])
         edges = np.unique(np.sort(edges[edges[:, 0] != edges[:, 1]], axis=1), axis=0)
