@@ -159,7 +159,7 @@ def test_configuration_errors_come_before_any_work(run):
 
 
 @pytest.mark.parametrize("group, options", [("verifier", ["none", "sift", "orb"]),
-                                            ("query_crops", ["none", "grid", "center"])])
+                                            ("query_crops", ["none", "grid", "center", "d2lv_reference"])])
 def test_every_config_of_the_groups_instantiates(group, options):
     for option in options:
         obj = instantiate(compose_config("match", [f"{group}={option}"])[group])

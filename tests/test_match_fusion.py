@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from isc.match.crops import CenterCrops, GridCrops, NoCrops, check_boxes
+from isc.match.crops import CenterCrops, GridCrops, NoCrops, View, check_views
 from isc.match.fusion import best_entry, combine, fuse_pairs
 
 # pair 7: 0.9, 0.5, 0.7 (sources 0, 1, 1); pair 3: 0.2 (source 0); pair 5: 0.4, 0.6 (sources 2, 2)
@@ -112,10 +112,10 @@ def test_crop_providers_boxes():
 
 def test_check_boxes_clips_and_names_the_provider():
     image = Image.new("RGB", (100, 80))
-    assert check_boxes([(-5, 10.4, 120, 50)], image, GridCrops(2)) == [(0, 10, 100, 50)]
+    assert check_views([(-5, 10.4, 120, 50)], image, GridCrops(2)) == [View((0, 10, 100, 50), 0, True)]
     with pytest.raises(ValueError, match="'grid2' returned the empty box"):
-        check_boxes([(50, 50, 50, 60)], image, GridCrops(2))
+        check_views([(50, 50, 50, 60)], image, GridCrops(2))
     with pytest.raises(ValueError, match="a box is 4 numbers"):
-        check_boxes([(1, 2, 3)], image, GridCrops(2))
+        check_views([(1, 2, 3)], image, GridCrops(2))
     with pytest.raises(TypeError, match="must return a list"):
-        check_boxes(None, image, GridCrops(2))
+        check_views(None, image, GridCrops(2))

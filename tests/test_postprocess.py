@@ -93,6 +93,26 @@ def test_pca_whitening_equals_faiss_pcamatrix_up_to_sqrt_n(data):
     np.testing.assert_allclose(ours * signs, theirs, rtol=1e-3, atol=1e-4)
 
 
+def test_pca_fits_on_the_seeded_subset_d2lv_drew(data):
+    """max_training: the PCA is fitted on RandomState(seed).choice(n, size, replace=False) of the training rows
+    (D²LV's draw, RECIPES §5.3), equal to a PCA fitted on those rows alone; a chain's later steps still see
+    every training row; the same seed gives the same subset, another seed another one."""
+    train, queries, _ = data
+    rows = np.random.RandomState(123).choice(len(train), size=30, replace=False)
+    sub = PCA(dim=5, whiten=True, max_training=30).fit(train).transform(queries, "query")
+    alone = PCA(dim=5, whiten=True).fit(train[rows]).transform(queries, "query")
+    np.testing.assert_allclose(sub, alone, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(sub, PCA(dim=5, whiten=True).fit(train).transform(queries, "query"))
+    other = PCA(dim=5, whiten=True, max_training=30, seed=7).fit(train).transform(queries, "query")
+    assert not np.allclose(np.abs(other), np.abs(sub))
+    chain = Chain("c", [PCA(dim=5, whiten=True, max_training=30), L2Normalize(), ScoreNormalization(2.0, 3, "mean")], "ip")
+    chain.fit(train)
+    assert len(chain.steps[2]._training) == len(train)
+    assert "fit on 30" in chain.describe()
+    with pytest.raises(ValueError, match="max_training must be >= 2"):
+        PCA(max_training=1)
+
+
 def test_pca_errors(data):
     train, queries, _ = data
     with pytest.raises(ValueError, match="cannot keep 9 dims of 8-d"):

@@ -22,10 +22,14 @@ __all__ = ["OverlayDetector"]
 
 
 class OverlayDetector:
-    """Boxes of pasted content in a query. `crops` keeps those with confidence >= `min_confidence`."""
+    """Boxes of pasted content in a query. `crops` keeps those with confidence > `min_confidence` (the
+    sources' rule: VisionForce > 0.9, D²LV > 0.01, RECIPES §4, §5.3), at most `max_boxes`; the network's own
+    score threshold and detection cap are relaxed to those values when they are stricter, so that a detector
+    trained with other settings still yields them. `penalised`: whether isc-match's crop penalty applies
+    (D²LV did not lower its YOLO sub-queries, RECIPES §5.3 step 3)."""
 
     def __init__(self, model: torch.nn.Module, *, min_confidence: float = 0.5, max_boxes: int = 5,
-                 device: str = "auto", name: str = "detector"):
+                 device: str = "auto", name: str = "detector", penalised: bool = False):
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
         if max_boxes < 1:
@@ -33,10 +37,16 @@ class OverlayDetector:
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.min_confidence, self.max_boxes, self.name = float(min_confidence), int(max_boxes), name
+        self.penalised = bool(penalised)
+        head = getattr(self.model, "roi_heads", self.model)  # Faster R-CNN: roi_heads; SSDlite: the model
+        if hasattr(head, "score_thresh"):
+            head.score_thresh = min(float(head.score_thresh), self.min_confidence)
+        if hasattr(head, "detections_per_img"):
+            head.detections_per_img = max(int(head.detections_per_img), self.max_boxes)
 
     @classmethod
     def from_checkpoint(cls, ckpt_path: str | Path, min_confidence: float = 0.5, device: str = "auto",
-                        max_boxes: int = 5) -> OverlayDetector:
+                        max_boxes: int = 5, penalised: bool = False) -> OverlayDetector:
         """Load a checkpoint written by isc-train-detector (it carries the detector's arguments)."""
         path = Path(str(ckpt_path)).expanduser()
         if not path.is_file():
@@ -50,7 +60,7 @@ class OverlayDetector:
         state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
         model.load_state_dict(state)
         return cls(model, min_confidence=min_confidence, max_boxes=max_boxes, device=device,
-                   name=f"detector:{path.name}")
+                   name=f"detector:{path.name}", penalised=penalised)
 
     @torch.no_grad()
     def detect_batch(self, images: list[Image.Image]) -> list[list[tuple[Box, float]]]:
@@ -73,4 +83,4 @@ class OverlayDetector:
         return self.detect_batch([image])[0]
 
     def crops(self, image: Image.Image) -> list[Box]:
-        return [box for box, confidence in self.detect(image) if confidence >= self.min_confidence]
+        return [box for box, confidence in self.detect(image) if confidence > self.min_confidence]

@@ -10,8 +10,9 @@ Two steps, each configurable:
    * ``top2_mean``: the mean of the two highest scores over crops, models and scales (D²LV, RECIPES §5.3
      step 5). A pair with a single score keeps it (source silent on that case).
    * ``mean``: the plain mean (source silent; for comparison).
-   Voting (``min_votes`` k): keep a pair only if at least k distinct sources returned it — D²LV kept a
-   (query-crop, reference) pair only if ≥ 2 of 3 backbones returned it (RECIPES §5.3 step 1).
+   Voting (``min_votes`` k, `voted`): keep a pair only if at least k distinct sources returned it — D²LV kept
+   a (query-crop, reference) pair only if ≥ 2 of 3 backbones returned it (RECIPES §5.3 step 1; isc-match
+   votes per query or per query view, within one pipeline size, before the pairs are fused).
 2. `combine`: the descriptor score s_d and the verifier score s_v of a pair become its final score.
    * ``descriptor``: s_d (no verification).
    * ``verifier``: s_v (separate submitted its verifier's score, RECIPES §6; imgFp its SIFT match count, §7).
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["COMBINE_RULES", "PAIR_RULES", "best_entry", "combine", "fuse_pairs"]
+__all__ = ["COMBINE_RULES", "PAIR_RULES", "best_entry", "combine", "fuse_pairs", "voted"]
 
 PAIR_RULES = ("max", "sum", "top2_mean", "mean")
 COMBINE_RULES = ("descriptor", "verifier", "weighted", "boost")
@@ -82,10 +83,19 @@ def fuse_pairs(keys: np.ndarray, scores: np.ndarray, rule: str = "max", *, sourc
     return unique[keep], fused[keep], votes[keep]
 
 
+def voted(keys: np.ndarray, sources: np.ndarray | None, min_votes: int) -> np.ndarray:
+    """Boolean mask of the entries whose key was returned by at least `min_votes` distinct sources (entries
+    when `sources` is None): the vote of `fuse_pairs`, kept at entry level so that the fusion comes after."""
+    kept, _, _ = fuse_pairs(keys, np.zeros(len(keys)), "max", sources=sources, min_votes=min_votes)
+    return np.isin(keys, kept)
+
+
 def best_entry(keys: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(unique keys, index of the highest-scored entry of each key; the first one on ties)."""
     scores = np.asarray(scores, np.float64)
     unique, inverse = _groups(keys)
+    if not len(scores):  # e.g. every pair voted out
+        return unique, np.zeros(0, np.int64)
     order = np.lexsort((np.arange(len(scores)), -scores, inverse))
     first = np.flatnonzero(np.r_[True, inverse[order][1:] != inverse[order][:-1]])
     return unique, order[first]

@@ -26,7 +26,8 @@ from isc.finite import check_finite
 from isc.formats import write_predictions
 from isc.images import load_image
 from isc.match.candidates import Entries, view_candidates
-from isc.match.fusion import best_entry, combine, fuse_pairs
+from isc.match.crops import ROTATIONS
+from isc.match.fusion import best_entry, combine, fuse_pairs, voted
 from isc.match.verifiers import NoVerifier, check_verifier
 from isc.match.views import ViewDescriptors, embed_views
 from isc.metric import GroundTruth, Predictions, evaluate
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 __all__ = ["match"]
 
 VERIFY_VIEWS = ("whole", "best_view", "both")
+VOTE_PER = ("query", "query_view")
 
 
 def _components(cfg: DictConfig):
@@ -50,9 +52,91 @@ def _components(cfg: DictConfig):
     check_verifier(verifier)
     if cfg.fusion.vote_over not in ("models", "views"):
         raise ValueError(f"fusion.vote_over must be models or views, got {cfg.fusion.vote_over!r}")
+    if cfg.fusion.get("vote_per", "query") not in VOTE_PER:
+        raise ValueError(f"fusion.vote_per must be one of {', '.join(VOTE_PER)}, got {cfg.fusion.vote_per!r}")
+    chain = _chain(cfg)
+    if chain.models is not None:
+        raise ValueError("candidates.postprocess.models must be null: isc-match applies the chain to each model's "
+                         "descriptors separately")
     if cfg.verify.views not in VERIFY_VIEWS:
         raise ValueError(f"verify.views must be one of {', '.join(VERIFY_VIEWS)}, got {cfg.verify.views!r}")
     return query_crops, reference_crops, verifier
+
+
+def _chain(cfg: DictConfig):
+    """A fresh post-processing chain of candidates.postprocess (isc-eval's chain format; one per model)."""
+    from isc.postprocess.chain import build_chain
+
+    return build_chain("candidates.postprocess", cfg.candidates.get("postprocess") or {"steps": {}, "metric": "l2"})
+
+
+def _sizes(cfg: DictConfig) -> list:
+    """eval.size as a list: one pipeline per side (D²LV ran the whole pipeline at 200, 256 and 320, RECIPES §5.3)."""
+    from omegaconf import ListConfig
+
+    size = cfg.eval.size
+    sizes = list(size) if isinstance(size, list | ListConfig) else [size]
+    if not sizes:
+        raise ValueError("eval.size is an empty list: give a side (e.g. 256) or several ([200,256,320])")
+    return sizes
+
+
+def _postprocessed(cfg: DictConfig, extractor, data, qv: ViewDescriptors, rv: ViewDescriptors, folder: Path):
+    """The views' descriptors through candidates.postprocess, fitted on this model's training descriptors when
+    a step needs them (streamed to folder/training.h5, reused when rerun), and the metric to search them by."""
+    from dataclasses import replace
+
+    from isc.extract import extract_to_hdf5, read_descriptors
+
+    chain = _chain(cfg)
+    training = None
+    if chain.needs_training:
+        if not data.training:
+            raise ValueError(f"candidates.postprocess ({chain.describe()}) needs training-set descriptors but the "
+                             "dataset has no training images")
+        path = extract_to_hdf5(extractor, data.training, folder / "training.h5", batch_size=int(cfg.eval.batch_size),
+                               num_workers=int(cfg.eval.num_workers), draft_size=cfg.eval.draft_size,
+                               desc=f"{extractor.name} training")
+        training = read_descriptors(path)[1]
+        check_finite(training, f"{extractor.name} training")
+    chain.fit(training)
+    qv = replace(qv, vectors=chain.transform(qv.vectors, "query"))
+    rv = replace(rv, vectors=chain.transform(rv.vectors, "reference"))
+    return qv, rv, ("ip" if chain.metric == "ip" else "cosine"), chain.describe()
+
+
+def _merged_by_max(preds: Predictions, path, max_rows: int | None) -> Predictions:
+    """This run's rows and another run's predictions.csv, one row per (query, reference) with the higher score,
+    best first, capped at max_rows (D²LV's "choice 2" merged its GT-pair models' rows by max,
+    Test/aggregate_choice2.py, RECIPES §5.2)."""
+    from isc.formats import read_predictions
+
+    other = read_predictions(Path(str(path)).expanduser())
+    q = np.concatenate([preds.query_ids, other.query_ids]).astype(str)
+    r = np.concatenate([preds.reference_ids, other.reference_ids]).astype(str)
+    pairs, keys = np.unique(np.char.add(np.char.add(q, "\t"), r), return_inverse=True)
+    unique, score, _ = fuse_pairs(keys, np.concatenate([preds.scores, other.scores]), "max")
+    order = np.argsort(-score, kind="stable")[:max_rows]
+    split = np.char.partition(pairs[unique[order]], "\t")
+    log.info("merged %d rows with %d rows of %s by max: %d pairs", len(preds), len(other), path, len(unique))
+    return Predictions(split[:, 0], split[:, 2], score[order])
+
+
+def _skipped_references(path, references) -> np.ndarray | None:
+    """Per reference: listed in the file `path` (one reference id per line), whose crops are then not searched
+    (D²LV removed the reference crops of face images, face_del.npy, RECIPES §5.3); None when path is null."""
+    if path is None:
+        return None
+    file = Path(str(path)).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"candidates.skip_reference_crops_of={str(file)!r} does not exist: give a text file "
+                                "of reference ids, one per line")
+    listed = {line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()}
+    known = {r.id for r in references}
+    unknown = sorted(listed - known)
+    if unknown:
+        raise ValueError(f"{file}: {len(unknown)} id(s) are not references of this dataset (first: {unknown[0]!r})")
+    return np.array([r.id in listed for r in references], bool)
 
 
 class _ImageCache:
@@ -104,8 +188,9 @@ def _verify(cfg: DictConfig, verifier, data, pairs: dict, views: tuple) -> tuple
                     q_img = cache.get(data.queries[pairs["query"][i]])
                     r_img = cache.get(data.references[pairs["reference"][i]])
                     if name == "best_view":
-                        q_img = q_img.crop(tuple(_scaled_box(q_views, pairs["query_view"][i], q_img)))
-                        r_img = r_img.crop(tuple(_scaled_box(r_views, pairs["reference_view"][i], r_img)))
+                        source = pairs["source"][i]
+                        q_img = _view_image(q_views[source], pairs["query_view"][i], q_img)
+                        r_img = _view_image(r_views[source], pairs["reference_view"][i], r_img)
                     qs.append(q_img)
                     rs.append(r_img)
                 t1 = time.perf_counter()
@@ -129,6 +214,13 @@ def _verify(cfg: DictConfig, verifier, data, pairs: dict, views: tuple) -> tuple
             "ms_per_pair": round(1000 * total / max(1, n * len(inputs)), 3),
             "verifier_ms_per_pair": round(1000 * verify_s / max(1, n * len(inputs)), 3)}
     return fused, cost
+
+
+def _view_image(views: ViewDescriptors, view: int, image: Image.Image) -> Image.Image:
+    """The sub-image of `image` that a view was embedded from: its box, then its rotation."""
+    out = image.crop(tuple(_scaled_box(views, view, image)))
+    rotation = 0 if views.rotation is None else int(views.rotation[view])
+    return out.transpose(ROTATIONS[rotation]) if rotation else out
 
 
 def _scaled_box(views: ViewDescriptors, view: int, image: Image.Image) -> np.ndarray:
@@ -175,37 +267,67 @@ def _match(cfg: DictConfig, output_dir: Path) -> dict:
 
     query_crops, reference_crops, verifier = _components(cfg)
     configure_threads(cfg.get("torch_threads"), int(cfg.eval.num_workers))
-    extractors = build_extractors(cfg)
+    sizes = _sizes(cfg)
     data = load_disc(cfg.dataset)
     gt = data.ground_truth
     started = time.perf_counter()
 
     common = dict(batch_size=int(cfg.eval.batch_size), num_workers=int(cfg.eval.num_workers),
                   draft_size=cfg.eval.draft_size)
-    entries, descriptor_metrics = [], []
-    cand = cfg.candidates
+    cand, fu = cfg.candidates, cfg.fusion
+    n_refs = len(data.references)
+    per_view = fu.get("vote_per", "query") == "query_view"
+    skipped = _skipped_references(cand.get("skip_reference_crops_of"), data.references)
+    # one source of candidates per (size, model)
+    extractors, source_model, source_size = [], [], []
+    for s, size in enumerate(sizes):
+        size_cfg = cfg.copy()
+        size_cfg.eval.size = size
+        for m, extractor in enumerate(build_extractors(size_cfg)):
+            extractors.append(extractor)
+            source_model.append(m)
+            source_size.append(s)
+    source_model, source_size = np.asarray(source_model), np.asarray(source_size)
+    # every image decoded and cut into views once for all sizes and models (D²LV cut its sub-images once and
+    # ran each scale on them), so a view index means the same sub-image for every source
     query_views = embed_views(extractors, data.queries, query_crops, desc="query views", **common)
     reference_views = embed_views(extractors, data.references, reference_crops, desc="reference views", **common)
-    for m, (qv, rv) in enumerate(zip(query_views, reference_views)):  # the same views (boxes) for every model
-        check_finite(qv.vectors, f"model {m} query views")  # a precision error, before any search (issue 15)
-        check_finite(rv.vectors, f"model {m} reference views")
+    if skipped is not None:
+        reference_views = [rv.select(rv.whole | ~skipped[rv.owner]) for rv in reference_views]
+    source_views, entries, descriptor_metrics, chain_name = [], [], [], "raw"
+    for i, (extractor, qv, rv) in enumerate(zip(extractors, query_views, reference_views)):
+        check_finite(qv.vectors, f"model {source_model[i]} query views")  # a precision error, before any search
+        check_finite(rv.vectors, f"model {source_model[i]} reference views")
         descriptor_metrics.append(_descriptor_only(qv, rv, data, gt, int(cand.descriptor_results_per_query),
                                                    cfg.eval.search_device))
-        entries.append(view_candidates(qv, rv, k=int(cand.k), k_crops=int(cand.k_crops),
-                                       crop_penalty=float(cand.crop_penalty), source=m,
-                                       search_device=cfg.eval.search_device))
-    extract_s = time.perf_counter() - started
+        side = getattr(extractor.transform, "size", sizes[source_size[i]])
+        qv, rv, metric, chain_name = _postprocessed(cfg, extractor, data, qv, rv,
+                                                    output_dir / "descriptors" / f"size{side}_{extractor.name}")
+        source_views.append((qv, rv))
+        found = view_candidates(qv, rv, k=int(cand.k), k_crops=int(cand.k_crops),
+                                crop_penalty=float(cand.crop_penalty), source=i,
+                                search_device=cfg.eval.search_device, metric=metric,
+                                crops_vs_crops=bool(cand.get("crops_vs_crops", True)))
+        cap = cand.get("max_per_source")
+        if cap is not None and len(found) > int(cap):  # the best-scored entries over all query views
+            found = found.select(np.isin(np.arange(len(found)), np.argsort(-found.score, kind="stable")[:int(cap)]))
+        entries.append(found)
     hits = Entries.concatenate(entries)
-    n_refs = len(data.references)
+    # votes within one size (D²LV voted over the 3 backbones of one pipeline, then merged the pipelines'
+    # results, RECIPES §5.3 steps 1 and 4-5), per query or per query view
+    unit = hits.query_view if per_view else hits.query
+    vote_keys = (source_size[hits.source] * (int(unit.max(initial=0)) + 1) + unit) * n_refs + hits.reference
+    sources = source_model[hits.source] if fu.vote_over == "models" else None
+    hits = hits.select(voted(vote_keys, sources, int(fu.min_votes)))
+    extract_s = time.perf_counter() - started
     keys = hits.query * n_refs + hits.reference
-    fu = cfg.fusion
-    sources = hits.source if fu.vote_over == "models" else None
-    pair_keys, desc_score, votes = fuse_pairs(keys, hits.score, fu.pairs, sources=sources, min_votes=int(fu.min_votes))
+    sources = source_model[hits.source] if fu.vote_over == "models" else None
+    pair_keys, desc_score, votes = fuse_pairs(keys, hits.score, fu.pairs, sources=sources)
     best_keys, best = best_entry(keys, hits.score)
     best = best[np.searchsorted(best_keys, pair_keys)]
     pairs = {"query": pair_keys // n_refs, "reference": pair_keys % n_refs, "score": desc_score, "votes": votes,
              "query_view": hits.query_view[best], "reference_view": hits.reference_view[best],
-             "model": hits.source[best]}
+             "source": hits.source[best]}
     keep = _cap_per_query(pairs["query"], pairs["score"], cand.max_per_query)
     pairs = {k: v[keep] for k, v in pairs.items()}
 
@@ -221,7 +343,8 @@ def _match(cfg: DictConfig, output_dir: Path) -> dict:
         verified, cost = None, {"verifier": "none", "pairs": 0, "seconds": 0.0, "ms_per_query": 0.0, "ms_per_pair": 0.0}
         rule = "descriptor"
     else:
-        verified, cost = _verify(cfg, verifier, data, pairs, (query_views[0], reference_views[0]))
+        views = ([q for q, _ in source_views], [r for _, r in source_views])
+        verified, cost = _verify(cfg, verifier, data, pairs, views)
         rule = fu.combine
     final = combine(pairs["score"], verified, rule, descriptor_weight=float(fu.descriptor_weight),
                     verifier_weight=float(fu.verifier_weight), boost=float(fu.boost), threshold=float(fu.threshold))
@@ -232,6 +355,8 @@ def _match(cfg: DictConfig, output_dir: Path) -> dict:
         log.info("keeping the %d best-scored of %d pairs (max_rows)", max_rows, len(order))
         order = order[:max_rows]
     preds = Predictions(pair_q[order], pair_r[order], final[order])
+    if cfg.get("merge_predictions"):
+        preds = _merged_by_max(preds, cfg.merge_predictions, max_rows)
     write_predictions(output_dir / "predictions.csv", preds, max_rows=max_rows,
                       known_query_ids=qids, known_reference_ids=rids)
     _write_candidates(output_dir / "candidates.csv", pair_q, pair_r, pairs, verified, final)
@@ -245,14 +370,15 @@ def _match(cfg: DictConfig, output_dir: Path) -> dict:
         "matched": matched,
         "descriptor_only": descriptor_metrics if len(descriptor_metrics) > 1 else descriptor_metrics[0],
         "candidates": {**candidate_metrics, "pairs": int(len(pair_q)),
-                       "query_views": int(len(query_views[0])), "reference_views": int(len(reference_views[0]))},
+                       "query_views": int(len(source_views[0][0])), "reference_views": int(len(source_views[0][1]))},
         "verification": cost,
         "extraction_seconds": round(extract_s, 3),
         "setup": {"verifier": verifier.name, "query_crops": getattr(query_crops, "name", type(query_crops).__name__),
                   "reference_crops": getattr(reference_crops, "name", type(reference_crops).__name__),
                   "combine": rule, "pairs_rule": fu.pairs, "min_votes": int(fu.min_votes),
-                  "results_per_query": cfg.results_per_query,
-                  "models": len(extractors), "queries": len(qids), "references": len(rids)},
+                  "vote_per": fu.get("vote_per", "query"), "postprocess": chain_name,
+                  "results_per_query": cfg.results_per_query, "sizes": [None if v is None else int(v) for v in sizes],
+                  "models": len(set(source_model)), "queries": len(qids), "references": len(rids)},
     }
     (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     log.info("descriptor-only µAP %.4f | candidates µAP %.4f (recall %.3f) | matched µAP %.4f | verification "

@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from isc.data.records import ImageRecord
-from isc.images import draft_floor, load_image
-from isc.match.crops import Box, check_boxes
+from isc.images import draft_floor, image_size, load_image
+from isc.match.crops import ROTATIONS, View, check_views
 
 __all__ = ["ViewDescriptors", "embed_views"]
 
@@ -21,15 +21,25 @@ __all__ = ["ViewDescriptors", "embed_views"]
 @dataclass(frozen=True, eq=False)
 class ViewDescriptors:
     """One row per view: the image it comes from (index into the records), its box (the whole image for the
-    first view of every image), whether it is the whole image, and its descriptor (as the extractor gives it)."""
+    first view of every image), whether it is the whole image, its rotation (degrees counter-clockwise, after
+    the crop), whether the crop penalty applies to it, and its descriptor (as the extractor gives it)."""
 
     owner: np.ndarray   # (n,) int64
     boxes: np.ndarray   # (n, 4) int64, x0 y0 x1 y1
     whole: np.ndarray   # (n,) bool
     vectors: np.ndarray  # (n, d) float32
+    rotation: np.ndarray | None = None   # (n,) int64; None = all 0
+    penalised: np.ndarray | None = None  # (n,) bool; None = every view but the whole image
 
     def __len__(self) -> int:
         return len(self.owner)
+
+    def select(self, keep: np.ndarray) -> ViewDescriptors:
+        """The views where the boolean mask `keep` is true (view indices change)."""
+        def pick(a):
+            return None if a is None else a[keep]
+        return ViewDescriptors(self.owner[keep], self.boxes[keep], self.whole[keep], self.vectors[keep],
+                               pick(self.rotation), pick(self.penalised))
 
 
 class _ImageViews(Dataset):
@@ -42,15 +52,21 @@ class _ImageViews(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict:
-        image = load_image(self.records[index].path, draft_size=self.draft_size)
-        boxes: list[Box] = [(0, 0, image.width, image.height)]
-        boxes += check_boxes(self.provider.crops(image), image, self.provider)
-        crops = [image if j == 0 else image.crop(box) for j, box in enumerate(boxes)]
-        views = []  # per model: per box, the list of its TTA tensors
+        path = self.records[index].path
+        image = load_image(path, draft_size=self.draft_size)
+        if self.draft_size:  # crop sizes (min_side) are measured in pixels of the file (isc.match.crops)
+            image.info["source_size"] = image_size(path)
+        views: list[View] = [View((0, 0, image.width, image.height), 0, False)]
+        views += check_views(self.provider.crops(image), image, self.provider)
+        crops = []
+        for j, view in enumerate(views):
+            crop = image if j == 0 else image.crop(view.box)
+            crops.append(crop.transpose(ROTATIONS[view.rotation]) if view.rotation else crop)
+        tensors = []  # per model: per view, the list of its TTA tensors
         for transform in self.transforms:
             outs = [transform(crop) for crop in crops]
-            views.append([out if isinstance(out, list | tuple) else [out] for out in outs])
-        return {"index": index, "boxes": boxes, "views": views}
+            tensors.append([out if isinstance(out, list | tuple) else [out] for out in outs])
+        return {"index": index, "views": views, "tensors": tensors}
 
 
 def embed_views(extractors: Sequence, records: Sequence[ImageRecord], provider, *, batch_size: int = 128,
@@ -62,7 +78,7 @@ def embed_views(extractors: Sequence, records: Sequence[ImageRecord], provider, 
     draft = draft_floor(draft_size, *sides)  # never below the largest eval side
     loader = DataLoader(_ImageViews(records, provider, [e.transform for e in extractors], draft), batch_size=None,
                         shuffle=False, num_workers=num_workers)
-    owners, boxes, whole = [], [], []
+    owners, boxes, whole, rotation, penalised = [], [], [], [], []
     vectors: list[list[np.ndarray]] = [[] for _ in extractors]
     pending: list[list[list[torch.Tensor]]] = [[] for _ in extractors]
 
@@ -74,16 +90,19 @@ def embed_views(extractors: Sequence, records: Sequence[ImageRecord], provider, 
                 pending[m].clear()
 
     for item in tqdm(loader, total=len(records), desc=desc, unit="img"):
-        for j, box in enumerate(item["boxes"]):
+        for j, view in enumerate(item["views"]):
             owners.append(item["index"])
-            boxes.append(box)
+            boxes.append(view.box)
             whole.append(j == 0)
+            rotation.append(view.rotation)
+            penalised.append(view.penalised)
             for m in range(len(extractors)):
-                pending[m].append(item["views"][m][j])
+                pending[m].append(item["tensors"][m][j])
             if len(pending[0]) == batch_size:
                 flush()
     flush()
     owner, box_array, whole_array = (np.asarray(owners, np.int64), np.asarray(boxes, np.int64).reshape(-1, 4),
                                      np.asarray(whole, bool))
-    return [ViewDescriptors(owner, box_array, whole_array,
-                            np.concatenate(v) if v else np.zeros((0, 0), np.float32)) for v in vectors]
+    rotation_array, penalised_array = np.asarray(rotation, np.int64), np.asarray(penalised, bool)
+    return [ViewDescriptors(owner, box_array, whole_array, np.concatenate(v) if v else np.zeros((0, 0), np.float32),
+                            rotation_array, penalised_array) for v in vectors]

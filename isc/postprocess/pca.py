@@ -6,6 +6,11 @@ y = diag(λ)^p · Vᵀ (x − μ): μ the training mean, V the top-`dim` eigenve
 λ from the scatter matrix (Σ (x−μ)(x−μ)ᵀ, no 1/n), so its whitened output is ours divided by √n: the same
 up to one global factor, which the usual L2 normalisation afterwards removes. Ours has unit variance per
 component, so later steps with absolute constants (push-away's 1.8·√c) see the same scale whatever n is.
+
+``max_training``: fit on a random subset of that many training descriptors, drawn as D²LV drew its PCA
+images (``np.random.RandomState(seed).choice(n, size, replace=False)`` over the training list, seed 123, in
+its ``extract_features.py``; 20k images, RECIPES §5.3). Only the fit is subsampled: later steps of the chain
+(e.g. score normalisation) still see every training descriptor, transformed.
 """
 
 from __future__ import annotations
@@ -20,10 +25,15 @@ _CHUNK = 65536
 class PCA(PostProcess):
     label = "pca"
 
-    def __init__(self, dim: int | None = None, whiten: bool = False, eigen_power: float | None = None) -> None:
+    def __init__(self, dim: int | None = None, whiten: bool = False, eigen_power: float | None = None,
+                 max_training: int | None = None, seed: int = 123) -> None:
         super().__init__()
         if dim is not None and dim < 1:
             raise ValueError(f"pca dim must be >= 1 or null (keep the input dimension), got {dim}")
+        if max_training is not None and int(max_training) < 2:
+            raise ValueError(f"pca max_training must be >= 2 or null (every training descriptor), got {max_training}")
+        self.max_training = None if max_training is None else int(max_training)
+        self.seed = int(seed)
         self.dim = dim
         self.whiten = whiten
         self.eigen_power = (-0.5 if whiten else 0.0) if eigen_power is None else float(eigen_power)
@@ -34,6 +44,8 @@ class PCA(PostProcess):
     def fit(self, training: np.ndarray) -> PCA:
         super().fit(training)
         x = self._training
+        if self.max_training is not None and len(x) > self.max_training:
+            x = x[np.random.RandomState(self.seed).choice(len(x), size=self.max_training, replace=False)]
         n, d_in = x.shape
         dim = d_in if self.dim is None else self.dim
         if dim > d_in:
@@ -77,4 +89,5 @@ class PCA(PostProcess):
 
     def describe(self) -> str:
         kind = "pcaw" if self.eigen_power == -0.5 else ("pca" if self.eigen_power == 0 else f"pca^{self.eigen_power}")
-        return f"{kind}({'in' if self.dim is None else self.dim})"
+        subset = "" if self.max_training is None else f", fit on {self.max_training}"
+        return f"{kind}({'in' if self.dim is None else self.dim}{subset})"
