@@ -63,14 +63,20 @@ def test_global_candidates_with_tied_distances() -> None:
         check_global(global_candidates(q, r, qids, rids, num_results=n), q, r, n)
 
 
-def test_global_candidates_when_one_query_dominates() -> None:
+def test_global_candidates_when_one_query_dominates(monkeypatch) -> None:
+    """Small tiles: the cut-off rises over 40 tiles while query 0 takes most of the list; the exact list
+    comes out, and the band of kept pairs stays within two lists plus one tile (a cut-off that stopped
+    rising would keep all 15,000 pairs)."""
     q, r, qids, rids = make(30, 500, seed=3)
     rng = np.random.default_rng(4)
     r[:300] = q[0] + 0.05 * rng.normal(size=(300, 8)).astype(np.float32)  # 300 refs hug query 0
-    # small tiles: the cut-off rises over many tiles, and query 0 takes most of the list
+    held = []
+    add = search._Band.add
+    monkeypatch.setattr(search._Band, "add", lambda band, *a: (add(band, *a), held.append(band.size)))
     preds = global_candidates(q, r, qids, rids, num_results=250, batch_size=7, reference_block=64)
     check_global(preds, q, r, 250)
     assert (preds.query_ids == "Q0").sum() > 128
+    assert len(held) == 5 * 8 and max(held) <= 2 * 250 + 7 * 64
 
 
 def test_global_candidates_edge_counts() -> None:
