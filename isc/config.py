@@ -103,9 +103,12 @@ def hydra_entry(config_name: str, prog: str):
         def main(cfg=None):
             if cfg is not None:
                 return hydra_task(cfg)
+            from isc.extras import MissingExtra, check_hydra_plugins
+
             try:
                 sys.argv[1:] = expand_home(sys.argv[1:])
-            except ValueError as error:
+                check_hydra_plugins(sys.argv[1:])
+            except (ValueError, MissingExtra) as error:
                 print(f"{prog}: error: {error}", file=sys.stderr)
                 sys.exit(2)
             return hydra_task()

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from isc.augment import eval_transform
 from isc.callbacks import EpochSeeding, RetrievalEvaluation, RetrievalFigures
 from isc.config import check_required
+from isc.extras import require_for_target
 from isc.data.datamodule import DiscDataModule
 from isc.images import draft_floor
 from isc.loggers import ResumableCSVLogger
@@ -93,6 +94,9 @@ def build_trainer(cfg: DictConfig, output_dir: Path, extra_callbacks: list | tup
         # refreshing the loss every step would copy it to the host every step (a GPU sync)
         callbacks.append(LossProgressBar(refresh_rate=int(trainer_node.get("log_every_n_steps") or 50)))
     callbacks.sort(key=lambda c: isinstance(c, RetrievalFigures))  # stable: figures after the evaluation
+    for name, node in (cfg.get("logger") or {}).items():
+        if node is not None:
+            require_for_target(node.get("_target_"), f"logger={name}")
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     return instantiate(trainer_node, callbacks=callbacks, logger=loggers or False, default_root_dir=str(output_dir))
 
