@@ -45,6 +45,15 @@ class GroundTruth:
             if not isinstance(r, str) or not r:
                 raise ValueError(f"reference id of query {q!r} must be a non-empty string, got {r!r}")
 
+    def restricted(self, query_ids: Iterable[str]) -> GroundTruth:
+        """The ground truth of the queries among `query_ids` (in file order; itself when they cover it): what a
+        partial run evaluated (limited validation, unreadable or held-out queries, a slice)."""
+        keep = set(query_ids)
+        if keep.issuperset(self.query_ids):
+            return self
+        return GroundTruth(tuple(q for q in self.query_ids if q in keep),
+                           {q: r for q, r in self.matches.items() if q in keep})
+
     @property
     def n_pairs(self) -> int:
         """Number of (query, reference) ground-truth pairs: the recall denominator."""

@@ -276,6 +276,14 @@ def test_matches_sklearn_average_precision_without_ties() -> None:
     assert checked > 100
 
 
+def test_restricted_ground_truth_keeps_the_file_order_of_the_given_queries() -> None:
+    gt = gt_of({"Q1": "R1", "Q2": "R2", "Q4": "R4"}, ("Q3", "Q5"))
+    assert gt.restricted(["Q5", "Q1", "Q2", "Q3", "Q4", "Q9"]) is gt
+    part = gt.restricted(["Q4", "Q3", "Q1"])
+    assert part.query_ids == ("Q1", "Q4", "Q3") and part.matches == {"Q1": "R1", "Q4": "R4"} and part.n_pairs == 2
+    assert gt.restricted([]).query_ids == ()
+
+
 def test_evaluate_does_no_python_work_per_prediction() -> None:
     """evaluate is vectorised: 20× the predictions make exactly as many Python calls (a per-row loop would
     make 38,000 more). Its time at 500k rows is measured by scripts/bench/predictions_io.py."""

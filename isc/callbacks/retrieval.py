@@ -10,7 +10,7 @@ import torch
 
 from isc.distributed import gather_uneven
 from isc.finite import TRAINING_FIX, check_finite
-from isc.metric import GroundTruth, Metrics, Predictions, evaluate
+from isc.metric import Metrics, Predictions, evaluate
 from isc.search import global_candidates, knn_candidates
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,7 @@ class RetrievalEvaluation(L.Callback):
         if len(indices) + skipped < expected and len(query_ids) < len(gt.query_ids):
             # a partial validation (limit_val_batches) scores the queries it saw; an unreadable query stays in the
             # ground truth, so its pairs are misses as in the official scorer (skipping never raises the µAP)
-            seen = set(query_ids)
-            gt = GroundTruth.from_pairs([q for q in gt.query_ids if q in seen],
-                                        {q: r for q, r in gt.matches.items() if q in seen})
+            gt = gt.restricted(query_ids.tolist())
         check_finite(embeddings[is_query], "validation queries", TRAINING_FIX)  # before the search (issue 15)
         check_finite(embeddings[~is_query], "validation references", TRAINING_FIX)
         if self.candidates == "global":
