@@ -11,6 +11,8 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
+from isc.metric import EVALUATION_METRICS
+
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -137,9 +139,6 @@ def optimized_value(cfg, metrics: dict) -> float | None:
         raise missing_metric_error(name, metrics)
     value = metrics[name]
     return 0.0 if value is None else float(value)
-
-
-EVALUATION_METRICS = ("uAP", "recall_at_p90", "recall_at_rank1", "recall_at_rank10")
 
 
 def check_optimized_metric(name: str | None) -> None:

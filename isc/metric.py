@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 __all__ = [
+    "EVALUATION_METRICS",
     "GroundTruth",
     "Metrics",
     "Predictions",
@@ -138,6 +139,11 @@ class Predictions:
             np.concatenate([p.reference_ids for p in parts]),
             np.concatenate([p.scores for p in parts]),
         )
+
+
+# The metrics an evaluation reports, as Metrics fields: logged as `val/<name>` (and `init/`), in metrics.json,
+# and the names `optimized_metric` may use (isc.config.check_optimized_metric).
+EVALUATION_METRICS = ("uAP", "recall_at_p90", "recall_at_rank1", "recall_at_rank10")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from isc.extras import require_for_target
 from isc.data.datamodule import DiscDataModule
 from isc.images import draft_floor
 from isc.loggers import ResumableCSVLogger
+from isc.metric import EVALUATION_METRICS
 from isc.losses.build import build_loss
 from isc.module import CopyDetectionModule
 from isc.scaling import fit_to_hardware
@@ -196,9 +197,8 @@ def _evaluation_metrics(evaluation: RetrievalEvaluation, prefix: str) -> dict[st
     """The last validation's metrics, exactly as computed (recall_at_p90 is None if P90 is never reached)."""
     if evaluation.last_metrics is None:
         return {}
-    keys = ("uAP", "recall_at_p90", "recall_at_rank1", "recall_at_rank10")
     values = evaluation.last_metrics.to_dict()
-    return {f"{prefix}/{k}": values[k] for k in keys}
+    return {f"{prefix}/{k}": values[k] for k in EVALUATION_METRICS}
 
 
 def configure_threads(setting: int | str | None, num_workers: int) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from isc.distributed import gather_uneven
 from isc.finite import TRAINING_FIX, check_finite
-from isc.metric import Metrics, Predictions, evaluate
+from isc.metric import EVALUATION_METRICS, Metrics, Predictions, evaluate
 from isc.search import global_candidates, knn_candidates
 
 log = logging.getLogger(__name__)
@@ -64,12 +64,8 @@ class RetrievalEvaluation(L.Callback):
         metrics, predictions = self.score(trainer.datamodule, indices, embeddings, skipped)
         self.last_metrics, self.last_predictions = metrics, predictions
         self.scored_at_step = trainer.global_step
-        values = {
-            # DrivenData's convention: 0 when precision never reaches 0.9 (the JSON files keep null).
-            "recall_at_p90": metrics.recall_at_p90 or 0.0,
-            "recall_at_rank1": metrics.recall_at_rank1,
-            "recall_at_rank10": metrics.recall_at_rank10,
-        }
+        # DrivenData's convention: recall_at_p90 0 when precision never reaches 0.9 (the JSON files keep null)
+        values = {k: getattr(metrics, k) or 0.0 for k in EVALUATION_METRICS if k != "uAP"}
         pl_module.log(f"{self.prefix}/uAP", float(metrics.uAP), prog_bar=True, sync_dist=False)
         pl_module.log_dict({f"{self.prefix}/{k}": float(v) for k, v in values.items()}, sync_dist=False)
 
