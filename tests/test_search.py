@@ -237,3 +237,17 @@ def test_search_device_resolution(monkeypatch) -> None:
     q, r, qids, rids = make(3, 6, seed=15)
     with pytest.raises(ValueError, match="search device 'cuda': torch sees no CUDA device"):
         global_candidates(q, r, qids, rids, device="cuda")
+
+
+def test_candidates_dispatches_the_rules_by_name() -> None:
+    def same(a, b) -> bool:
+        return all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("query_ids", "reference_ids", "scores"))
+
+    q, r, qids, rids = make(6, 40, seed=9)
+    everyone = search.candidates("global", q, r, qids, rids, results_per_query=3, n_queries=10)
+    assert same(everyone, global_candidates(q, r, qids, rids, num_results=30))  # 3 × the 10 queries of the whole set
+    assert len(search.candidates("global", q, r, qids, rids, results_per_query=3)) == 18
+    assert same(search.candidates("knn", q, r, qids, rids, k=4, metric="ip"),
+                knn_candidates(q, r, qids, rids, k=4, metric="ip"))
+    with pytest.raises(ValueError, match="eval.candidates must be 'global'"):
+        search.candidates("top", q, r, qids, rids, setting="eval.candidates")

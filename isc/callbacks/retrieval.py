@@ -11,7 +11,7 @@ import torch
 from isc.distributed import gather_uneven
 from isc.finite import TRAINING_FIX, check_finite
 from isc.metric import EVALUATION_METRICS, Metrics, Predictions, evaluate
-from isc.search import global_candidates, knn_candidates
+from isc.search import CANDIDATE_RULES, candidates as search_candidates
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class RetrievalEvaluation(L.Callback):
 
     def __init__(self, candidates: str = "global", k: int = 10, results_per_query: int = 10, prefix: str = "val",
                  search_device: str = "auto"):
-        if candidates not in ("global", "knn"):
+        if candidates not in CANDIDATE_RULES:
             raise ValueError(f"candidates must be 'global' (official ISC rule) or 'knn', got {candidates!r}")
         self.candidates = candidates
         self.k = k
@@ -88,11 +88,7 @@ class RetrievalEvaluation(L.Callback):
             gt = gt.restricted(query_ids.tolist())
         check_finite(embeddings[is_query], "validation queries", TRAINING_FIX)  # before the search (issue 15)
         check_finite(embeddings[~is_query], "validation references", TRAINING_FIX)
-        if self.candidates == "global":
-            predictions = global_candidates(embeddings[is_query], embeddings[~is_query], query_ids, reference_ids,
-                                            num_results=self.results_per_query * len(query_ids),
-                                            device=self.search_device)
-        else:
-            predictions = knn_candidates(embeddings[is_query], embeddings[~is_query], query_ids, reference_ids, k=self.k,
-                                         device=self.search_device)
+        predictions = search_candidates(self.candidates, embeddings[is_query], embeddings[~is_query], query_ids,
+                                        reference_ids, results_per_query=self.results_per_query, k=self.k,
+                                        device=self.search_device)
         return evaluate(gt, predictions), predictions
