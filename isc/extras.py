@@ -9,6 +9,7 @@ Hydra composes the command line, before any isc code runs: `check_hydra_plugins`
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Sequence
 
 __all__ = ["EXTRAS", "MissingExtra", "check_hydra_plugins", "require", "require_for_target"]
@@ -78,6 +79,8 @@ def _chosen_plugins(overrides: Sequence[str]) -> list[tuple[str, str]]:
         if not sep or override.startswith("~"):
             continue
         group = key.split("@")[0].strip("/")
+        if not re.fullmatch(r"[\w/]+", group) or not re.fullmatch(r"[\w.-]+", option):
+            continue  # a value (a path, a list, a number), not a group choice
         choices = [(group, option)]
         path = config_dir() / group / f"{option}.yaml"
         if not group.startswith("hydra") and path.is_file():
