@@ -235,8 +235,9 @@ def test_blurs_and_channel_ops_match_their_definitions():
     a = np.asarray(image, int)
     for sigma in (0.6, 2.5):  # torchvision's GaussianBlur with a ±3σ kernel; AugLy's PIL blur of that radius
         kernel = 2 * int(round(3 * sigma)) + 1
-        expected = TF.gaussian_blur(torch.from_numpy(a.astype(np.uint8)).permute(2, 0, 1), [kernel, kernel], [sigma, sigma])
-        assert np.abs(np.asarray(ops.gaussian_blur_sigma(image, sigma), int) - expected.permute(1, 2, 0).numpy()).max() <= 1
+        chw = torch.from_numpy(a.astype(np.uint8)).permute(2, 0, 1)
+        expected = TF.gaussian_blur(chw, [kernel, kernel], [sigma, sigma]).permute(1, 2, 0).numpy()
+        assert np.abs(np.asarray(ops.gaussian_blur_sigma(image, sigma), int) - expected).max() <= 1
         pil = np.asarray(image.filter(ImageFilter.GaussianBlur(sigma)), int)
         assert np.abs(np.asarray(ops.blur(image, sigma), int) - pil).mean() < 0.5
     assert ops.blur(image, 0.0) is image

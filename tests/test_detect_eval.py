@@ -90,7 +90,8 @@ def test_cached_descriptors_are_not_reused_across_crops(data_dir, tmp_path):
     images = [Image.open(q.path).convert("RGB") for q in data.queries]
     i = next(i for i, image in enumerate(images) if image.width > image.height)  # a query the stub replaces
     crop = crop_fraction(images[i], (0, 0, (images[i].width // 2) / images[i].width, 1))
-    np.testing.assert_allclose(read_descriptors(cached)[1][i], GreyThumbnail()(crop).numpy(), atol=1e-6)  # extracted again
+    # extracted again
+    np.testing.assert_allclose(read_descriptors(cached)[1][i], GreyThumbnail()(crop).numpy(), atol=1e-6)
     # and back: a plain run after the cropped one extracts the whole query again, and scores as the first did
     again = evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "c", "baseline=thumbnail", cache))
     np.testing.assert_allclose(read_descriptors(cached)[1][i], GreyThumbnail()(images[i]).numpy(), atol=1e-6)
