@@ -202,13 +202,13 @@ def breakdown(gt: GroundTruth, preds: Predictions, groups: Mapping[str, Iterable
     out = []
     for name, ids in groups.items():
         members = set(ids) & evaluated
-        matched = {q: gt.matches[q] for q in gt.query_ids if q in members and q in gt.matches}
+        slice_gt = gt.restricted(members)
+        matched = slice_gt.matches
         if not matched:
             out.append(SliceMetrics(name, len(members), 0, None, None, None))
             continue
         rows = np.isin(preds.query_ids, np.array(sorted(members), dtype=str))
         subset = Predictions(preds.query_ids[rows], preds.reference_ids[rows], preds.scores[rows])
-        slice_gt = GroundTruth.from_pairs([q for q in gt.query_ids if q in members], matched)
         metrics = evaluate(slice_gt, subset)
         out.append(SliceMetrics(name, len(members), len(matched), int(y[rows].sum()) / len(matched),
                                 metrics.recall_at_rank1, metrics.uAP))

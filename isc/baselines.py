@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from isc.extras import require
+
 BASELINES = ("phash", "pdq", "thumbnail")
 
 
@@ -22,6 +24,7 @@ def _bits_to_signs(bits: np.ndarray) -> torch.Tensor:
 
 class PHash:
     def __init__(self, hash_size: int = 8) -> None:
+        require("imagehash", "baseline=phash")
         self.hash_size = hash_size
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
@@ -31,11 +34,12 @@ class PHash:
 
 
 class PDQ:
+    def __init__(self) -> None:
+        require("pdqhash", "baseline=pdq")
+
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        try:
-            import pdqhash
-        except ImportError as error:  # pragma: no cover - pinned dependency
-            raise ImportError("baseline=pdq needs the pdqhash package: pip install pdqhash==0.2.8") from error
+        import pdqhash
+
         bits, _quality = pdqhash.compute(np.asarray(image.convert("RGB")))
         return _bits_to_signs(bits)
 

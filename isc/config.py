@@ -11,6 +11,8 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
+from isc.metric import EVALUATION_METRICS
+
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -103,9 +105,12 @@ def hydra_entry(config_name: str, prog: str):
         def main(cfg=None):
             if cfg is not None:
                 return hydra_task(cfg)
+            from isc.extras import MissingExtra, check_hydra_plugins
+
             try:
                 sys.argv[1:] = expand_home(sys.argv[1:])
-            except ValueError as error:
+                check_hydra_plugins(sys.argv[1:])
+            except (ValueError, MissingExtra) as error:
                 print(f"{prog}: error: {error}", file=sys.stderr)
                 sys.exit(2)
             return hydra_task()
@@ -134,9 +139,6 @@ def optimized_value(cfg, metrics: dict) -> float | None:
         raise missing_metric_error(name, metrics)
     value = metrics[name]
     return 0.0 if value is None else float(value)
-
-
-EVALUATION_METRICS = ("uAP", "recall_at_p90", "recall_at_rank1", "recall_at_rank10")
 
 
 def check_optimized_metric(name: str | None) -> None:

@@ -30,7 +30,7 @@ from isc.formats import DescriptorSubmission, write_descriptor_submission, write
 from isc.metric import Predictions, evaluate, precision_recall
 from isc.model import DescriptorModel
 from isc.postprocess import Chain, build_chains, select_models
-from isc.search import global_candidates, knn_candidates
+from isc.search import candidates as search_candidates
 from isc.summary import similarity
 
 log = logging.getLogger(__name__)
@@ -134,13 +134,9 @@ def candidates(cfg: DictConfig, chain: Chain, q: np.ndarray, r: np.ndarray, qids
                n_queries: int | None = None) -> Predictions:
     """`n_queries`: the size of the query set, skipped queries included (the global rule keeps
     results_per_query × that many pairs, as the official scorer does with a submission holding every query)."""
-    if cfg.eval.candidates == "global":
-        n = len(qids) if n_queries is None else n_queries
-        return global_candidates(q, r, qids, rids, num_results=int(cfg.eval.results_per_query) * n,
-                                 metric=chain.metric, device=cfg.eval.search_device)
-    if cfg.eval.candidates == "knn":
-        return knn_candidates(q, r, qids, rids, k=int(cfg.eval.k), metric=chain.metric, device=cfg.eval.search_device)
-    raise ValueError(f"eval.candidates must be 'global' or 'knn', got {cfg.eval.candidates!r}")
+    return search_candidates(cfg.eval.candidates, q, r, qids, rids, results_per_query=cfg.eval.results_per_query,
+                             n_queries=n_queries, k=cfg.eval.k, metric=chain.metric, device=cfg.eval.search_device,
+                             setting="eval.candidates")
 
 
 def skipped_images(data: DiscData, query_ids: np.ndarray, reference_ids: np.ndarray) -> dict[str, list[str]]:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 __all__ = [
+    "EVALUATION_METRICS",
     "GroundTruth",
     "Metrics",
     "Predictions",
@@ -44,6 +45,15 @@ class GroundTruth:
                 raise ValueError(f"matched query {q!r} is not among the ground-truth query ids")
             if not isinstance(r, str) or not r:
                 raise ValueError(f"reference id of query {q!r} must be a non-empty string, got {r!r}")
+
+    def restricted(self, query_ids: Iterable[str]) -> GroundTruth:
+        """The ground truth of the queries among `query_ids` (in file order; itself when they cover it): what a
+        partial run evaluated (limited validation, unreadable or held-out queries, a slice)."""
+        keep = set(query_ids)
+        if keep.issuperset(self.query_ids):
+            return self
+        return GroundTruth(tuple(q for q in self.query_ids if q in keep),
+                           {q: r for q, r in self.matches.items() if q in keep})
 
     @property
     def n_pairs(self) -> int:
@@ -129,6 +139,11 @@ class Predictions:
             np.concatenate([p.reference_ids for p in parts]),
             np.concatenate([p.scores for p in parts]),
         )
+
+
+# The metrics an evaluation reports, as Metrics fields: logged as `val/<name>` (and `init/`), in metrics.json,
+# and the names `optimized_metric` may use (isc.config.check_optimized_metric).
+EVALUATION_METRICS = ("uAP", "recall_at_p90", "recall_at_rank1", "recall_at_rank10")
 
 
 @dataclass(frozen=True)

@@ -45,19 +45,25 @@ def _pr_axes(ax, title: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def plot_pr_curve(name: str, precision: np.ndarray, recall: np.ndarray, path: str | Path, title: str = "") -> Path:
-    """The precision-recall curve of one chain (the primary one) in a PNG, with the 90 % precision line."""
+def pr_curve_figure(precision: np.ndarray, recall: np.ndarray, title: str, figsize: tuple[float, float] = (6.4, 4.8)):
+    """A matplotlib Figure of one precision-recall curve with the 90 % precision line (isc-eval's pr_curve.png
+    and the training figures of isc.callbacks.RetrievalFigures)."""
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (e.g. a notebook's) alone
 
-    fig = Figure(figsize=(6.4, 4.8), dpi=100)
+    fig = Figure(figsize=figsize, dpi=100)
     ax = fig.subplots()
     ax.plot(recall, precision, linewidth=1.5, color="tab:blue")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
-    _pr_axes(ax, f"{title + ' · ' if title else ''}{name}")
+    _pr_axes(ax, title)
     fig.tight_layout()
+    return fig
+
+
+def plot_pr_curve(name: str, precision: np.ndarray, recall: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """The precision-recall curve of one chain (the primary one) in a PNG."""
     path = Path(path)
-    fig.savefig(path)
+    pr_curve_figure(precision, recall, f"{title + ' · ' if title else ''}{name}").savefig(path)
     return path
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from isc.metric import Predictions, _as_ids
 
-__all__ = ["global_candidates", "knn_candidates", "knn_rows", "resolve_device"]
+__all__ = ["CANDIDATE_RULES", "candidates", "global_candidates", "knn_candidates", "knn_rows", "resolve_device"]
 
 _METRICS = ("l2", "ip")
 _U = 2.0**-24  # float32 unit roundoff
@@ -444,3 +444,34 @@ def knn_candidates(
         return Predictions.from_rows([])
     scores, labels = knn_rows(q, r, k=k, metric=metric, batch_size=batch_size, device=device)
     return Predictions(np.repeat(qids, k), rids[labels.ravel()], scores.ravel().astype(np.float64))
+
+
+CANDIDATE_RULES = ("global", "knn")
+
+
+def candidates(
+    rule: str,
+    query_vectors: object,
+    reference_vectors: object,
+    query_ids: object,
+    reference_ids: object,
+    *,
+    results_per_query: int = 10,
+    n_queries: int | None = None,
+    k: int = 10,
+    metric: str = "l2",
+    device=None,
+    setting: str = "candidates",
+) -> Predictions:
+    """The candidate list of a rule by name (isc-eval's `eval.candidates`, the evaluation callback's
+    `candidates`): "global", the official list of the results_per_query × n_queries best pairs (n_queries: the
+    whole query set, skipped queries included; default: the queries given), or "knn", k per query.
+    `setting` names the config key in the error for an unknown rule."""
+    if rule == "global":
+        n = len(query_vectors) if n_queries is None else int(n_queries)
+        return global_candidates(query_vectors, reference_vectors, query_ids, reference_ids,
+                                 num_results=int(results_per_query) * n, metric=metric, device=device)
+    if rule == "knn":
+        return knn_candidates(query_vectors, reference_vectors, query_ids, reference_ids, k=int(k), metric=metric,
+                              device=device)
+    raise ValueError(f"{setting} must be 'global' (the official ISC rule) or 'knn', got {rule!r}")

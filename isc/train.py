@@ -16,9 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 from isc.augment import eval_transform
 from isc.callbacks import EpochSeeding, RetrievalEvaluation, RetrievalFigures
 from isc.config import check_required
+from isc.extras import require_for_target
 from isc.data.datamodule import DiscDataModule
 from isc.images import draft_floor
 from isc.loggers import ResumableCSVLogger
+from isc.metric import EVALUATION_METRICS
 from isc.losses.build import build_loss
 from isc.module import CopyDetectionModule
 from isc.scaling import fit_to_hardware
@@ -94,6 +96,9 @@ def build_trainer(cfg: DictConfig, output_dir: Path, extra_callbacks: list | tup
         # refreshing the loss every step would copy it to the host every step (a GPU sync)
         callbacks.append(LossProgressBar(refresh_rate=int(trainer_node.get("log_every_n_steps") or 50)))
     callbacks.sort(key=lambda c: isinstance(c, RetrievalFigures))  # stable: figures after the evaluation
+    for name, node in (cfg.get("logger") or {}).items():
+        if node is not None:
+            require_for_target(node.get("_target_"), f"logger={name}")
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     return instantiate(trainer_node, callbacks=callbacks, logger=loggers or False, default_root_dir=str(output_dir))
 
@@ -193,9 +198,8 @@ def _evaluation_metrics(evaluation: RetrievalEvaluation, prefix: str) -> dict[st
     """The last validation's metrics, exactly as computed (recall_at_p90 is None if P90 is never reached)."""
     if evaluation.last_metrics is None:
         return {}
-    keys = ("uAP", "recall_at_p90", "recall_at_rank1", "recall_at_rank10")
     values = evaluation.last_metrics.to_dict()
-    return {f"{prefix}/{k}": values[k] for k in keys}
+    return {f"{prefix}/{k}": values[k] for k in EVALUATION_METRICS}
 
 
 def configure_threads(setting: int | str | None, num_workers: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,19 @@ CONF = config_dir()
 def compose_config(name: str = "train", overrides: list[str] | tuple = ()) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name=name, overrides=list(overrides))
+
+
+def import_extra(module: str, extra: str):
+    """`module`, or skip the calling test module when an optional extra is not installed — except under CI=1
+    (.ci/run sets it; `make test` installs the dev extra, which includes every extra), where a missing
+    extra fails the run instead of quietly skipping its tests."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        message = f"{module} is not installed ({error}): pip install 'isc-research[{extra}]'"
+        if os.environ.get("CI") == "1":
+            pytest.fail(f"CI=1 but {message}; `make test` installs it with the dev extra", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
 
 
 @pytest.fixture(scope="session")

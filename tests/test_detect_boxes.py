@@ -30,9 +30,16 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
-def test_edit_groups_partition_the_edits():
-    assert set(GEOMETRIC_EDITS) | set(COMPOSITING_EDITS) | set(PHOTOMETRIC_EDITS) == set(EDIT_NAMES)
-    assert set(COMPOSITING_EDITS) == {"overlay_onto_background", "screenshot"}
+def test_compositing_edits_are_exactly_the_edits_that_record_a_box():
+    """The groups partition the edits, and COMPOSITING_EDITS is what make_query's box relies on: an edit
+    records the box of the pasted content if and only if it is listed there."""
+    groups = (GEOMETRIC_EDITS, COMPOSITING_EDITS, PHOTOMETRIC_EDITS)
+    assert sorted(n for g in groups for n in g) == sorted(EDIT_NAMES)  # every edit in exactly one group
+    background = lambda j: Image.new("RGB", (120, 90), (0, 200, 0))  # noqa: E731
+    source = Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8))
+    for name in EDIT_NAMES:
+        _, _, box = make_query(source, np.random.default_rng(1), background, max_side=200, names=[name])
+        assert (box is not None) == (name in COMPOSITING_EDITS), name
 
 
 @pytest.mark.parametrize("name", ["overlay_onto_background", "screenshot"])

@@ -82,15 +82,20 @@ def test_threshold_above_every_confidence_replaces_nothing(data_dir, tmp_path):
 
 def test_cached_descriptors_are_not_reused_across_crops(data_dir, tmp_path):
     cache = f"eval.descriptor_dir={tmp_path / 'cache'}"
+    cached = tmp_path / "cache" / "thumbnail" / "query.h5"
     plain = evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "a", "baseline=thumbnail", cache))
     cropped = evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "b", cache, *_stub("eval.query_crop.min_confidence=0.5")))
     assert cropped["query_crop"]["n_replaced"] > 0
-    ids, vectors = read_descriptors(tmp_path / "cache" / "thumbnail" / "query.h5")
     data = load_disc(eval_cfg(data_dir, tmp_path / "x").dataset)
-    first = Image.open(data.queries[0].path).convert("RGB")
-    crop = crop_fraction(first, (0, 0, (first.width // 2) / first.width, 1)) if first.width > first.height else first
-    np.testing.assert_allclose(vectors[0], GreyThumbnail()(crop).numpy(), atol=1e-6)  # extracted again
-    assert plain["uAP"] >= 0
+    images = [Image.open(q.path).convert("RGB") for q in data.queries]
+    i = next(i for i, image in enumerate(images) if image.width > image.height)  # a query the stub replaces
+    crop = crop_fraction(images[i], (0, 0, (images[i].width // 2) / images[i].width, 1))
+    # extracted again
+    np.testing.assert_allclose(read_descriptors(cached)[1][i], GreyThumbnail()(crop).numpy(), atol=1e-6)
+    # and back: a plain run after the cropped one extracts the whole query again, and scores as the first did
+    again = evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "c", "baseline=thumbnail", cache))
+    np.testing.assert_allclose(read_descriptors(cached)[1][i], GreyThumbnail()(images[i]).numpy(), atol=1e-6)
+    assert again["uAP"] == plain["uAP"]
 
 
 def test_crop_fraction():

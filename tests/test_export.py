@@ -4,6 +4,7 @@ their preprocessing, and follow it as isc-eval's transform does."""
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,14 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-pytest.importorskip("onnxruntime")
+from tests.conftest import import_extra
+
+import_extra("onnxruntime", "export")
+import_extra("onnx", "export")
 
 from isc.cli.export import main  # noqa: E402
 from isc.evaluate import load_checkpoint  # noqa: E402
-from isc.export import METADATA_KEY, load_onnx, load_torchscript, onnx_descriptors  # noqa: E402
+from isc.export import load_onnx, load_torchscript, onnx_descriptors  # noqa: E402
 from isc.extract import EvalTransform, ModelExtractor  # noqa: E402
 from isc.model import DescriptorModel  # noqa: E402
 
@@ -90,7 +94,21 @@ def test_the_recorded_preprocessing_reproduces_isc_eval_descriptors(tmp_path):
     extractor = ModelExtractor(model, EvalTransform(48))
     expected = extractor.embed([[extractor.transform(photo)[0]]])
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    assert METADATA_KEY == "isc_preprocessing"
+
+
+def test_the_files_carry_the_metadata_under_the_documented_key(tmp_path):
+    """A deployment reads the preprocessing without isc: onnx's metadata_props and TorchScript's extra file
+    `isc_preprocessing` (README, isc-export) hold the same JSON as the sidecar."""
+    import onnx
+
+    ckpt = save_checkpoint(tmp_path / "m.ckpt", TINY, 48)
+    assert main([str(ckpt), "--out", str(tmp_path), "--format", "onnx", "torchscript"]) == 0
+    sidecar = json.loads((tmp_path / "m.onnx.json").read_text())
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert json.loads(props["isc_preprocessing"]) == sidecar
+    with zipfile.ZipFile(tmp_path / "m.torchscript.pt") as archive:
+        extra = [n for n in archive.namelist() if n.endswith("/extra/isc_preprocessing.json")]
+        assert len(extra) == 1 and json.loads(archive.read(extra[0])) == sidecar
 
 
 def test_refuses_to_overwrite_and_names_bad_input(tmp_path, capsys):

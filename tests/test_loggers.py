@@ -66,8 +66,16 @@ def test_pr_curve_and_hardest_pairs_images(tmp_path):
     assert tuple(strip[4 + 8, 4 + 8]) == colours["q3"] and tuple(strip[24 + 12, 20 + 8]) == colours["r1"]
     caption = strip[4:20, 2 * 16 + 12:]
     assert (caption < 100).any() and (caption == 255).mean() > 0.5  # dark text on white
-    curve = pr_curve_image(gt, predictions, evaluate(gt, predictions).uAP)
-    assert curve.ndim == 3 and curve.shape[2] == 3 and curve.std() > 0
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # a library function must leave the caller's (e.g. a notebook's) backend alone
+    try:
+        curve = pr_curve_image(gt, predictions, evaluate(gt, predictions).uAP)
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    assert curve.shape == (350, 400, 3) and curve.std() > 0  # 4 × 3.5 in at 100 dpi
 
 
 def test_gpu_speed_settings_keep_checkpoint_keys():

@@ -13,7 +13,7 @@ from PIL import Image
 
 from isc.cli.score import main as score_main
 from isc.data.disc import load_disc
-from isc.formats import FormatError, read_predictions, write_predictions
+from isc.formats import FormatError, read_ground_truth, read_predictions, write_predictions
 from isc.match.candidates import view_candidates
 from isc.match.pipeline import match
 from isc.match.views import ViewDescriptors, embed_views
@@ -70,8 +70,7 @@ def test_match_end_to_end_with_sift_and_crops(run, tmp_path, capsys):
     cfg = run("query_crops=grid", "query_crops@reference_crops=center", "verify.views=both", "fusion.pairs=top2_mean",
               "results_per_query=null")
     m = match(cfg)
-    for key in ("uAP", "descriptor_uAP", "candidates_uAP", "candidate_recall"):
-        assert 0.0 <= m[key] <= 1.0, key
+    assert "candidates_uAP" in m
     assert m["verification"]["verifier"] == "sift-inliers-homography"
     assert m["verification"]["pairs"] == m["candidates"]["pairs"] > 0
     assert m["verification"]["ms_per_query"] > 0 and m["verification"]["ms_per_pair"] > 0
@@ -82,6 +81,10 @@ def test_match_end_to_end_with_sift_and_crops(run, tmp_path, capsys):
     preds = read_predictions(out / "predictions.csv", known_query_ids=[r.id for r in data.queries],
                              known_reference_ids=[r.id for r in data.references])
     assert len(preds) == m["candidates"]["pairs"] and (np.diff(preds.scores) <= 0).all()
+    # every candidate pair is in the file (results_per_query=null): the candidate recall is its share of the truth
+    gt = read_ground_truth(data.root / "ground_truth.csv")
+    listed = set(zip(preds.query_ids.tolist(), preds.reference_ids.tolist()))
+    assert gt.n_pairs > 0 and m["candidate_recall"] == sum(p in listed for p in gt.matches.items()) / gt.n_pairs
     capsys.readouterr()
     assert score_main(["--gt", str(data.root / "ground_truth.csv"), "--predictions", str(out / "predictions.csv")]) == 0
     assert json.loads(capsys.readouterr().out)["uAP"] == pytest.approx(m["uAP"], abs=1e-5)

@@ -63,14 +63,20 @@ def test_global_candidates_with_tied_distances() -> None:
         check_global(global_candidates(q, r, qids, rids, num_results=n), q, r, n)
 
 
-def test_global_candidates_when_one_query_dominates() -> None:
+def test_global_candidates_when_one_query_dominates(monkeypatch) -> None:
+    """Small tiles: the cut-off rises over 40 tiles while query 0 takes most of the list; the exact list
+    comes out, and the band of kept pairs stays within two lists plus one tile (a cut-off that stopped
+    rising would keep all 15,000 pairs)."""
     q, r, qids, rids = make(30, 500, seed=3)
     rng = np.random.default_rng(4)
     r[:300] = q[0] + 0.05 * rng.normal(size=(300, 8)).astype(np.float32)  # 300 refs hug query 0
-    # small tiles: the cut-off rises over many tiles, and query 0 takes most of the list
+    held = []
+    add = search._Band.add
+    monkeypatch.setattr(search._Band, "add", lambda band, *a: (add(band, *a), held.append(band.size)))
     preds = global_candidates(q, r, qids, rids, num_results=250, batch_size=7, reference_block=64)
     check_global(preds, q, r, 250)
     assert (preds.query_ids == "Q0").sum() > 128
+    assert len(held) == 5 * 8 and max(held) <= 2 * 250 + 7 * 64
 
 
 def test_global_candidates_edge_counts() -> None:
@@ -231,3 +237,17 @@ def test_search_device_resolution(monkeypatch) -> None:
     q, r, qids, rids = make(3, 6, seed=15)
     with pytest.raises(ValueError, match="search device 'cuda': torch sees no CUDA device"):
         global_candidates(q, r, qids, rids, device="cuda")
+
+
+def test_candidates_dispatches_the_rules_by_name() -> None:
+    def same(a, b) -> bool:
+        return all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("query_ids", "reference_ids", "scores"))
+
+    q, r, qids, rids = make(6, 40, seed=9)
+    everyone = search.candidates("global", q, r, qids, rids, results_per_query=3, n_queries=10)
+    assert same(everyone, global_candidates(q, r, qids, rids, num_results=30))  # 3 × the 10 queries of the whole set
+    assert len(search.candidates("global", q, r, qids, rids, results_per_query=3)) == 18
+    assert same(search.candidates("knn", q, r, qids, rids, k=4, metric="ip"),
+                knn_candidates(q, r, qids, rids, k=4, metric="ip"))
+    with pytest.raises(ValueError, match="eval.candidates must be 'global'"):
+        search.candidates("top", q, r, qids, rids, setting="eval.candidates")

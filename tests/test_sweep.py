@@ -34,7 +34,6 @@ def test_two_value_multirun_writes_one_folder_per_job(data_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     for job, lr in (("0", 0.05), ("1", 0.2)):
         assert OmegaConf.load(sweep / job / "config.yaml").optimizer.lr == lr
-        assert 0 <= json.loads((sweep / job / "metrics.json").read_text())["val/uAP"] <= 1
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "logs" / "train" / "runs").exists()  # jobs write into the sweep, nowhere else
     # the per-job table at the end of the sweep, printed and in summary.md

@@ -31,7 +31,6 @@ def test_smoke_training_end_to_end(smoke_cfg, tmp_path, capsys):
     for prefix in ("init", "val"):
         for key in EVAL_KEYS:
             assert f"{prefix}/{key}" in metrics
-        assert 0.0 <= metrics[f"{prefix}/uAP"] <= 1.0
     assert metrics["train/skipped_images"] == 0
     assert json.loads((run / "metrics.json").read_text())["val/uAP"] == pytest.approx(metrics["val/uAP"])
     assert OmegaConf.load(run / "config.yaml").backbone.name == "test_resnet"

@@ -3,19 +3,28 @@ numpy Generator passed in.
 
 Each op keeps the parameters of the AugLy / torchvision op a recipe names (RECIPES §2.3, §3.2, §4, §8) and
 computes the same thing, faster where it matters: fonts, glyph lists and emoji are cached instead of being
-re-read on every call, colour jitter runs on lookup tables (OpenCV) instead of PIL's per-pixel float ops,
-crop + resize is one resampling pass. Deviations from the named op are stated in the docstring.
+re-read on every call, crop + resize is one resampling pass. Where albumentations has the same op and is at
+least as fast (scripts/bench/augment.py --albumentations; README, Performance), the op calls it: colour jitter's
+brightness, contrast and saturation, the Gaussian blurs, invert, channel swap and shift. Each hand-written op
+says why in its docstring. Deviations from the named op are stated in the docstring.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import os
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+
+# importing albumentations asks PyPI for a newer version (a network call in every process) unless this is set
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import albucore  # noqa: E402  (albumentations' own array core)
+import albumentations.augmentations.blur.functional as alb_blur  # noqa: E402
+import albumentations.augmentations.pixel.functional as alb_pixel  # noqa: E402
 
 from isc.augment.augly_compat import meme_format, perspective_transform
 from isc import assets
@@ -37,7 +46,8 @@ def random_colour(rng: np.random.Generator) -> Colour:
 def rotate_and_crop(img: Image.Image, degrees: float) -> Image.Image:
     """AugLy `rotate`: rotate (counter-clockwise, as PIL) and keep the largest axis-aligned rectangle inside
     the rotated image (no black corners). One OpenCV affine warp straight into that rectangle, bilinear
-    (AugLy rotates the whole expanded canvas with nearest-neighbour resampling, then crops)."""
+    (AugLy rotates the whole expanded canvas with nearest-neighbour resampling, then crops). Hand-written:
+    albumentations' Rotate(crop_border=True) resizes the crop back to the input size, AugLy's output is smaller."""
     w, h = img.size
     wr, hr = _largest_inner_rectangle(w, h, degrees)
     out_w, out_h = max(1, int(wr)), max(1, int(hr))
@@ -89,14 +99,16 @@ def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator, s
 
 
 def crop_resize(img: Image.Image, box: tuple[int, int, int, int], size: int) -> Image.Image:
-    """Crop `box` and resize it to size×size in one antialiased bilinear pass (PIL; OpenCV's area
-    resampling measured slower for these non-integer ratios)."""
+    """Crop `box` and resize it to size×size in one antialiased bilinear pass (PIL). Not albumentations' crop +
+    resize: its INTER_LINEAR is 3× faster but not antialiased (aliasing, max |Δ| 53 levels) and its INTER_AREA
+    is slower (scripts/bench/augment.py --albumentations)."""
     return img.resize((size, size), Image.BILINEAR, box=box, reducing_gap=2.0)
 
 
 def perspective(img: Image.Image, rng: np.random.Generator, distortion_scale: float = 0.5) -> Image.Image:
     """torchvision RandomPerspective: each corner moves inwards by up to distortion_scale/2 of the side,
-    bilinear, black fill, same size."""
+    bilinear, black fill, same size. (albumentations' Perspective draws its corners from a normal law: another
+    distribution; the warp itself is the same cv2.warpPerspective.)"""
     w, h = img.size
     dw, dh = int(distortion_scale * w / 2), int(distortion_scale * h / 2)
 
@@ -117,7 +129,8 @@ def perspective_sigma(img: Image.Image, rng: np.random.Generator, sigma: float) 
 
 
 def pad(img: Image.Image, w_factor: float, h_factor: float, colour: Colour) -> Image.Image:
-    """AugLy `pad`: int(w_factor·w) columns left and right, int(h_factor·h) rows top and bottom."""
+    """AugLy `pad`: int(w_factor·w) columns left and right, int(h_factor·h) rows top and bottom (one PIL call,
+    8× faster than albumentations' pad with the conversions)."""
     left, top = int(w_factor * img.width), int(h_factor * img.height)
     return ImageOps.expand(img, border=(left, top, left, top), fill=colour)
 
@@ -240,37 +253,25 @@ def stripes(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 def color_jitter(img: Image.Image, rng: np.random.Generator, brightness: float, contrast: float, saturation: float,
                  hue: float) -> Image.Image:
     """torchvision ColorJitter: factors uniform in [1−v, 1+v] (hue shift in [−v, v]), applied in random
-    order. Brightness, contrast and saturation are the same blends as torchvision's; hue shifts OpenCV's
-    full-range 8-bit HSV (PIL's HSV, as torchvision does on PIL images)."""
-    a = np.asarray(img, dtype=np.uint8)
+    order. Brightness, contrast and saturation are albumentations' torchvision blends (lookup tables); the
+    hue shift is `_shift_hue`."""
+    a = np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
     for op in rng.permutation(4):
         if op == 0 and brightness > 0:
-            f = rng.uniform(max(0.0, 1 - brightness), 1 + brightness)
-            a = _blend_lut(a, f, 0.0)
+            a = alb_pixel.adjust_brightness_torchvision(a, rng.uniform(max(0.0, 1 - brightness), 1 + brightness))
         elif op == 1 and contrast > 0:
-            f = rng.uniform(max(0.0, 1 - contrast), 1 + contrast)
-            a = _blend_lut(a, f, float(_gray(a).mean()))
+            a = alb_pixel.adjust_contrast_torchvision(a, rng.uniform(max(0.0, 1 - contrast), 1 + contrast))
         elif op == 2 and saturation > 0:
-            f = rng.uniform(max(0.0, 1 - saturation), 1 + saturation)
-            gray = _gray(a)[..., None].astype(np.float32)
-            a = np.clip(f * a.astype(np.float32) + (1 - f) * gray, 0, 255).astype(np.uint8)
+            a = alb_pixel.adjust_saturation_torchvision(a, rng.uniform(max(0.0, 1 - saturation), 1 + saturation))
         elif op == 3 and hue > 0:
             a = _shift_hue(a, rng.uniform(-hue, hue))
     return Image.fromarray(a)
 
 
-def _blend_lut(a: np.ndarray, factor: float, other: float) -> np.ndarray:
-    """clip(factor·a + (1 − factor)·other) through a 256-entry lookup table."""
-    lut = np.clip(factor * np.arange(256, dtype=np.float32) + (1 - factor) * other, 0, 255).astype(np.uint8)
-    return cv2.LUT(a, lut)
-
-
-def _gray(a: np.ndarray) -> np.ndarray:
-    """ITU-R 601-2 luma, as PIL's convert("L") and torchvision's rgb_to_grayscale."""
-    return cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
-
-
 def _shift_hue(a: np.ndarray, shift: float) -> np.ndarray:
+    """torchvision's adjust_hue on OpenCV's full-range 8-bit HSV through a lookup table. Hand-written:
+    albumentations' adjust_hue_torchvision is as fast but twice as far from torchvision's pixels (mean |Δ|
+    0.55–0.73 against 0.27–0.70 levels, scripts/bench/augment.py --albumentations)."""
     hsv = cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2HSV_FULL)
     lut = ((np.arange(256) + int(round(shift * 255))) % 256).astype(np.uint8)
     hsv[..., 0] = cv2.LUT(hsv[..., 0], lut)
@@ -278,11 +279,13 @@ def _shift_hue(a: np.ndarray, shift: float) -> np.ndarray:
 
 
 def grayscale(img: Image.Image) -> Image.Image:
+    """ITU-R 601 luma in three channels (PIL: faster than albumentations' to_gray with the conversions)."""
     return img.convert("L").convert("RGB")
 
 
 def pixelize(img: Image.Image, ratio: float) -> Image.Image:
-    """AugLy `pixelization`: downscale by `ratio` and back up (PIL's default bicubic, as AugLy)."""
+    """AugLy `pixelization`: downscale by `ratio` and back up (PIL's default bicubic, as AugLy, pixel for pixel).
+    Not albumentations' Downscale: OpenCV's bicubic downscale does not antialias (mean |Δ| 6 levels, max 158)."""
     w, h = img.size
     small = img.resize((max(1, int(w * ratio)), max(1, int(h * ratio))), Image.BICUBIC)
     return small.resize((w, h), Image.BICUBIC)
@@ -291,7 +294,7 @@ def pixelize(img: Image.Image, ratio: float) -> Image.Image:
 def shuffle_pixels(img: Image.Image, rng: np.random.Generator, factor: float) -> Image.Image:
     """AugLy `shuffle_pixels`: a random `factor` fraction of the pixels swap places among themselves.
     (AugLy's transform seeds numpy with a constant, so it shuffles the same positions every call; here
-    the positions are random.)"""
+    the positions are random.) No albumentations op moves pixels this way."""
     a = np.array(img)
     flat = a.reshape(-1, a.shape[-1]) if a.ndim == 3 else a.reshape(-1, 1)
     chosen = rng.choice(flat.shape[0], size=int(factor * flat.shape[0]), replace=False)
@@ -300,7 +303,8 @@ def shuffle_pixels(img: Image.Image, rng: np.random.Generator, factor: float) ->
 
 
 def jpeg(img: Image.Image, quality: int) -> Image.Image:
-    """Re-encode as JPEG at `quality` (AugLy `encoding_quality`)."""
+    """Re-encode as JPEG at `quality` (AugLy `encoding_quality`: PIL's encoder, pixel for pixel). Not
+    albumentations' ImageCompression: OpenCV's encoder is no faster and gives other pixels (mean |Δ| 3 levels)."""
     buffer = io.BytesIO()
     img.save(buffer, format="JPEG", quality=int(np.clip(quality, 0, 100)))
     buffer.seek(0)
@@ -309,17 +313,22 @@ def jpeg(img: Image.Image, quality: int) -> Image.Image:
 
 
 def blur(img: Image.Image, radius: float) -> Image.Image:
-    """PIL Gaussian blur of `radius` (AugLy `blur`)."""
-    return img.filter(ImageFilter.GaussianBlur(radius)) if radius > 0 else img
+    """AugLy `blur`: a Gaussian of standard deviation `radius` (AugLy calls PIL's GaussianBlur, whose box-filter
+    approximation of that Gaussian is 8× slower than albumentations' exact separable kernel; mean |Δ| 0.4 level)."""
+    return gaussian_blur_sigma(img, radius)
 
 
 def gaussian_blur_sigma(img: Image.Image, sigma: float) -> Image.Image:
-    """torchvision GaussianBlur with standard deviation `sigma` (kernel ±3σ, reflected borders)."""
-    return Image.fromarray(cv2.GaussianBlur(np.asarray(img), (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT_101))
+    """torchvision GaussianBlur with standard deviation `sigma` (kernel ±3σ as OpenCV sizes it, reflected
+    borders): albumentations' separable convolution."""
+    if sigma <= 0:
+        return img
+    kernel = alb_blur.create_gaussian_kernel_1d(sigma, int(round(6 * sigma + 1)) | 1)
+    return Image.fromarray(alb_pixel.separable_convolve(np.asarray(img), kernel))
 
 
 def sharpen(img: Image.Image, factor: float) -> Image.Image:
-    """AugLy `sharpen` (PIL ImageEnhance.Sharpness)."""
+    """AugLy `sharpen` (PIL ImageEnhance.Sharpness; albumentations' Sharpen is another kernel)."""
     return ImageEnhance.Sharpness(img).enhance(factor)
 
 
@@ -334,19 +343,19 @@ def opacity(img: Image.Image, level: float) -> Image.Image:
 
 
 def channel_invert(img: Image.Image) -> Image.Image:
-    return ImageOps.invert(img)
+    """albumentations InvertImg."""
+    return Image.fromarray(alb_pixel.invert(np.asarray(img)))
 
 
 def channel_swap(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Permute the RGB channels (a permutation other than the identity)."""
+    """albumentations ChannelShuffle with a permutation other than the identity."""
     order = (0, 1, 2)
     while order == (0, 1, 2):
         order = tuple(int(i) for i in rng.permutation(3))
-    return Image.fromarray(np.ascontiguousarray(np.asarray(img)[..., list(order)]))
+    return Image.fromarray(alb_pixel.channel_shuffle(np.asarray(img), list(order)))
 
 
 def channel_shift(img: Image.Image, rng: np.random.Generator, max_shift: int = 40) -> Image.Image:
-    """Add a random offset in [−max_shift, max_shift] to each channel."""
+    """albumentations RGBShift: a random offset in [−max_shift, max_shift] added to each channel, clipped."""
     shifts = rng.integers(-max_shift, max_shift + 1, 3)
-    luts = [np.clip(np.arange(256) + int(s), 0, 255).astype(np.uint8) for s in shifts]
-    return Image.merge("RGB", [band.point(lut.tolist()) for band, lut in zip(img.split(), luts)])
+    return Image.fromarray(albucore.add_vector(np.asarray(img), shifts.astype(np.float32), inplace=False))

@@ -17,42 +17,19 @@ from isc.callbacks.retrieval import RetrievalEvaluation
 from isc.images import load_image
 from isc.analysis import false_positives, missed_matches
 from isc.metric import GroundTruth, Predictions, precision_recall
+from isc.report import pr_curve_figure
 from isc.summary import similarity
 
 log = logging.getLogger(__name__)
 
 
-def _restricted(gt: GroundTruth, predictions: Predictions) -> GroundTruth:
-    """The ground truth of the queries that were evaluated (all of them, unless validation was limited)."""
-    seen = set(predictions.query_ids.tolist())
-    if seen >= set(gt.query_ids):
-        return gt
-    return GroundTruth.from_pairs([q for q in gt.query_ids if q in seen], {q: r for q, r in gt.matches.items() if q in seen})
-
-
-def _to_array(figure) -> np.ndarray:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
-    return np.asarray(Image.open(buffer).convert("RGB"))
-
-
 def pr_curve_image(gt: GroundTruth, predictions: Predictions, uap: float) -> np.ndarray:
-    """Precision against recall over the predictions sorted by score (ISC2021's pessimistic tie order)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Precision against recall over the predictions sorted by score (ISC2021's pessimistic tie order), as an
+    RGB array (isc.report's figure; no pyplot, so the caller's matplotlib backend is left alone)."""
     precision, recall, _ = precision_recall(gt, predictions)
-    figure, axes = plt.subplots(figsize=(4, 3.5))
-    axes.plot(recall, precision, lw=1.5)
-    axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=f"µAP {uap:.4f}")
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    return _to_array(figure)
+    buffer = io.BytesIO()
+    pr_curve_figure(precision, recall, f"µAP {uap:.4f}", figsize=(4, 3.5)).savefig(buffer, format="png")
+    return np.asarray(Image.open(buffer).convert("RGB"))
 
 
 @dataclass(frozen=True)
@@ -136,7 +113,8 @@ class RetrievalFigures(L.Callback):
             return
         datamodule = trainer.datamodule
         predictions = evaluation.last_predictions
-        gt = _restricted(datamodule.data.ground_truth, predictions)
+        # the queries that were evaluated (all of them, unless validation was limited)
+        gt = datamodule.data.ground_truth.restricted(predictions.query_ids.tolist())
         paths = {record.id: record.path for record in datamodule.val_records}
         pairs = hardest_pairs(gt, predictions, self.n_examples)
         images = {f"{evaluation.prefix}/pr_curve": pr_curve_image(gt, predictions, evaluation.last_metrics.uAP),

@@ -10,8 +10,8 @@ import torch
 
 from isc.distributed import gather_uneven
 from isc.finite import TRAINING_FIX, check_finite
-from isc.metric import GroundTruth, Metrics, Predictions, evaluate
-from isc.search import global_candidates, knn_candidates
+from isc.metric import EVALUATION_METRICS, Metrics, Predictions, evaluate
+from isc.search import CANDIDATE_RULES, candidates as search_candidates
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class RetrievalEvaluation(L.Callback):
 
     def __init__(self, candidates: str = "global", k: int = 10, results_per_query: int = 10, prefix: str = "val",
                  search_device: str = "auto"):
-        if candidates not in ("global", "knn"):
+        if candidates not in CANDIDATE_RULES:
             raise ValueError(f"candidates must be 'global' (official ISC rule) or 'knn', got {candidates!r}")
         self.candidates = candidates
         self.k = k
@@ -64,12 +64,8 @@ class RetrievalEvaluation(L.Callback):
         metrics, predictions = self.score(trainer.datamodule, indices, embeddings, skipped)
         self.last_metrics, self.last_predictions = metrics, predictions
         self.scored_at_step = trainer.global_step
-        values = {
-            # DrivenData's convention: 0 when precision never reaches 0.9 (the JSON files keep null).
-            "recall_at_p90": metrics.recall_at_p90 or 0.0,
-            "recall_at_rank1": metrics.recall_at_rank1,
-            "recall_at_rank10": metrics.recall_at_rank10,
-        }
+        # DrivenData's convention: recall_at_p90 0 when precision never reaches 0.9 (the JSON files keep null)
+        values = {k: getattr(metrics, k) or 0.0 for k in EVALUATION_METRICS if k != "uAP"}
         pl_module.log(f"{self.prefix}/uAP", float(metrics.uAP), prog_bar=True, sync_dist=False)
         pl_module.log_dict({f"{self.prefix}/{k}": float(v) for k, v in values.items()}, sync_dist=False)
 
@@ -89,16 +85,10 @@ class RetrievalEvaluation(L.Callback):
         if len(indices) + skipped < expected and len(query_ids) < len(gt.query_ids):
             # a partial validation (limit_val_batches) scores the queries it saw; an unreadable query stays in the
             # ground truth, so its pairs are misses as in the official scorer (skipping never raises the µAP)
-            seen = set(query_ids)
-            gt = GroundTruth.from_pairs([q for q in gt.query_ids if q in seen],
-                                        {q: r for q, r in gt.matches.items() if q in seen})
+            gt = gt.restricted(query_ids.tolist())
         check_finite(embeddings[is_query], "validation queries", TRAINING_FIX)  # before the search (issue 15)
         check_finite(embeddings[~is_query], "validation references", TRAINING_FIX)
-        if self.candidates == "global":
-            predictions = global_candidates(embeddings[is_query], embeddings[~is_query], query_ids, reference_ids,
-                                            num_results=self.results_per_query * len(query_ids),
-                                            device=self.search_device)
-        else:
-            predictions = knn_candidates(embeddings[is_query], embeddings[~is_query], query_ids, reference_ids, k=self.k,
-                                         device=self.search_device)
+        predictions = search_candidates(self.candidates, embeddings[is_query], embeddings[~is_query], query_ids,
+                                        reference_ids, results_per_query=self.results_per_query, k=self.k,
+                                        device=self.search_device)
         return evaluate(gt, predictions), predictions

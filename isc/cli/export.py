@@ -49,9 +49,13 @@ def export_checkpoint(checkpoint: str | Path, out: Path, formats: list[str], *, 
                       name: str | None = None, overwrite: bool = False, batch: int = 4) -> dict:
     """Export, then compare each file with the checkpoint model on a random batch; returns a JSON-ready report."""
     from isc.evaluate import load_checkpoint
+    from isc.extras import require
     from isc.export import (export_onnx, export_torchscript, load_onnx, load_torchscript, onnx_descriptors,
                             preprocessing)
 
+    if "onnx" in formats:  # before any file is written
+        require("onnx", "isc-export --format onnx")
+        require("onnxruntime", "isc-export --format onnx (its check)")
     model, config = load_checkpoint(checkpoint)
     size = size or (config.get("data") or {}).get("eval_size")
     if not size:
@@ -76,11 +80,8 @@ def export_checkpoint(checkpoint: str | Path, out: Path, formats: list[str], *, 
             diff = max_abs_diff(expected, module(images))
         report["files"]["torchscript"] = {"path": str(paths["torchscript"]), "max_abs_diff": diff}
     if "onnx" in formats:
-        try:
-            export_onnx(model, paths["onnx"], size, meta)
-            session, _ = load_onnx(paths["onnx"])
-        except ImportError as e:
-            raise RuntimeError(f"ONNX export needs onnx and onnxruntime ({e}): pip install 'isc-research[export]'") from None
+        export_onnx(model, paths["onnx"], size, meta)
+        session, _ = load_onnx(paths["onnx"])
         report["files"]["onnx"] = {"path": str(paths["onnx"]),
                                    "max_abs_diff": max_abs_diff(expected, onnx_descriptors(session, images))}
     return report
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = export_checkpoint(args.checkpoint or args.ckpt_path, out, args.format, size=args.size,
                                    name=args.name, overwrite=args.overwrite)
-    except (ValueError, OSError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError, ImportError) as e:  # ImportError: isc.extras.MissingExtra
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     (out / "export.json").write_text(json.dumps(report, indent=2))

@@ -126,9 +126,8 @@ def hold_out_training_pairs(data: DiscData, fraction: float, seed: int) -> tuple
     query_by_id = {r.id: r for r in data.queries}
     reference_by_id = {r.id: r for r in data.references}
     pairs = [(query_by_id[q], reference_by_id[data.ground_truth.matches[q]]) for q in sorted(train_ids)]
-    kept = [q for q in data.ground_truth.query_ids if q not in train_ids]
-    gt = GroundTruth.from_pairs(kept, {q: r for q, r in data.ground_truth.matches.items() if q not in train_ids})
-    kept_set = set(kept)
+    kept_set = set(data.ground_truth.query_ids) - train_ids
+    gt = data.ground_truth.restricted(kept_set)
     queries = [r for r in data.queries if r.id in kept_set]
     return pairs, DiscData(data.root, data.training, queries, data.references, gt)
 

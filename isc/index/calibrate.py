@@ -142,9 +142,7 @@ def calibrate(embedder, data: ValidationSet, *, target_precision: float = 0.9, k
     rids = np.array([p.stem for p in r.paths])
     gt = data.ground_truth
     if len(qids) < len(gt.query_ids):  # unreadable queries are left out of the ground truth, and listed
-        seen = set(qids.tolist())
-        gt = GroundTruth.from_pairs([x for x in gt.query_ids if x in seen],
-                                    {a: b for a, b in gt.matches.items() if a in seen})
+        gt = gt.restricted(qids.tolist())
     preds = knn_candidates(q.vectors, r.vectors, qids, rids, k=k, metric="ip")
     found = threshold_at_precision(gt, preds, target_precision)
     threshold, precision, recall = found if found is not None else (None, None, None)

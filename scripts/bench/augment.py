@@ -3,6 +3,13 @@ straightforward AugLy/torchvision implementation of the same ops (full-resolutio
 per op) run side by side in this process; then DataLoader scaling with W workers. Prints JSON.
 
     .venv/bin/python scripts/bench/augment.py [--images 48] [--sizes 224 512] [--quick]
+    .venv/bin/python scripts/bench/augment.py --albumentations [--side 512]
+
+--albumentations: each hand-written op of isc/augment/ops.py (as it was before ops.py called albumentations
+for the ones that qualified) next to albumentations' equivalent (its functional API with the same parameters;
+PIL image in and out, as the policies chain them, so conversions are counted), on the same photo: time per
+call (best of 5 rounds, interleaved) and the output difference (mean and max |Δ| in 0-255 levels). The ops
+with no albumentations equivalent are listed with the reason.
 
 Inputs: a mini-DISC training set built at 1024 px (long side) JPEGs, like DISC21's photos. A sample is one
 training image turned into its two views (what TrainingViews yields).
@@ -19,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image, ImageFilter, ImageOps
 from torch.utils.data import DataLoader, RandomSampler
 from torchvision import transforms as TV
 
@@ -177,6 +184,126 @@ class NaiveViews(torch.utils.data.Dataset):
         return {"views": torch.stack(views), "label": index}
 
 
+# ------------------------------------------------------------------ ops.py against albumentations
+
+
+def albumentations_pairs(side: int):
+    """(name, ours, albumentations', note) with the same fixed parameters, PIL RGB in and out."""
+    import cv2
+    import albucore
+    import albumentations.augmentations.blur.functional as AB
+    import albumentations.augmentations.geometric.functional as AG
+    import albumentations.augmentations.pixel.functional as AP
+
+    from isc.augment import ops
+
+    def alb(fn):
+        return lambda img: Image.fromarray(fn(np.asarray(img)))
+
+    # the hand-written versions that ops.py had before it called albumentations for these ops (commit 95bfd7f)
+    def blend_lut(a, factor, other):
+        lut = np.clip(factor * np.arange(256, dtype=np.float32) + (1 - factor) * other, 0, 255).astype(np.uint8)
+        return cv2.LUT(a, lut)
+
+    def gray(a):
+        return cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
+
+    def our_saturation(a, f=1.6):
+        g = gray(a)[..., None].astype(np.float32)
+        return np.clip(f * a.astype(np.float32) + (1 - f) * g, 0, 255).astype(np.uint8)
+
+    def our_gaussian(img, s):
+        return Image.fromarray(cv2.GaussianBlur(np.asarray(img), (0, 0), sigmaX=s, borderType=cv2.BORDER_REFLECT_101))
+
+    def our_shift(img, shifts=(30, -20, 10)):
+        luts = [np.clip(np.arange(256) + int(s), 0, 255).astype(np.uint8) for s in shifts]
+        return Image.merge("RGB", [band.point(lut.tolist()) for band, lut in zip(img.split(), luts)])
+
+    w, h = side, side * 3 // 4  # the photo's size (compare_with_albumentations)
+    box = (w // 8, h // 10, w - w // 6, h - h // 12)
+    crop_w, crop_h = box[2] - box[0], box[3] - box[1]
+    sigma = 2.5
+    return [
+        ("brightness (ColorJitter)", alb(lambda a: blend_lut(a, 1.4, 0.0)),
+         alb(lambda a: AP.adjust_brightness_torchvision(a, np.array([1.4]))), "torchvision semantics both"),
+        ("contrast (ColorJitter)", alb(lambda a: blend_lut(a, 0.6, float(gray(a).mean()))),
+         alb(lambda a: AP.adjust_contrast_torchvision(a, 0.6)), "torchvision semantics both"),
+        ("saturation (ColorJitter)", alb(our_saturation),
+         alb(lambda a: AP.adjust_saturation_torchvision(a, 1.6)), "torchvision semantics both"),
+        ("hue (ColorJitter)", alb(lambda a: ops._shift_hue(a, 0.1)),
+         alb(lambda a: AP.adjust_hue_torchvision(a, 0.1)), "ours: 8-bit full-range HSV LUT; albumentations: HSV"),
+        ("grayscale", ops.grayscale, alb(lambda a: AP.to_gray(a, 3, "weighted_average")), "ITU-R 601 luma both"),
+        ("pixelize (AugLy pixelization)", lambda img: ops.pixelize(img, 0.3),
+         alb(lambda a: AP.downscale(a, 0.3, cv2.INTER_CUBIC, cv2.INTER_CUBIC)),
+         "ours = AugLy's PIL bicubic; OpenCV bicubic"),
+        ("jpeg q=30 (AugLy encoding_quality)", lambda img: ops.jpeg(img, 30),
+         alb(lambda a: AP.image_compression(a, 30, ".jpg")), "PIL's libjpeg vs OpenCV's"),
+        ("gaussian blur σ=2.5 (torchvision)", lambda img: our_gaussian(img, sigma),
+         alb(lambda a: AP.separable_convolve(a, AB.create_gaussian_kernel_1d(sigma, 2 * int(3 * sigma) + 1))),
+         "both ±3σ kernels"),
+        ("blur radius 2.5 (AugLy blur, PIL)", lambda img: img.filter(ImageFilter.GaussianBlur(sigma)),
+         alb(lambda a: AP.separable_convolve(a, AB.create_gaussian_kernel_1d(sigma, 2 * int(3 * sigma) + 1))),
+         "PIL's GaussianBlur is an extended-box approximation"),
+        ("invert", ImageOps.invert, alb(AP.invert), "ours: PIL ImageOps.invert"),
+        ("channel swap", lambda img: Image.fromarray(np.ascontiguousarray(np.asarray(img)[..., [2, 0, 1]])),
+         alb(lambda a: AP.channel_shuffle(a, [2, 0, 1])), "ours: numpy fancy indexing"),
+        ("channel shift (RGBShift)", our_shift,
+         alb(lambda a: albucore.add_vector(a, np.array([30.0, -20.0, 10.0]), inplace=False)),
+         "ours: PIL point per band"),
+        ("crop + resize to 224 (RandomResizedCrop)", lambda img: ops.crop_resize(img, box, 224),
+         alb(lambda a: AG.resize(a[box[1]:box[3], box[0]:box[2]], (224, 224), cv2.INTER_LINEAR)),
+         f"a {crop_w}×{crop_h} box; ours antialiased (PIL reducing), albumentations' INTER_LINEAR is not"),
+        ("crop + resize to 224, INTER_AREA", lambda img: ops.crop_resize(img, box, 224),
+         alb(lambda a: AG.resize(a[box[1]:box[3], box[0]:box[2]], (224, 224), cv2.INTER_AREA)),
+         "albumentations' area_for_downscale choice"),
+        ("pad (AugLy pad)", lambda img: ops.pad(img, 0.1, 0.2, (1, 2, 3)),
+         alb(lambda a: AG.pad_with_params(a, int(0.2 * a.shape[0]), int(0.2 * a.shape[0]), int(0.1 * a.shape[1]),
+                                          int(0.1 * a.shape[1]), cv2.BORDER_CONSTANT, (1, 2, 3))), ""),
+    ]
+
+
+NO_EQUIVALENT = {
+    "rotate_and_crop (AugLy rotate)": "A.Rotate(crop_border=True) crops to the largest rectangle too, but only in "
+                                      "Compose with its own RNG, and its output keeps the input size after cropping "
+                                      "(resized), unlike AugLy's smaller image",
+    "perspective / perspective_sigma": "A.Perspective draws corner shifts from N(0, scale·side), not torchvision's "
+                                       "uniform ≤ distortion/2; both are one cv2.warpPerspective (same op)",
+    "shuffle_pixels": "no albumentations op moves a fraction of the pixels",
+    "text / emoji / meme / paste / overlay_with_other / screenshot / stripes": "AugLy's overlays (fonts, Twemoji, "
+        "templates); A.TextImage needs boxes and draws one font, A.OverlayElements takes given masks",
+    "sharpen (AugLy, PIL Sharpness)": "A.Sharpen is a different kernel (alpha/lightness), not PIL's blend with SMOOTH",
+    "edge_enhance, opacity, rotate90, crop_fractions": "one PIL call each",
+}
+
+
+def compare_with_albumentations(side: int, rounds: int = 5, calls: int = 20) -> dict:
+    from skimage import data as photos
+
+    from isc.augment.compose import PolicyView  # noqa: F401  (imports isc.augment.ops: OpenCV single-threaded)
+
+    photo = Image.fromarray(photos.astronaut()).resize((side, side * 3 // 4), Image.BICUBIC)
+    rows = {}
+    for name, ours, theirs, note in albumentations_pairs(side):
+        a, b = np.asarray(ours(photo), np.int16), np.asarray(theirs(photo), np.int16)
+        best = {"isc_ms": float("inf"), "albumentations_ms": float("inf")}
+        for _ in range(rounds):  # interleaved, so that load on the shared machine hits both alike
+            for key, fn in (("isc_ms", ours), ("albumentations_ms", theirs)):
+                start = time.perf_counter()
+                for _ in range(calls):
+                    fn(photo)
+                best[key] = min(best[key], (time.perf_counter() - start) / calls * 1e3)
+        same_shape = a.shape == b.shape
+        diff = np.abs(a - b) if same_shape else None
+        rows[name] = {"isc_ms": round(best["isc_ms"], 3), "albumentations_ms": round(best["albumentations_ms"], 3),
+                      "albumentations / isc time": round(best["albumentations_ms"] / best["isc_ms"], 2),
+                      "mean_abs_diff": round(float(diff.mean()), 3) if same_shape else None,
+                      "max_abs_diff": int(diff.max()) if same_shape else None,
+                      "shapes": None if same_shape else [list(a.shape), list(b.shape)], "note": note}
+    return {"input": f"skimage astronaut resized to {photo.width}×{photo.height}, PIL RGB in and out",
+            "unit": f"ms per call, best of {rounds} rounds × {calls} calls", "ops": rows,
+            "no_albumentations_equivalent": NO_EQUIVALENT}
+
+
 # ---------------------------------------------------------------------------------------------- timing
 
 
@@ -210,8 +337,17 @@ def main() -> None:
     ap.add_argument("--policies", nargs="+",
                     default=["simclr", "copy_edits", "lyakaap_v83", "lyakaap_v98", "sscd_advanced", "s_square", "visionforce"])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="DataLoader worker counts to compare with 0")
+    ap.add_argument("--albumentations", action="store_true", help="only compare ops.py with albumentations")
+    ap.add_argument("--side", type=int, default=512, help="photo width for --albumentations")
     args = ap.parse_args()
     torch.set_num_threads(1)  # one worker = one core
+    if args.albumentations:
+        import albumentations
+
+        result = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, OpenCV 1 thread",
+                  "albumentations": albumentations.__version__, **compare_with_albumentations(args.side)}
+        print(json.dumps(result, indent=2))
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "md"
