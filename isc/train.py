@@ -42,6 +42,8 @@ def build_datamodule(cfg: DictConfig) -> DiscDataModule:
         plain_transform=eval_transform(cfg.data.train_size),
         seed=cfg.seed,
         steps_per_epoch=cfg.data.get("steps_per_epoch"),
+        extra_classes=cfg.data.get("extra_classes"),
+        policy=instantiate(cfg.augmentation, _partial_=True),  # drip stages rebuild it at their intensity
     )
 
 
