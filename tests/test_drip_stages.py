@@ -81,16 +81,21 @@ def test_a_stage_intensity_reaches_the_persistent_data_workers(smoke_cfg, extra_
     assert dataset.dataset.extra[extra - 40].split == "extra"
 
 
-def test_a_drip_run_adds_the_extra_classes_at_their_stage(smoke_cfg, extra_class_images):
-    """A tiny 2-epoch run: stage 0 classifies half of the 48 training images at intensity 0.5, stage 1 (epoch 1)
-    all of them plus the 8 extra images at 0.75; the ArcFace weight holds 48 + 8 rows, all 56 active."""
+def test_a_drip_run_adds_the_extra_classes_at_their_stage_and_stops_after_the_last_stage(smoke_cfg, extra_class_images):
+    """A tiny run: stage 0 classifies half of the 48 training images at intensity 0.5, stage 1 (from epoch 1)
+    all of them plus the 8 extra images at 0.75; the ArcFace weight holds 48 + 8 rows, all 56 active; with
+    final_stage_epochs=1 the run ends after epoch 1 although trainer.max_epochs is 5."""
     stages = ("loss.callbacks.drip.stages=[{classes: 0.5, intensity: 0.5},"
               "{classes: null, extra_classes: null, epoch: 1, intensity: 0.75}]")
-    cfg = smoke_cfg("loss=arcface", "augmentation=s_square", stages, *NO_EVAL, "trainer.max_epochs=2",
-                    "data.num_workers=1", f"data.extra_classes.root={extra_class_images}", "data.extra_classes.count=8")
+    cfg = smoke_cfg("loss=arcface", "augmentation=s_square", stages, "loss.callbacks.drip.final_stage_epochs=1", *NO_EVAL,
+                    "trainer.max_epochs=5", "data.num_workers=1", f"data.extra_classes.root={extra_class_images}",
+                    "data.extra_classes.count=8")
     metrics = train(cfg)
-    state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu",
-                       weights_only=False)["state_dict"]
+    checkpoint = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu",
+                            weights_only=False)
+    state = checkpoint["state_dict"]
     assert state["loss.weight"].shape == (56, 32)
     assert int(state["loss.stage"]) == 1 and int(state["loss.active_classes"]) == 56
     assert metrics["train/active_classes"] == 56
+    assert checkpoint["epoch"] == 1  # stopped after one epoch of the last stage, not at max_epochs
+    assert {"final_stage_start": 1} in checkpoint["callbacks"].values()

@@ -57,11 +57,14 @@ class ArcFaceDrip(L.Callback):
     matrix from the previous stage's model for every class of the new stage (`--build-w-matrix`,
     `calc_w_matrix`); so a stage may even hold fewer training images than the one before (sjy_test10's
     last). The stage lives in the loss's `stage` buffer (checkpointed); the data module samples only the
-    stage's classes."""
+    stage's classes. `final_stage_epochs`: stop the run after that many epochs in the last stage (S-square's
+    ensemble epochs count from the start of the last stage's own run, e.g. sjy_test9's ep9 = 10 epochs);
+    null = run to trainer.max_epochs."""
 
     STAGE_KEYS = {"classes", "extra_classes", "intensity", "epoch", "loss_below"}
 
-    def __init__(self, loss, stages: list[dict], augmented_views: int = 4, batch_size: int = 64):
+    def __init__(self, loss, stages: list[dict], augmented_views: int = 4, batch_size: int = 64,
+                 final_stage_epochs: int | None = None):
         if not stages:
             raise ValueError("loss.callbacks.drip.stages needs at least one stage")
         for index, stage in enumerate(stages):
@@ -75,6 +78,10 @@ class ArcFaceDrip(L.Callback):
                 raise ValueError(f"drip stage {index}: intensity={intensity} must be in [0, 1]")
         if augmented_views < 1:
             raise ValueError(f"drip augmented_views must be >= 1, got {augmented_views}")
+        if final_stage_epochs is not None and final_stage_epochs < 1:
+            raise ValueError(f"drip final_stage_epochs must be >= 1 or null, got {final_stage_epochs}")
+        self.final_stage_epochs = final_stage_epochs
+        self.final_stage_start: int | None = None  # the first epoch of the last stage (checkpointed)
         self.loss = loss
         self.configured = [dict(s) for s in stages]
         self.stages: list[ClassStage] = []
@@ -114,9 +121,17 @@ class ArcFaceDrip(L.Callback):
             if int(self.loss.stage) < 0:
                 self.loss.active_classes.fill_(self.stages[0].size)
 
+    def state_dict(self) -> dict:
+        return {"final_stage_start": self.final_stage_start}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.final_stage_start = state_dict.get("final_stage_start")
+
     def on_train_start(self, trainer, pl_module) -> None:
         if int(self.loss.stage) < 0:  # a fresh run (a resumed one restores stage and weights)
             self._enter(trainer, pl_module, 0)
+            if len(self.stages) == 1:
+                self.final_stage_start = trainer.current_epoch
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if outputs is not None:
@@ -131,6 +146,7 @@ class ArcFaceDrip(L.Callback):
         mean_loss = float(totals[0] / totals[1]) if totals[1] else float("inf")
         current = int(self.loss.stage)
         if current + 1 >= len(self.stages):
+            self._stop_after_final_stage(trainer)
             return
         trigger = self.triggers[current + 1]
         next_epoch = trainer.current_epoch + 1
@@ -142,6 +158,16 @@ class ArcFaceDrip(L.Callback):
                      "mean loss %.3f", current + 1, upcoming.classes, upcoming.extra, upcoming.intensity,
                      trainer.current_epoch, mean_loss)
             self._enter(trainer, pl_module, current + 1)
+            if current + 2 == len(self.stages):
+                self.final_stage_start = trainer.current_epoch + 1
+
+    def _stop_after_final_stage(self, trainer) -> None:
+        if self.final_stage_epochs is None or self.final_stage_start is None:
+            return
+        if trainer.current_epoch + 1 - self.final_stage_start >= self.final_stage_epochs:
+            log.info("ArcFace drip: %d epochs of the last stage done (epochs %d–%d): stopping", self.final_stage_epochs,
+                     self.final_stage_start, trainer.current_epoch)
+            trainer.should_stop = True
 
     @torch.no_grad()
     def _enter(self, trainer, pl_module, stage: int) -> None:
