@@ -174,7 +174,8 @@ def load_extra_classes(node, seed: int = 0) -> list[ImageRecord]:
     root = node.get("root")
     if root in (None, "", "???"):
         raise ValueError(f"data.extra_classes.count={count} needs the folder of images: add "
-                         f"data.extra_classes.root=/path/to/images (e.g. ImageNet's train folder)")
+                         f"data.extra_classes.root=/path/to/images (e.g. ImageNet's train folder), or "
+                         f"data.extra_classes.count=0 to train without extra classes")
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"data.extra_classes.root={str(folder)!r} is not a folder")
