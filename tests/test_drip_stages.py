@@ -99,3 +99,12 @@ def test_a_drip_run_adds_the_extra_classes_at_their_stage_and_stops_after_the_la
     assert metrics["train/active_classes"] == 56
     assert checkpoint["epoch"] == 1  # stopped after one epoch of the last stage, not at max_epochs
     assert {"final_stage_start": 1} in checkpoint["callbacks"].values()
+
+
+def test_a_recipe_with_imagenet_classes_names_the_missing_folder(smoke_cfg, extra_class_images):
+    with pytest.raises(ValueError, match=r"data.extra_classes.count=800000 needs the folder of images: add "
+                                         r"data.extra_classes.root="):
+        train(smoke_cfg("experiment=s_square_sjy_test9", "trainer.max_epochs=1"))
+    with pytest.raises(ValueError, match=r"holds 8 images, fewer than data.extra_classes.count=800000"):
+        train(smoke_cfg("experiment=s_square_sjy_test9", "trainer.max_epochs=1",
+                        f"data.extra_classes.root={extra_class_images}"))
