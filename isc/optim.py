@@ -19,14 +19,19 @@ def parameter_groups(module: nn.Module) -> list[dict]:
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.05, min_lr_ratio: float = 0.0):
-    """Linear warm-up from ~0 over `warmup_fraction` of the steps, then cosine decay to `min_lr_ratio`·lr."""
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.05, min_lr_ratio: float = 0.0,
+                  start_factor: float = 1e-3, horizon: int | None = None):
+    """Linear warm-up from `start_factor`·lr over `warmup_fraction` of the steps, then cosine decay to
+    `min_lr_ratio`·lr. `horizon`: the schedule's length in steps (epochs with scheduler_interval=epoch) when it
+    is not the run's: S-square's sjy_test5 / smp_test19 warm up 4 epochs and decay over 100 more (pl_bolts
+    LinearWarmupCosineAnnealingLR, max_epochs 104) while their ensemble checkpoints come from epochs 51 / 67."""
+    total_steps = horizon or total_steps
     warmup = max(1, int(round(warmup_fraction * total_steps))) if warmup_fraction > 0 else 0
     base_lr = optimizer.param_groups[0]["lr"]
     cosine = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup), eta_min=min_lr_ratio * base_lr)
     if warmup == 0:
         return cosine
-    ramp = LinearLR(optimizer, start_factor=1e-3, end_factor=1.0, total_iters=warmup)
+    ramp = LinearLR(optimizer, start_factor=start_factor, end_factor=1.0, total_iters=warmup)
     return SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
 
 

@@ -57,7 +57,7 @@ FREE_KEYS = (
     "callbacks.retrieval_figures.*", "callbacks.lr_monitor.*", "data.num_workers", "data.eval_batch_size",
     "eval.num_workers", "eval.batch_size", "eval.descriptor_dir", "eval.device", "eval.report.*",
     "eval.search_device", "callbacks.*.search_device",  # the search is exact on every device (isc.search)
-    "validate_before_training", "optimized_metric", "hparams_search.*",
+    "validate_before_training", "optimized_metric", "hparams_search.*", "resume_changes",
 )
 
 

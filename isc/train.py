@@ -45,6 +45,8 @@ def build_datamodule(cfg: DictConfig) -> DiscDataModule:
         seed=cfg.seed,
         steps_per_epoch=cfg.data.get("steps_per_epoch"),
         first_anchor=(cfg.data.get("neighbour_batches") or {}).get("first_anchor"),
+        extra_classes=cfg.data.get("extra_classes"),
+        policy=instantiate(cfg.augmentation, _partial_=True),  # drip stages rebuild it at their intensity
     )
 
 
@@ -167,14 +169,20 @@ def load_lightning_checkpoint(path: Path, what: str = "ckpt_path") -> dict:
 
 def check_resume_config(path: Path, cfg: DictConfig) -> None:
     """Refuse to continue a checkpoint made with other result settings (see isc.runs.FREE_KEYS for what may
-    differ: e.g. trainer.max_epochs, paths, logger, data.num_workers)."""
+    differ: e.g. trainer.max_epochs, paths, logger, data.num_workers), except the keys the config declares in
+    `resume_changes` (glob patterns): a recipe stage that continues the whole training state of the previous
+    one with new values (S-square sjy_test5's 512-px second stage resumed the 384-px run, RECIPES §3.1)."""
+    import fnmatch
+
     from isc.runs import differences
 
     recorded = (load_lightning_checkpoint(path).get("hyper_parameters") or {}).get("config")
     if not recorded:
         raise ValueError(f"ckpt_path={str(path)!r} records no run config (not written by isc-train); start from its "
                          "weights with init_from= instead")
-    diff = differences(recorded, cfg)
+    allowed = list(cfg.get("resume_changes") or [])
+    diff = [d for d in differences(recorded, cfg, limit=10**9)
+            if not any(fnmatch.fnmatch(d.split(": ", 1)[0], pattern) for pattern in allowed)][:6]
     if diff:
         raise ValueError(f"{path} was made with other settings than this command ({'; '.join(diff)}); continuing it "
                          "would mix two configurations. Give the same settings, start from its weights with "

@@ -61,3 +61,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def extra_class_images(tmp_path_factory) -> Path:
+    """A folder standing in for ImageNet's train folder (data.extra_classes.root): 8 images shipped inside
+    installed packages, shrunk to 96 px, in two class sub-folders as ImageNet's are."""
+    from isc.data.mini_disc import embedded_source_images
+    from isc.images import fit_long_side, load_image
+
+    folder = tmp_path_factory.mktemp("extra_classes")
+    sources = embedded_source_images()[:8]
+    assert len(sources) == 8, "the packaged images (scikit-image, scikit-learn, matplotlib) are missing"
+    for i, source in enumerate(sources):
+        (folder / f"n{i % 2:08d}").mkdir(exist_ok=True)
+        fit_long_side(load_image(source), 96).save(folder / f"n{i % 2:08d}" / f"img_{i}.jpg")
+    return folder

@@ -20,7 +20,8 @@ EXPERIMENTS = experiment_names()
 _NARROW_HEADS = ["loss.hidden_dim=64", "loss.wide_dim=128"]
 # the smoke backbone is a small CNN: the retriever's CLS-token pooling needs a ViT, so its smoke run pools GeM
 SMOKE_EXTRA = {"lyakaap_stage4": ["data.batch_size=2"], "separate_retriever": ["model.pooling=gem"],
-               "separate_retriever_stage2": ["model.pooling=gem"], "visionforce_desc": _NARROW_HEADS, "d2lv_desc": [*_NARROW_HEADS, "model.embedding_dim=128"]}  # D²LV's descriptor is the wide output
+               "separate_retriever_stage2": ["model.pooling=gem"], "visionforce_desc": _NARROW_HEADS, "d2lv_desc": [*_NARROW_HEADS, "model.embedding_dim=128"],  # D²LV's descriptor is the wide output
+               "s_square_sjy_test5_stage2": ["trainer.max_epochs=2"]}  # resumes a 1-epoch stage 1 for one more epoch
 
 
 def test_experiments_found():
@@ -43,10 +44,16 @@ def smoke_required_values(data_dir, tmp_path_factory) -> dict[str, str]:
     # the "separate" retriever's stage 2 starts from its stage 1, whose model is not lyakaap's
     retriever = DescriptorModel(**model_arguments(compose_config("train", ["debug=smoke", "experiment=separate_retriever"])))
     torch.save({"state_dict": {f"model.{k}": v for k, v in retriever.state_dict().items()}}, out / "retriever.ckpt")
-    # and reads stage 1's neighbour lists (one row per training image of the tiny mini-DISC)
+    # S-square sjy_test5's second stage resumes its first (ckpt_path): a smoke run of stage 1 with the settings
+    # the smoke test gives every experiment
+    first = tmp_path_factory.mktemp("sjy_test5")
+    train(compose_config("train", ["debug=smoke", "experiment=s_square_sjy_test5", f"paths.data_dir={data_dir}",
+                                   f"paths.output_dir={first}", "trainer.max_epochs=1", "validate_before_training=false"]))
+    # the retriever's stage 2 reads stage 1's neighbour lists (one row per training image of the tiny mini-DISC)
     return {"init_from": str(checkpoint), "backbone.weights_file": str(out / "backbone.pth"),
             "separate_retriever_stage2:init_from": str(out / "retriever.ckpt"),
-            "data.neighbour_batches.neighbours": str(tiny_neighbour_lists(out / "neighbours.npy"))}
+            "data.neighbour_batches.neighbours": str(tiny_neighbour_lists(out / "neighbours.npy")),
+            "s_square_sjy_test5_stage2:ckpt_path": str(first / "checkpoints" / "last.ckpt")}
 
 
 def tiny_neighbour_lists(path, n_images: int = 48, k: int = 10):
@@ -62,14 +69,22 @@ def tiny_neighbour_lists(path, n_images: int = 48, k: int = 10):
 def required_overrides(name: str, values: dict[str, str]) -> list[str]:
     """`key=value` for every key the experiment requires; a new required key needs a smoke value here."""
     keys = [key for key, _, _ in required_values(compose_config("train", [f"experiment={name}"]))]
-    assert set(keys) <= set(values), f"{name} requires {keys}: give the smoke test a tiny real value"
-    return [f"{key}={values.get(f'{name}:{key}', values[key])}" for key in keys]
+    assert all(key in values or f"{name}:{key}" in values for key in keys), \
+        f"{name} requires {keys}: give the smoke test a tiny real value"
+    return [f"{key}={values[f'{name}:{key}'] if f'{name}:{key}' in values else values[key]}" for key in keys]
+
+
+def extra_class_overrides(name: str, folder) -> list[str]:
+    """A recipe with ImageNet classes (data.extra_classes, S-square) gets the 8 packaged images instead."""
+    count = compose_config("train", [f"experiment={name}"]).data.extra_classes.count
+    return [f"data.extra_classes.root={folder}", "data.extra_classes.count=8"] if count else []
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_smoke_run(name, smoke_cfg, smoke_required_values):
+def test_experiment_smoke_run(name, smoke_cfg, smoke_required_values, extra_class_images):
     metrics = train(smoke_cfg(f"experiment={name}", "trainer.max_epochs=1", "validate_before_training=false",
-                              *SMOKE_EXTRA.get(name, []), *required_overrides(name, smoke_required_values)))
+                              *SMOKE_EXTRA.get(name, []), *required_overrides(name, smoke_required_values),
+                              *extra_class_overrides(name, extra_class_images)))
     assert math.isfinite(metrics["train/loss"])
     assert "val/uAP" in metrics  # the evaluation callback ran on the experiment's model
 

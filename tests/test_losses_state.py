@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from isc.callbacks import ArcFaceDrip
 from isc.cli.export_backbone import export_backbone
-from isc.data.sampling import EpochSampler
+from isc.data.sampling import ClassStage, EpochSampler
 from isc.losses import ArcFaceLoss, BarlowTwinsLoss
 from isc.losses.build import build_loss
 from isc.model import DescriptorModel
@@ -74,11 +74,11 @@ def test_drip_initialises_class_weights_from_image_embeddings(smoke_cfg):
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data(), datamodule.setup("fit")
     loss, (drip,) = build_loss(cfg.loss, num_classes=datamodule.num_train_labels)
-    assert isinstance(drip, ArcFaceDrip) and [s["classes"] for s in drip.stages] == [16, 32, 48]
+    assert isinstance(drip, ArcFaceDrip) and [s.size for s in drip.resolve_stages(48)] == [16, 32, 48]
     module = build_module(cfg, loss).eval()
     running = {k: v.clone() for k, v in module.model.state_dict().items() if "running" in k or "num_batches" in k}
     assert running, "the test backbone must have BatchNorm layers"
-    centres = drip.class_centres(datamodule, module, 3, 7)
+    centres = drip.class_centres(datamodule, module, datamodule.data.training[3:7])
     images = torch.stack([datamodule.plain_transform(__import__("PIL.Image").Image.open(r.path).convert("RGB"))
                           for r in datamodule.data.training[3:7]])
     # BatchNorm on batch statistics, as the training step that the centres must match (not the running ones,
@@ -94,7 +94,7 @@ def test_drip_initialises_class_weights_from_image_embeddings(smoke_cfg):
     assert (F.normalize(centres, dim=1) - eval_mode).abs().max() > 1e-2  # the old eval-mode centres differ
     for bad in (0, 49, 1.5):  # 0 is not "all classes" (null is)
         with pytest.raises(ValueError, match="drip stage 0: classes="):
-            ArcFaceDrip(loss, [{"classes": bad}])
+            ArcFaceDrip(loss, [{"classes": bad}]).resolve_stages(48)
     loss.set_classes(0, torch.randn(3, loss.weight.shape[1]))
     loss.set_classes(3, centres)
     assert int(loss.active_classes) == 7
@@ -102,12 +102,12 @@ def test_drip_initialises_class_weights_from_image_embeddings(smoke_cfg):
 
 def test_epoch_sampler_draws_only_active_classes_and_is_rank_independent():
     limit = {"n": 5}
-    a, b = EpochSampler(12, 4, seed=3, limit=lambda: limit["n"]), EpochSampler(12, 4, seed=3, limit=lambda: limit["n"])
-    first = [i for _, i in a]
-    assert len(first) == 12 and set(first) == set(range(5)) and first == [i for _, i in b]
+    a, b = (EpochSampler(12, 4, seed=3, stage=lambda: ClassStage(limit["n"])) for _ in range(2))
+    first = [i for _, i, _ in a]
+    assert len(first) == 12 and set(first) == set(range(5)) and first == [i for _, i, _ in b]
     limit["n"] = 12
     a.set_epoch(1)
-    assert sorted(i for _, i in a) == list(range(12))
+    assert sorted(i for _, i, _ in a) == list(range(12))
 
 
 def test_optimizer_reaches_loss_parameters_without_decaying_arcface_weights():

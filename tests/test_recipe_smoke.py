@@ -21,7 +21,11 @@ from isc.train import model_arguments, train
 from tests.conftest import compose_config
 from tests.test_experiments import tiny_neighbour_lists
 
-EXTRA = {"lyakaap_stage4": ["data.batch_size=1"]}  # the recipe's 1 per GPU: the tiny mini-DISC has 3 GT pairs
+EXTRA = {"lyakaap_stage4": ["data.batch_size=1"],  # the recipe's 1 per GPU: the tiny mini-DISC has 3 GT pairs
+         # sjy_test5's 512-px stage resumes stage 1 (ckpt_path); a resumable EffNetV2-L checkpoint (with its Adam
+         # state, ~1.4 GB) is too big for a smoke run, so here it runs fresh: its model, loss and augmentation are
+         # stage 1's; the resume itself is tested at smoke scale in tests/test_s_square_sjy_test5_stages.py
+         "s_square_sjy_test5_stage2": ["required.ckpt_path=null"]}
 
 
 @pytest.fixture(scope="session")
@@ -43,18 +47,19 @@ def recipe_required_values(tmp_path_factory) -> dict[str, str]:
     torch.save({"state_dict": {f"model.{k}": v for k, v in retriever.state_dict().items()}}, folder / "retriever.ckpt")
     return {"init_from": str(checkpoint), "backbone.weights_file": str(weights),
             "separate_retriever_stage2:init_from": str(folder / "retriever.ckpt"),
-            "data.neighbour_batches.neighbours": str(tiny_neighbour_lists(folder / "neighbours.npy"))}
+            "data.neighbour_batches.neighbours": str(tiny_neighbour_lists(folder / "neighbours.npy")),
+            "s_square_sjy_test5_stage2:ckpt_path": "null"}  # see EXTRA
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", experiment_names())
-def test_recipe_true_smoke_run(name, data_dir, tmp_path, recipe_required_values):
+def test_recipe_true_smoke_run(name, data_dir, tmp_path, recipe_required_values, extra_class_images):
     recipe = compose_config("train", [f"experiment={name}"])
     required = [key for key, _, _ in required_values(recipe)]
     cfg = compose_config("train", [f"experiment={name}", "debug=recipe_smoke", f"paths.data_dir={data_dir}",
                                    f"paths.output_dir={tmp_path / 'run'}", *EXTRA.get(name, []),
-                                   *(f"{key}={recipe_required_values.get(f'{name}:{key}', recipe_required_values[key])}"
-                                     for key in required)])
+                                   *(f"{key}={_required_value(recipe_required_values, name, key)}" for key in required),
+                                   *_extra_classes(recipe, extra_class_images)])
     # what must stay the recipe's: backbone, neck, pooling, loss, augmentation, batch mixing
     for key in ("backbone.name", "backbone.kwargs", "model.neck", "model.gem_p", "model.gem_eval_p",
                 "model.last_stride", "model.wave_block", "model.grayscale_input", "model.embedding_dim", "loss",
@@ -67,6 +72,15 @@ def test_recipe_true_smoke_run(name, data_dir, tmp_path, recipe_required_values)
     assert 0.0 <= metrics["val/uAP"] <= 1.0
     last = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["global_step"] == 2
+
+
+def _required_value(values: dict[str, str], name: str, key: str) -> str:
+    return values[f"{name}:{key}"] if f"{name}:{key}" in values else values[key]
+
+
+def _extra_classes(recipe, folder) -> list[str]:
+    """S-square's ImageNet classes (data.extra_classes): the 8 packaged images instead."""
+    return [f"data.extra_classes.root={folder}", "data.extra_classes.count=8"] if recipe.data.extra_classes.count else []
 
 
 def _unresolved(cfg, key: str):

@@ -14,7 +14,8 @@ from isc.recipes import experiment_names
 from tests.conftest import compose_config
 
 # What each experiment cannot do without (RECIPES §2.2: stages 2–4 start from the previous stage; §4, §5.2:
-# VisionForce and D²LV start from Barlow Twins weights). Every other experiment requires nothing.
+# VisionForce and D²LV start from Barlow Twins weights; §3.1: sjy_test5's second stage resumes its first).
+# Every other experiment requires nothing.
 REQUIRED = {
     "lyakaap_stage2": {"init_from"},
     "separate_retriever_stage2": {"init_from", "data.neighbour_batches.neighbours"},
@@ -22,6 +23,7 @@ REQUIRED = {
     "lyakaap_stage4": {"init_from"},
     "visionforce_desc": {"backbone.weights_file"},
     "d2lv_desc": {"backbone.weights_file"},
+    "s_square_sjy_test5_stage2": {"ckpt_path"},  # RECIPES §3.1: the 512-px stage resumes the 384-px run
 }
 
 

@@ -4,6 +4,7 @@ class weight starts at the mean embedding of its image (one clean view + augment
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 
 import lightning as L
@@ -12,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from isc.data.datasets import TrainingViews, collate_skipping
+from isc.data.sampling import ClassStage
 from isc.distributed import all_reduce_sum, gather_uneven, is_distributed
 
 log = logging.getLogger(__name__)
@@ -39,55 +41,97 @@ def batch_statistics(model: nn.Module):
 
 
 class ArcFaceDrip(L.Callback):
-    """`stages`: list of {classes, epoch, loss_below}; `classes` is a count, a fraction (float in (0, 1]) of
-    all classes, or null for all of them. Stage 0 is active from the start; stage k > 0 starts
-    after a training epoch whose mean loss is below `loss_below`, or from epoch `epoch` on (either may be
-    null). The stage lives in the loss's `stage` buffer (checkpointed);
-    the data module only samples images of active classes."""
+    """S-square's drip training, one stage after the other in one run (RECIPES §3.1; their
+    ensemble_training_scripts/*/README.md run each stage as a new trainer.py call).
 
-    def __init__(self, loss, stages: list[dict], augmented_views: int = 4, batch_size: int = 64):
+    `stages`: list of {classes, extra_classes, intensity, epoch, loss_below}.
+    - `classes`: training images that are classes: a count, a fraction (float in (0, 1]) of the training
+      images, or null for all of them; `extra_classes`: images of data.extra_classes (their ImageNet
+      classes), a count or a fraction of them, null for all (default 0).
+    - `intensity`: the augmentation intensity from this stage on (null: the previous stage's; stage 0: the
+      policy's own); the data workers get it with every sample (isc.data.sampling.ClassStage).
+    - Stage 0 is active from the start; stage k > 0 starts after a training epoch whose mean loss is below
+      `loss_below`, or from epoch `epoch` on (either may be null).
+    A stage's classes are positions: its training images, then its extra images. On entering a stage every
+    class weight of the stage is set to the mean embedding of its image, as S-square rebuilt the whole W
+    matrix from the previous stage's model for every class of the new stage (`--build-w-matrix`,
+    `calc_w_matrix`); so a stage may even hold fewer training images than the one before (sjy_test10's
+    last). The stage lives in the loss's `stage` buffer (checkpointed); the data module samples only the
+    stage's classes. `final_stage_epochs`: stop the run after that many epochs in the last stage (S-square's
+    ensemble epochs count from the start of the last stage's own run, e.g. sjy_test9's ep9 = 10 epochs);
+    null = run to trainer.max_epochs."""
+
+    STAGE_KEYS = {"classes", "extra_classes", "intensity", "epoch", "loss_below"}
+
+    def __init__(self, loss, stages: list[dict], augmented_views: int = 4, batch_size: int = 64,
+                 final_stage_epochs: int | None = None):
         if not stages:
             raise ValueError("loss.callbacks.drip.stages needs at least one stage")
-        self.loss = loss
-        self.stages = [self._stage(i, s) for i, s in enumerate(stages)]
-        sizes = [s["classes"] for s in self.stages]
-        if sizes != sorted(sizes) or len(set(sizes)) != len(sizes):
-            raise ValueError(f"drip stage class counts must increase, got {sizes}")
+        for index, stage in enumerate(stages):
+            unknown = set(stage) - self.STAGE_KEYS
+            if unknown:
+                raise ValueError(f"drip stage {index}: unknown keys {sorted(unknown)} (use {sorted(self.STAGE_KEYS)})")
+            if index and stage.get("epoch") is None and stage.get("loss_below") is None:
+                raise ValueError(f"drip stage {index} needs a trigger: epoch and/or loss_below")
+            intensity = stage.get("intensity")
+            if intensity is not None and not 0.0 <= intensity <= 1.0:
+                raise ValueError(f"drip stage {index}: intensity={intensity} must be in [0, 1]")
         if augmented_views < 1:
             raise ValueError(f"drip augmented_views must be >= 1, got {augmented_views}")
+        if final_stage_epochs is not None and final_stage_epochs < 1:
+            raise ValueError(f"drip final_stage_epochs must be >= 1 or null, got {final_stage_epochs}")
+        self.final_stage_epochs = final_stage_epochs
+        self.final_stage_start: int | None = None  # the first epoch of the last stage (checkpointed)
+        self.loss = loss
+        self.configured = [dict(s) for s in stages]
+        self.stages: list[ClassStage] = []
+        self.triggers = [{"epoch": s.get("epoch"), "loss_below": s.get("loss_below")} for s in stages]
         self.augmented_views, self.batch_size = augmented_views, batch_size
         self._loss_sum = self._batches = 0.0
 
-    def _stage(self, index: int, stage: dict) -> dict:
-        unknown = set(stage) - {"classes", "epoch", "loss_below"}
-        if unknown:
-            raise ValueError(f"drip stage {index}: unknown keys {sorted(unknown)} (use classes, epoch, loss_below)")
-        classes = stage.get("classes")
-        classes = self.loss.num_classes if classes is None else classes  # 0 is an error below, not "all"
-        if isinstance(classes, float):  # a fraction of all classes
-            if not 0 < classes <= 1:
-                raise ValueError(f"drip stage {index}: classes={classes} must be an int count or a fraction in (0, 1]")
-            classes = max(1, round(classes * self.loss.num_classes))
-        if not 1 <= classes <= self.loss.num_classes:
-            raise ValueError(f"drip stage {index}: classes={classes} not in [1, {self.loss.num_classes}]")
-        if index and stage.get("epoch") is None and stage.get("loss_below") is None:
-            raise ValueError(f"drip stage {index} needs a trigger: epoch and/or loss_below")
-        return {"classes": int(classes), "epoch": stage.get("epoch"), "loss_below": stage.get("loss_below")}
+    def resolve_stages(self, n_training: int, n_extra: int = 0) -> list[ClassStage]:
+        """The stages as counts of `n_training` training images and `n_extra` extra images."""
+        stages, intensity = [], None
+        for index, stage in enumerate(self.configured):
+            classes = _count(stage.get("classes"), n_training, f"drip stage {index}: classes", minimum=0)
+            extra = _count(stage.get("extra_classes", 0), n_extra, f"drip stage {index}: extra_classes", minimum=0,
+                           what="data.extra_classes images")
+            if classes + extra < 1:
+                raise ValueError(f"drip stage {index}: classes={stage.get('classes')} and extra_classes="
+                                 f"{stage.get('extra_classes', 0)} leave no class")
+            if classes + extra > self.loss.num_classes:
+                raise ValueError(f"drip stage {index}: {classes + extra} classes, more than loss.num_classes="
+                                 f"{self.loss.num_classes}")
+            intensity = stage["intensity"] if stage.get("intensity") is not None else intensity
+            stages.append(ClassStage(classes, extra, intensity))
+        self.stages = stages
+        return stages
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage == "fit":
             datamodule = trainer.datamodule
             if datamodule.train_pairs is not None:
                 raise ValueError("ArcFace drip training classifies training images: set data.gt_pairs.enabled=false")
+            self.resolve_stages(len(datamodule.data.training), len(datamodule.extra_classes))
+            if any(s.intensity is not None for s in self.stages):
+                accepts_intensity(datamodule.policy)
             # read when an epoch's sampler starts, which may precede on_train_start (worker prefetch); a resumed
             # run restores the loss buffers before any loader is iterated
-            datamodule.class_limit = lambda: int(self.loss.active_classes)
+            datamodule.class_stage = lambda: self.stages[max(int(self.loss.stage), 0)]
             if int(self.loss.stage) < 0:
-                self.loss.active_classes.fill_(self.stages[0]["classes"])
+                self.loss.active_classes.fill_(self.stages[0].size)
+
+    def state_dict(self) -> dict:
+        return {"final_stage_start": self.final_stage_start}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.final_stage_start = state_dict.get("final_stage_start")
 
     def on_train_start(self, trainer, pl_module) -> None:
         if int(self.loss.stage) < 0:  # a fresh run (a resumed one restores stage and weights)
             self._enter(trainer, pl_module, 0)
+            if len(self.stages) == 1:
+                self.final_stage_start = trainer.current_epoch
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if outputs is not None:
@@ -102,35 +146,48 @@ class ArcFaceDrip(L.Callback):
         mean_loss = float(totals[0] / totals[1]) if totals[1] else float("inf")
         current = int(self.loss.stage)
         if current + 1 >= len(self.stages):
+            self._stop_after_final_stage(trainer)
             return
-        upcoming = self.stages[current + 1]
+        trigger = self.triggers[current + 1]
         next_epoch = trainer.current_epoch + 1
-        by_epoch = upcoming["epoch"] is not None and next_epoch >= upcoming["epoch"]
-        by_loss = upcoming["loss_below"] is not None and mean_loss < upcoming["loss_below"]
+        by_epoch = trigger["epoch"] is not None and next_epoch >= trigger["epoch"]
+        by_loss = trigger["loss_below"] is not None and mean_loss < trigger["loss_below"]
         if by_epoch or by_loss:
-            log.info("ArcFace drip: stage %d (%d classes) after epoch %d, mean loss %.3f",
-                     current + 1, upcoming["classes"], trainer.current_epoch, mean_loss)
+            upcoming = self.stages[current + 1]
+            log.info("ArcFace drip: stage %d (%d training + %d extra classes, intensity %s) after epoch %d, "
+                     "mean loss %.3f", current + 1, upcoming.classes, upcoming.extra, upcoming.intensity,
+                     trainer.current_epoch, mean_loss)
             self._enter(trainer, pl_module, current + 1)
+            if current + 2 == len(self.stages):
+                self.final_stage_start = trainer.current_epoch + 1
+
+    def _stop_after_final_stage(self, trainer) -> None:
+        if self.final_stage_epochs is None or self.final_stage_start is None:
+            return
+        if trainer.current_epoch + 1 - self.final_stage_start >= self.final_stage_epochs:
+            log.info("ArcFace drip: %d epochs of the last stage done (epochs %d–%d): stopping", self.final_stage_epochs,
+                     self.final_stage_start, trainer.current_epoch)
+            trainer.should_stop = True
 
     @torch.no_grad()
     def _enter(self, trainer, pl_module, stage: int) -> None:
-        start = 0 if stage == 0 else self.stages[stage - 1]["classes"]
-        end = self.stages[stage]["classes"]
-        centres = self.class_centres(trainer.datamodule, pl_module, start, end)
-        self.loss.set_classes(start, centres)
+        datamodule, current = trainer.datamodule, self.stages[stage]
+        records = datamodule.data.training[: current.classes] + datamodule.extra_classes[: current.extra]
+        self.loss.set_classes(0, self.class_centres(datamodule, pl_module, records, current.intensity))
         self.loss.stage.fill_(stage)
 
-    def class_centres(self, datamodule, pl_module, start: int, end: int) -> torch.Tensor:
-        """Mean embedding (clean + `augmented_views` training augmentations) of training images start…end−1,
-        with BatchNorm on batch statistics as in training (see `batch_statistics`); under DDP each rank embeds a contiguous share and the shares are gathered in rank order. A class whose
-        image is unreadable keeps its current weight."""
+    def class_centres(self, datamodule, pl_module, records, intensity: float | None = None) -> torch.Tensor:
+        """Mean embedding (clean + `augmented_views` training augmentations at `intensity`, None = the policy's
+        own) of each of `records`, with BatchNorm on batch statistics as in training (see `batch_statistics`);
+        under DDP each rank embeds a contiguous share and the shares are gathered in rank order. A class whose
+        image is unreadable keeps the weight its position had."""
         rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if is_distributed() else (0, 1)
-        bounds = [start + (end - start) * r // world for r in range(world + 1)]
-        records = datamodule.data.training[bounds[rank]: bounds[rank + 1]]
-        train_views = datamodule.train_transform
-        hard = train_views[-1] if isinstance(train_views, (tuple, list)) else train_views
+        bounds = [len(records) * r // world for r in range(world + 1)]
+        policy = datamodule.train_transform if intensity is None else datamodule.policy(intensity=intensity)
+        hard = policy[-1] if isinstance(policy, (tuple, list)) else policy
         views = (datamodule.plain_transform, *([hard] * self.augmented_views))
-        dataset = TrainingViews(records, views, n_views=len(views), draft_size=datamodule.draft_size)
+        dataset = TrainingViews(records[bounds[rank]: bounds[rank + 1]], views, n_views=len(views),
+                                draft_size=datamodule.draft_size)
         loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=datamodule.num_workers,
                             collate_fn=collate_skipping)
         local = self.loss.weight[bounds[rank]: bounds[rank + 1]].detach().clone()
@@ -142,3 +199,29 @@ class ArcFaceDrip(L.Callback):
                 embeddings = model(batch["views"].flatten(0, 1).to(pl_module.device)).view(b, v, -1)
                 local[batch["label"].to(local.device)] = embeddings.mean(dim=1).to(local)
         return gather_uneven(local)
+
+
+def _count(value, total: int, name: str, minimum: int = 1, what: str = "training images") -> int:
+    """A stage's count: null = all `total`, a float in (0, 1] = that fraction of them, an int = itself."""
+    if value is None:
+        return total
+    if isinstance(value, float):
+        if not 0 < value <= 1:
+            raise ValueError(f"{name}={value} must be an int count or a fraction in (0, 1]")
+        return max(1, round(value * total))
+    if not minimum <= value <= total:
+        raise ValueError(f"{name}={value} not in [{minimum}, {total}] (the {what} available)")
+    return int(value)
+
+
+def accepts_intensity(policy) -> None:
+    """Stop unless `policy(intensity=…)` can rebuild the augmentation at another intensity."""
+    func = getattr(policy, "func", policy)
+    try:
+        parameters = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    if policy is None or "intensity" not in parameters:
+        raise ValueError(f"a drip stage sets an augmentation intensity, but the augmentation policy "
+                         f"({getattr(func, '__name__', func)}) has no intensity: use augmentation=s_square or remove "
+                         f"`intensity` from loss.callbacks.drip.stages")

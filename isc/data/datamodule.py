@@ -10,8 +10,9 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from isc.data.datasets import EvalImages, ExtraNegatives, GroundTruthPairs, TrainingViews, collate_skipping
-from isc.data.disc import DiscData, hold_out_training_pairs, load_disc, load_training_pairs, resolve_root
-from isc.data.sampling import EpochSampler, SeededSamples
+from isc.data.disc import (DiscData, hold_out_training_pairs, load_disc, load_extra_classes, load_training_pairs,
+                           resolve_root)
+from isc.data.sampling import ClassStage, EpochSampler, SeededSamples
 
 
 class DiscDataModule(L.LightningDataModule):
@@ -32,6 +33,8 @@ class DiscDataModule(L.LightningDataModule):
         seed: int = 0,
         steps_per_epoch: int | None = None,  # fixed epoch length in optimiser steps (None: one pass over the set)
         first_anchor: int | None = None,  # neighbour batches: anchors in order from this training index (else seeded)
+        extra_classes=None,  # the `data.extra_classes` node {root, count}: more images, each its own class
+        policy: Callable | None = None,  # the augmentation config as a partial: policy(intensity=…) (drip stages)
     ):
         super().__init__()
         self.dataset_cfg = dataset
@@ -50,11 +53,14 @@ class DiscDataModule(L.LightningDataModule):
         self.gt_pairs = gt_pairs if gt_pairs is not None and gt_pairs.get("enabled") else None
         self.seed = seed
         self.steps_per_epoch = steps_per_epoch
+        self.extra_classes_cfg = extra_classes
+        self.policy = policy
+        self.extra_classes: list = []
         self.data: DiscData | None = None
         self.train_pairs = None
-        # Set by isc.callbacks.ArcFaceDrip before the loaders are built: train on the first `class_limit()` images
-        # (read when each epoch's sampler starts); None = all of them.
-        self.class_limit: Callable[[], int] | None = None
+        # Set by isc.callbacks.ArcFaceDrip before the loaders are built: the epoch's classes and augmentation
+        # intensity (read when each epoch's sampler starts); None = every image, as configured.
+        self.class_stage: Callable[[], ClassStage] | None = None
         # Set by isc-train (data.neighbour_batches) before the loaders are built: per training image its most
         # similar training images (isc.data.neighbours); each global batch is then one image's neighbours.
         self.neighbours: np.ndarray | None = None
@@ -73,12 +79,18 @@ class DiscDataModule(L.LightningDataModule):
                 self.train_pairs = load_training_pairs(data, self.gt_pairs.ground_truth, query_dir)
             else:
                 self.train_pairs, data = hold_out_training_pairs(data, self.gt_pairs.train_fraction, self.seed)
+        self.extra_classes = load_extra_classes(self.extra_classes_cfg, self.seed)
+        if self.extra_classes and self.train_pairs is not None:
+            raise ValueError("data.extra_classes adds instance classes to the training images; it cannot be combined "
+                             "with data.gt_pairs.enabled=true (set data.extra_classes.count=0)")
         self.data = data
 
     @property
     def num_train_labels(self) -> int:
-        """Instance classes of the training set: training images, or ground-truth pairs."""
-        return len(self.train_pairs) if self.train_pairs is not None else len(self.data.training)
+        """Instance classes of the training set: training images (+ data.extra_classes), or ground-truth pairs."""
+        if self.train_pairs is not None:
+            return len(self.train_pairs)
+        return len(self.data.training) + len(self.extra_classes)
 
     @property
     def val_records(self):
@@ -103,7 +115,8 @@ class DiscDataModule(L.LightningDataModule):
             matched = {reference.id for _, reference in self.train_pairs}
             pool = [r for r in self.data.references if r.id not in matched]  # non-GT references (stage 4)
         else:
-            dataset = TrainingViews(self.data.training, self.train_transform, self.n_views, self.draft_size)
+            dataset = TrainingViews(self.data.training, self.train_transform, self.n_views, self.draft_size,
+                                    extra=self.extra_classes, policy=self.policy)
             pool = self.data.references
         if self.extra_negatives:
             dataset = ExtraNegatives(dataset, pool, self.extra_negatives, self.plain_transform,
@@ -127,7 +140,7 @@ class DiscDataModule(L.LightningDataModule):
             raise ValueError(f"data.batch_size={self.batch_size} is larger than the {len(dataset)} training samples.")
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = EpochSampler(len(dataset), self.batch_size, self.seed, self.class_limit, num_replicas=world, rank=rank,
+        sampler = EpochSampler(len(dataset), self.batch_size, self.seed, self.class_stage, num_replicas=world, rank=rank,
                                current_epoch=(lambda: trainer.fit_loop.epoch_progress.current.processed)
                                if trainer is not None else None,  # the value Lightning passes to set_epoch
                                steps=self.steps_per_epoch, groups=self.neighbours, first_anchor=self.first_anchor)

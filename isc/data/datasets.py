@@ -10,6 +10,7 @@ from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
 from isc.data.records import ImageRecord
+from isc.data.sampling import ClassStage
 from isc.images import ImageLoadError, image_size, load_image
 
 log = logging.getLogger(__name__)
@@ -34,37 +35,68 @@ class TrainingViews(Dataset):
     `transform` is one policy for every view or a tuple with one per view (see isc.augment). Views that
     overlay other images get them from this dataset. An unreadable image yields None and is dropped (and
     counted) by `collate_skipping`.
+
+    `extra` (data.extra_classes, S-square's ImageNet classes, RECIPES §3.1) are more images, each its own
+    class after the training images. Indexed by (position, ClassStage) (ArcFace drip training, through
+    `SeededSamples`), position p is training image p below `stage.classes` and extra image p − classes
+    above, labelled p; a stage's `intensity` rebuilds the policy with `policy(intensity=…)` (the
+    augmentation config as a partial; built once per intensity in each worker).
     """
 
     def __init__(self, records: Sequence[ImageRecord], transform: Callable | Sequence[Callable], n_views: int = 2,
-                 draft_size: int | None = None):
+                 draft_size: int | None = None, extra: Sequence[ImageRecord] = (),
+                 policy: Callable[..., Callable | Sequence[Callable]] | None = None):
         if n_views < 2:
             raise ValueError(f"n_views must be >= 2 for instance discrimination, got {n_views}")
-        views = list(transform) if isinstance(transform, (tuple, list)) else [transform] * n_views
-        if len(views) != n_views:
-            raise ValueError(f"the augmentation policy defines {len(views)} views but data.n_views={n_views}")
+        self.n_views = n_views
         self.records = list(records)
-        self.views = views
+        self.extra = list(extra)
+        self.views = self._views(transform)
         self.draft_size = draft_size
+        self.policy = policy
+        self._views_at: dict[float, list[Callable]] = {}
+
+    def _views(self, transform) -> list[Callable]:
+        views = list(transform) if isinstance(transform, (tuple, list)) else [transform] * self.n_views
+        if len(views) != self.n_views:
+            raise ValueError(f"the augmentation policy defines {len(views)} views but data.n_views={self.n_views}")
+        return views
+
+    def views_at(self, intensity: float | None) -> list[Callable]:
+        """The views of the policy at `intensity` (None: as configured)."""
+        if intensity is None:
+            return self.views
+        if intensity not in self._views_at:
+            if self.policy is None:
+                raise ValueError("a training stage sets an augmentation intensity, but the dataset was given no "
+                                 "policy builder to apply it")
+            self._views_at[intensity] = self._views(self.policy(intensity=intensity))
+        return self._views_at[intensity]
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) + len(self.extra)
 
     def other_image(self) -> Image.Image:
         """A random readable training image (for overlay augmentations); torch's RNG, so seeded per worker."""
         return random_readable_image(self.records, self.draft_size, "training image (as overlay)",
                                      "10 random training images in a row were unreadable; check the training folder")[0]
 
-    def __getitem__(self, index: int) -> dict | None:
-        record = self.records[index]
+    def __getitem__(self, key: int | tuple[int, ClassStage]) -> dict | None:
+        if isinstance(key, tuple):
+            position, stage = key
+            record = self.records[position] if position < stage.classes else self.extra[position - stage.classes]
+            views = self.views_at(stage.intensity)
+        else:
+            position, views = key, self.views
+            record = self.records[key] if key < len(self.records) else self.extra[key - len(self.records)]
         try:
             image = load_image(record.path, draft_size=self.draft_size)
         except ImageLoadError as error:
             log.warning("skipping training image: %s", error)
             return None
         views = [view(image, other=self.other_image) if getattr(view, "needs_other_images", False) else view(image)
-                 for view in self.views]
-        return {"views": torch.stack(views), "label": index}
+                 for view in views]
+        return {"views": torch.stack(views), "label": position}
 
 
 class ExtraNegatives(Dataset):

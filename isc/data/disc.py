@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from isc.data.records import ImageRecord, layout_help, list_split
+from isc.images import scan_files, warn_unused
 from isc.formats import read_ground_truth
 from isc.metric import GroundTruth
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -153,3 +157,31 @@ def load_training_pairs(data: DiscData, ground_truth: str, query_dir: str) -> li
     if not pairs:
         raise ValueError(f"{path} has no matched (query, reference) pair")
     return pairs
+
+
+def load_extra_classes(node, seed: int = 0) -> list[ImageRecord]:
+    """`data.extra_classes` = {root, count}: `count` images of the folder `root` (searched recursively), each an
+    extra instance class after the training images (S-square added ImageNet images as classes, RECIPES §3.1).
+    Which ones: a permutation of the sorted file list drawn from `seed` (their own list and order are a pickle
+    not in their repository; source silent), so that a drip stage's first k come from all over the folder
+    (ImageNet's is sorted by class). count 0 (or no node) = none."""
+    count = int((node or {}).get("count") or 0)
+    if count < 0:
+        raise ValueError(f"data.extra_classes.count must be >= 0, got {count}")
+    if count == 0:
+        return []
+    root = node.get("root")
+    if root in (None, "", "???"):
+        raise ValueError(f"data.extra_classes.count={count} needs the folder of images: add "
+                         f"data.extra_classes.root=/path/to/images (e.g. ImageNet's train folder), or "
+                         f"data.extra_classes.count=0 to train without extra classes")
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data.extra_classes.root={str(folder)!r} is not a folder")
+    images, others, broken = scan_files(sorted(folder.rglob("*")))
+    warn_unused(folder, others, broken, log)
+    if len(images) < count:
+        raise ValueError(f"data.extra_classes.root={str(folder)!r} holds {len(images)} images, fewer than "
+                         f"data.extra_classes.count={count}: point it at a larger folder or lower the count")
+    chosen = np.random.default_rng(seed).permutation(len(images))[:count]
+    return [ImageRecord(f"X{int(i):07d}", "extra", images[int(i)]) for i in chosen]

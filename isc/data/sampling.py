@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -22,14 +23,32 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
                .dot(np.array([1 << 31, 1], dtype=np.uint64)))
 
 
+@dataclass(frozen=True)
+class ClassStage:
+    """The classes and the augmentation intensity of a training epoch (ArcFace drip training, S-square,
+    RECIPES §3.1): the first `classes` training images, then the first `extra` images of the extra class
+    source (data.extra_classes), labelled by that position; `intensity`, when not None, replaces the
+    augmentation policy's intensity. The sampler reads it when the epoch starts and hands it to the data
+    workers with every sample, so persistent workers follow a stage change."""
+
+    classes: int
+    extra: int = 0
+    intensity: float | None = None
+
+    @property
+    def size(self) -> int:
+        return self.classes + self.extra
+
+
 class EpochSampler(DistributedSampler):
     """Each epoch a permutation drawn from (seed, epoch), cut into global batches of `batch_size` × `num_replicas`;
     rank r takes the r-th slice of every global batch, so the ranks' batches concatenated in rank order are
-    exactly one process's batch. Incomplete global batches are dropped. `limit()` (ArcFace drip training) keeps
-    the first `limit()` samples, the permutation repeated to fill the epoch. `steps` fixes the epoch's length in
+    exactly one process's batch. Incomplete global batches are dropped. `stage()` (ArcFace drip training, a
+    `ClassStage`) keeps its `size` class positions, the permutation repeated to fill the epoch. `steps` fixes the epoch's length in
     optimiser steps instead of one pass over the samples (VisionForce's 8,000 iterations per epoch, RECIPES §4):
-    fresh permutations are concatenated until the epoch is full, so an epoch may cover the set several times. Yields (epoch, index) pairs, which
-    `SeededSamples` turns into the sample's random draws.
+    fresh permutations are concatenated until the epoch is full, so an epoch may cover the set several times.
+    Yields (epoch, index) pairs, or (epoch, position, stage) with a `stage`, which `SeededSamples` turns into
+    the sample's random draws.
 
     `groups` (neighbour lists, isc.data.neighbours: row i = sample i's most similar samples, nearest first) makes
     every global batch one anchor's first `global_batch` neighbours — batches of mutually similar images, whose
@@ -43,7 +62,7 @@ class EpochSampler(DistributedSampler):
     `set_epoch`: a resumed run with data workers creates its first iterator (and the workers prefetch from it)
     before Lightning calls `set_epoch`, which then comes too late."""
 
-    def __init__(self, length: int, batch_size: int, seed: int = 0, limit: Callable[[], int | None] | None = None,
+    def __init__(self, length: int, batch_size: int, seed: int = 0, stage: Callable[[], ClassStage] | None = None,
                  num_replicas: int = 1, rank: int = 0, current_epoch: Callable[[], int] | None = None,
                  steps: int | None = None, groups: np.ndarray | None = None, first_anchor: int | None = None):
         if length < batch_size * num_replicas:
@@ -55,13 +74,13 @@ class EpochSampler(DistributedSampler):
             if groups.ndim != 2 or len(groups) != length or groups.shape[1] < batch_size * num_replicas:
                 raise ValueError(f"neighbour lists of shape {groups.shape} do not fit {length} samples in global "
                                  f"batches of {batch_size} × {num_replicas}: one row per sample, at least a batch long")
-            if limit is not None:
+            if stage is not None:
                 raise ValueError("neighbour batches (data.neighbour_batches) and ArcFace drip training both choose "
                                  "the training images; use one of them")
         if first_anchor is not None and not 0 <= first_anchor < length:
             raise ValueError(f"data.neighbour_batches.first_anchor={first_anchor} is not a training index "
                              f"(0 … {length - 1})")
-        self.length, self.batch_size, self.seed, self.limit, self.steps = length, batch_size, seed, limit, steps
+        self.length, self.batch_size, self.seed, self.stage, self.steps = length, batch_size, seed, stage, steps
         self.num_replicas, self.rank, self.epoch, self.current_epoch = num_replicas, rank, 0, current_epoch
         self.groups, self.first_anchor = groups, first_anchor
 
@@ -85,24 +104,28 @@ class EpochSampler(DistributedSampler):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(count / n))])[:count].tolist()
 
-    def order(self) -> list[int]:
-        """This epoch's global order (all ranks), full global batches only."""
-        if self.groups is None:
-            n = min((self.limit() if self.limit else None) or self.length, self.length)
-            return self._permutation(n, self.epoch_samples)
-        batches = self.epoch_samples // self.global_batch
-        if self.first_anchor is None:
-            anchors = self._permutation(self.length, batches)
-        else:
-            anchors = [(self.first_anchor + self.epoch * batches + b) % self.length for b in range(batches)]
-        return self.groups[anchors, : self.global_batch].reshape(-1).tolist()
+    def order(self, n: int | None = None) -> list[int]:
+        """This epoch's global order (all ranks) of the first `n` samples (all if None), full global batches only;
+        with neighbour lists, the anchors' groups."""
+        if self.groups is not None:
+            batches = self.epoch_samples // self.global_batch
+            if self.first_anchor is None:
+                anchors = self._permutation(self.length, batches)
+            else:
+                anchors = [(self.first_anchor + self.epoch * batches + b) % self.length for b in range(batches)]
+            return self.groups[anchors, : self.global_batch].reshape(-1).tolist()
+        n = self.length if n is None else n
+        if not 1 <= n <= self.length:
+            raise ValueError(f"a training stage of {n} classes does not fit the {self.length} training samples")
+        return self._permutation(n, self.epoch_samples)
 
     def __iter__(self):
         if self.current_epoch is not None:
             self.epoch = self.current_epoch()
-        order, b, g = self.order(), self.batch_size, self.global_batch
+        stage = self.stage() if self.stage else None
+        order, b, g = self.order(stage.size if stage else None), self.batch_size, self.global_batch
         mine = [i for start in range(0, len(order), g) for i in order[start + self.rank * b: start + (self.rank + 1) * b]]
-        return iter([(self.epoch, i) for i in mine])
+        return iter([(self.epoch, i, stage) for i in mine] if stage else [(self.epoch, i) for i in mine])
 
 
 class SeededSamples(Dataset):
@@ -115,10 +138,10 @@ class SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]):
-        epoch, index = key
+    def __getitem__(self, key: tuple[int, int] | tuple[int, int, ClassStage]):
+        epoch, index, *stage = key
         s = sample_seed(self.seed, epoch, index)
         torch.default_generator.manual_seed(s)
         np.random.seed(s % 2**32)
         random.seed(s)
-        return self.dataset[index]
+        return self.dataset[(index, stage[0]) if stage else index]
