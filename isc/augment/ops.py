@@ -65,9 +65,15 @@ def rotate90(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator, scale: Sequence[float] = (0.08, 1.0),
                         ratio: Sequence[float] = (3 / 4, 4 / 3)) -> Image.Image:
-    """torchvision RandomResizedCrop (same box sampling: 10 tries, then the centre crop clamped to
-    `ratio`), cropped and resized to size×size in one bilinear pass with antialiasing."""
-    w, h = img.size
+    """torchvision RandomResizedCrop (box as `random_resized_box`), cropped and resized to size×size in one
+    bilinear pass with antialiasing."""
+    return crop_resize(img, random_resized_box(img.width, img.height, rng, scale, ratio), size)
+
+
+def random_resized_box(w: int, h: int, rng: np.random.Generator, scale: Sequence[float] = (0.08, 1.0),
+                       ratio: Sequence[float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """torchvision RandomResizedCrop's box (x0, y0, x1, y1) in a w×h image: area uniform in `scale` × w·h, log
+    aspect ratio uniform in `ratio`, 10 tries, then the centre crop clamped to `ratio`."""
     area = w * h
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
@@ -76,7 +82,7 @@ def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator, s
         cw, ch = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
         if 0 < cw <= w and 0 < ch <= h:
             x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-            return crop_resize(img, (x, y, x + cw, y + ch), size)
+            return x, y, x + cw, y + ch
     in_ratio = w / h
     if in_ratio < min(ratio):
         cw, ch = w, int(round(w / min(ratio)))
@@ -85,7 +91,7 @@ def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator, s
     else:
         cw, ch = w, h
     x, y = (w - cw) // 2, (h - ch) // 2
-    return crop_resize(img, (x, y, x + cw, y + ch), size)
+    return x, y, x + cw, y + ch
 
 
 def crop_resize(img: Image.Image, box: tuple[int, int, int, int], size: int) -> Image.Image:

@@ -1,0 +1,204 @@
+"""The "separate" retriever's stage-1 policy (matching track 2nd, RECIPES §6; aug_ver 18 of
+seungkee's code/descriptor_track/train_eval/repo/10/10120830_v3_1_other_gray/ssl.py: `transforms()` and
+`CustomAug_10032013`). Asymmetric: view 1 is the plain image (square resize, flip, grey); view 2 is one of
+three edits drawn with equal odds — a crop resized back, the image pasted onto a black square, or onto another
+training image — each followed by flips, a 90° turn, a rotation or shear, an emoji patch and a line of text,
+then rare inversion / cartoon / posterize / solarize, SimCLR's colour distortion, grey and blur.
+The numbers are in conf/augmentation/separate_v18.yaml; its source table is
+conf/_sources/parts/separate.yaml."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+from torchvision.transforms.v2 import functional as TF
+
+from isc import assets
+from isc.augment import ops
+from isc.augment.compose import Maybe, OneOf, PolicyView, Sequential
+from isc.augment.steps import gaussian_blur, grayscale, hflip, vflip
+
+Range = tuple[float, float]
+
+
+def resize_square(img: Image.Image, rng, ctx, size: int) -> Image.Image:
+    """torchvision Resize((size, size)) on a PIL image: PIL bilinear (antialiased when shrinking)."""
+    return img if img.size == (size, size) else img.resize((size, size), Image.BILINEAR)
+
+
+def crop_resize_bicubic(img: Image.Image, rng, ctx, size: int, scale: Range, ratio: Range) -> Image.Image:
+    """torchvision RandomResizedCrop(size, scale, ratio, bicubic)."""
+    box = ops.random_resized_box(img.width, img.height, rng, scale, ratio)
+    return img.resize((size, size), Image.BICUBIC, box=box)
+
+
+def turn90(img: Image.Image, rng, ctx) -> Image.Image:
+    """torchvision RandomRotation((90, 90)): a quarter turn counter-clockwise (the images are square here,
+    so nothing is cut)."""
+    return img.transpose(Image.ROTATE_90)
+
+
+def rotate(img: Image.Image, rng, ctx, degrees: Range) -> Image.Image:
+    """torchvision RandomAffine(degrees): rotation about the centre, same size, nearest, black corners."""
+    return TF.affine(img, angle=float(rng.uniform(*degrees)), translate=[0, 0], scale=1.0, shear=[0.0, 0.0])
+
+
+def shear(img: Image.Image, rng, ctx, degrees: float) -> Image.Image:
+    """torchvision RandomAffine(degrees=0, shear=degrees): x-shear uniform in ±degrees, nearest, black fill."""
+    return TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[float(rng.uniform(-degrees, degrees)), 0.0])
+
+
+def emoji_patch(img: Image.Image, rng, ctx, crop_scale: Range, crop_ratio: Range, box_scale: Range, box_ratio: Range,
+                opacity: Range) -> Image.Image:
+    """The source's AttachEmoji (emoji_ver 1): a random-resized crop of an emoji whose transparent pixels are
+    filled with one random colour (an opaque patch), resized into a random box of the image (area and aspect
+    ratio as RandomResizedCrop's) and pasted with its alpha × an opacity drawn from `opacity`. The emoji are
+    AugLy's packaged Twemoji (72 px) instead of the source's Noto 512-px set (a download)."""
+    emoji = assets.emoji_image(assets.pick(rng, assets.emoji_files()))
+    crop = ops.random_resized_box(emoji.width, emoji.height, rng, crop_scale, crop_ratio)
+    x0, y0, x1, y1 = ops.random_resized_box(img.width, img.height, rng, box_scale, box_ratio)
+    patch = np.array(emoji.resize((x1 - x0, y1 - y0), Image.BICUBIC, box=crop))
+    hole = patch[..., 3] == 0
+    patch[hole, :3] = ops.random_colour(rng)
+    patch[hole, 3] = 255
+    mask = (patch[..., 3].astype(np.float32) * float(rng.uniform(*opacity))).astype(np.uint8)
+    out = img.copy()
+    out.paste(Image.fromarray(np.ascontiguousarray(patch[..., :3])), (x0, y0), Image.fromarray(mask))
+    return out
+
+
+def text_line(img: Image.Image, rng, ctx, glyphs: tuple[int, int], font_size: Range, x: Range, y: Range) -> Image.Image:
+    """The source's OverlayText: one line of 5–30 random glyphs of an AugLy font, size a fraction of the short
+    side, top-left corner at (x·w, y·h) (x may be negative: the line starts outside the image), random colour.
+    The source's random alpha is written into the alpha channel and dropped with it: the text is opaque."""
+    return ops.text(img, rng, lines=(1, 1), glyphs=tuple(glyphs), font_size=tuple(font_size), x=tuple(x), y=tuple(y))
+
+
+def onto_canvas(img: Image.Image, rng, ctx, size: int, scale: Range, ratio: Range, rotate45_p: float,
+                black: bool) -> Image.Image:
+    """The source's OverlayImageOnRandomBackground: a size×size canvas (black, or another training image
+    resized to it, bicubic as PIL's default); with probability `rotate45_p` the image is first squared,
+    turned 45° (black corners) and centre-cropped to size·(1+√2)/(2+√2); then it is resized (bicubic) into a
+    random box of the canvas (area and aspect ratio as RandomResizedCrop's) and pasted opaque."""
+    canvas = Image.new("RGB", (size, size)) if black else ctx.other_image().resize((size, size), Image.BICUBIC)
+    if rotate45_p > 0 and rng.random() < rotate45_p:
+        turned = img.resize((size, size), Image.BILINEAR).rotate(45, Image.BILINEAR)
+        side = int((1 + math.sqrt(2)) * size / (2 + math.sqrt(2)))
+        start = (size - side) // 2
+        img = turned.crop((start, start, start + side, start + side))
+    x0, y0, x1, y1 = ops.random_resized_box(size, size, rng, scale, ratio)
+    canvas.paste(img.resize((x1 - x0, y1 - y0), Image.BICUBIC), (x0, y0))
+    return canvas
+
+
+onto_canvas.needs_other_images = True  # the black branch never calls it; the view still needs the source
+
+
+def invert(img: Image.Image, rng, ctx) -> Image.Image:
+    """albumentations InvertImg: 255 − x."""
+    return ImageOps.invert(img)
+
+
+def cartoon(img: Image.Image, rng, ctx) -> Image.Image:
+    """Stand-in for imgaug's Cartoon (imgaug is unmaintained and does not install next to numpy 2): an
+    edge-preserving smoothing (OpenCV bilateral filter) with dark edges from an adaptive threshold, the same
+    flat-colours-and-outlines look."""
+    a = np.asarray(img)
+    smooth = cv2.bilateralFilter(a, 9, 75, 75)
+    grey = cv2.medianBlur(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), 5)
+    edges = cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, 9, 5)
+    return Image.fromarray(np.where(edges[..., None] == 0, 0, smooth).astype(np.uint8))
+
+
+def posterize(img: Image.Image, rng, ctx, bits: int) -> Image.Image:
+    """torchvision RandomPosterize(bits) on a PIL image (PIL ImageOps.posterize)."""
+    return ImageOps.posterize(img, int(bits))
+
+
+def solarize(img: Image.Image, rng, ctx, threshold: float) -> Image.Image:
+    """torchvision RandomSolarize(threshold) on a PIL image (PIL ImageOps.solarize)."""
+    return ImageOps.solarize(img, threshold)
+
+
+def colour_jitter(img: Image.Image, rng, ctx, strength: list[float]) -> Image.Image:
+    return ops.color_jitter(img, rng, *strength)
+
+
+def separate_v18(
+    size: int,
+    view1_hflip_p: float,
+    view1_grayscale_p: float,
+    branch_weights: list[float],
+    crop_scale: Range,
+    crop_ratio: Range,
+    overlay_scale: Range,
+    overlay_ratio: Range,
+    overlay_rotate45_p: float,
+    hflip_p: float,
+    vflip_p: float,
+    turn90_p: float,
+    affine_p: float,
+    rotate_degrees: Range,
+    shear_degrees: float,
+    emoji_p: float,
+    emoji_crop_scale: Range,
+    emoji_crop_ratio: Range,
+    emoji_box_scale: Range,
+    emoji_box_ratio: Range,
+    emoji_opacity: Range,
+    text_p: float,
+    text_glyphs: tuple[int, int],
+    text_size: Range,
+    text_x: Range,
+    text_y: Range,
+    invert_p: float,
+    cartoon_p: float,
+    posterize_p: float,
+    posterize_bits: int,
+    solarize_p: float,
+    solarize_threshold: float,
+    jitter_p: float,
+    jitter: list[float],
+    grayscale_p: float,
+    blur_p: float,
+    blur_sigma: Range,
+    work_side_factor: float | None = 2.0,
+) -> tuple[PolicyView, PolicyView]:
+    """(view 1, view 2) of aug_ver 18, each view's steps in the source's order."""
+    after = [  # the same steps follow each of the three edits
+        Maybe(hflip_p, hflip),
+        Maybe(vflip_p, vflip),
+        Maybe(turn90_p, turn90),
+        Maybe(affine_p, OneOf([partial(rotate, degrees=tuple(rotate_degrees)),
+                               partial(shear, degrees=float(shear_degrees))])),
+        Maybe(emoji_p, partial(emoji_patch, crop_scale=tuple(emoji_crop_scale), crop_ratio=tuple(emoji_crop_ratio),
+                               box_scale=tuple(emoji_box_scale), box_ratio=tuple(emoji_box_ratio),
+                               opacity=tuple(emoji_opacity))),
+        Maybe(text_p, partial(text_line, glyphs=tuple(text_glyphs), font_size=tuple(text_size), x=tuple(text_x),
+                              y=tuple(text_y))),
+    ]
+    overlay = partial(onto_canvas, size=size, scale=tuple(overlay_scale), ratio=tuple(overlay_ratio),
+                      rotate45_p=overlay_rotate45_p)
+    view2_ops = [
+        OneOf([
+            Sequential([partial(crop_resize_bicubic, size=size, scale=tuple(crop_scale), ratio=tuple(crop_ratio)),
+                        *after]),
+            Sequential([partial(overlay, black=True), *after]),
+            Sequential([partial(overlay, black=False), *after]),
+        ], weights=branch_weights),
+        Maybe(invert_p, invert),
+        Maybe(cartoon_p, cartoon),
+        Maybe(posterize_p, partial(posterize, bits=int(posterize_bits))),
+        Maybe(solarize_p, partial(solarize, threshold=float(solarize_threshold))),
+        Maybe(jitter_p, partial(colour_jitter, strength=list(jitter))),
+        Maybe(grayscale_p, grayscale),
+        Maybe(blur_p, partial(gaussian_blur, sigma=tuple(blur_sigma))),
+    ]
+    view1 = PolicyView([partial(resize_square, size=size), Maybe(view1_hflip_p, hflip), Maybe(view1_grayscale_p, grayscale)],
+                       size)
+    work_side = None if work_side_factor is None else int(round(work_side_factor * size))
+    return view1, PolicyView(view2_ops, size, work_side)
