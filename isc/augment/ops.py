@@ -170,14 +170,16 @@ def emoji(img: Image.Image, rng: np.random.Generator, size: tuple[float, float],
 
 def text(img: Image.Image, rng: np.random.Generator, lines: tuple[int, int], glyphs: tuple[int, int],
          font_size: Sequence[float], opacity: tuple[float, float] = (1.0, 1.0), x: tuple[float, float] = (0.0, 0.5),
-         y: tuple[float, float] = (0.0, 0.5), discrete_sizes: bool = False, fit: bool = False) -> Image.Image:
+         y: tuple[float, float] = (0.0, 0.5), discrete_sizes: bool = False, fit: bool = False,
+         alphabet: str | None = None) -> Image.Image:
     """AugLy `overlay_text`: lines of random glyphs of a random AugLy font, font size a fraction of the short
     side (uniform in `font_size`, or one of its values with `discrete_sizes`), line pitch font size + 5 px,
     random colour, top-left corner uniform in `x`, `y`. Glyph counts are inclusive ranges; `fit` cuts each
-    line where it would leave the image. Unlike AugLy (which draws an RGBA fill onto the image, so its
+    line where it would leave the image; `alphabet` draws the glyphs from that string (in a Latin font) instead
+    of the font's whole glyph list. Unlike AugLy (which draws an RGBA fill onto the image, so its
     opacity is lost when converting back to RGB), `opacity` here is real alpha blending."""
-    font_file = assets.pick(rng, assets.glyph_fonts())
-    chars = assets.printable_chars(font_file)
+    font_file = assets.pick(rng, assets.latin_fonts() if alphabet else assets.glyph_fonts())
+    chars = alphabet or assets.printable_chars(font_file)
     fraction = float(assets.pick(rng, font_size)) if discrete_sizes else float(rng.uniform(*font_size))
     px = max(4, int(min(img.size) * fraction))
     font = assets.load_font(font_file, px)

@@ -10,6 +10,7 @@ conf/_sources/parts/separate.yaml."""
 from __future__ import annotations
 
 import math
+import string
 from functools import partial
 
 import cv2
@@ -71,11 +72,16 @@ def emoji_patch(img: Image.Image, rng, ctx, crop_scale: Range, crop_ratio: Range
     return out
 
 
+TEXT_ALPHABET = string.ascii_letters + string.digits + " " * 4  # the source's characters: letters, digits, 4 spaces
+
+
 def text_line(img: Image.Image, rng, ctx, glyphs: tuple[int, int], font_size: Range, x: Range, y: Range) -> Image.Image:
-    """The source's OverlayText: one line of 5–30 random glyphs of an AugLy font, size a fraction of the short
+    """The source's OverlayText: one line of 5–30 random characters (letters, digits and spaces, as the source)
+    in an AugLy Latin font (the source keeps the AugLy fonts that have 'a', 'A' and '1'), size a fraction of the short
     side, top-left corner at (x·w, y·h) (x may be negative: the line starts outside the image), random colour.
     The source's random alpha is written into the alpha channel and dropped with it: the text is opaque."""
-    return ops.text(img, rng, lines=(1, 1), glyphs=tuple(glyphs), font_size=tuple(font_size), x=tuple(x), y=tuple(y))
+    return ops.text(img, rng, lines=(1, 1), glyphs=tuple(glyphs), font_size=tuple(font_size), x=tuple(x), y=tuple(y),
+                    alphabet=TEXT_ALPHABET)
 
 
 def onto_canvas(img: Image.Image, rng, ctx, size: int, scale: Range, ratio: Range, rotate45_p: float,
