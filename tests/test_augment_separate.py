@@ -33,7 +33,8 @@ def _quiet(**overrides) -> dict:
 def _image(w: int = 80, h: int = 60, seed: int = 0) -> Image.Image:
     y, x = np.mgrid[0:h, 0:w]
     noise = np.random.default_rng(seed).integers(0, 40, (h, w, 3))
-    return Image.fromarray((np.stack([x * 200 // w, y * 200 // h, (x + y) * 100 // (w + h)], -1) + noise).astype(np.uint8))
+    ramps = np.stack([x * 200 // w, y * 200 // h, (x + y) * 100 // (w + h)], -1)
+    return Image.fromarray((ramps + noise).astype(np.uint8))
 
 
 def _view2(cfg: dict, img: Image.Image, seed: int, other: Image.Image | None = None) -> Image.Image:
@@ -102,7 +103,8 @@ def test_after_steps_flip_turn_rotate_and_shear():
     rng = np.random.default_rng(0)
     assert np.array_equal(np.asarray(separate.turn90(img, rng, None)), np.rot90(np.asarray(img)))
     rotated = np.asarray(separate.rotate(img, np.random.default_rng(1), None, degrees=(45.0, 45.0)))
-    assert (rotated[0, 0] == 0).all() and np.array_equal(rotated[SIZE // 2, SIZE // 2], np.asarray(img)[SIZE // 2, SIZE // 2])
+    centre = SIZE // 2
+    assert (rotated[0, 0] == 0).all() and np.array_equal(rotated[centre, centre], np.asarray(img)[centre, centre])
     sheared = np.asarray(separate.shear(img, np.random.default_rng(2), None, degrees=45.0))
     assert not np.array_equal(sheared, np.asarray(img)) and (sheared == 0).all(-1).any()  # black wedges
     out = _view2(_quiet(branch_weights=[1, 0, 0], hflip_p=1.0, vflip_p=1.0, crop_scale=[1.0, 1.0],

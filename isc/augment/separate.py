@@ -101,7 +101,7 @@ def onto_canvas(img: Image.Image, rng, ctx, size: int, scale: Range, ratio: Rang
     return canvas
 
 
-onto_canvas.needs_other_images = True  # the black branch never calls it; the view still needs the source
+onto_canvas.needs_other_images = True  # (its black branch never calls ctx.other_image())
 
 
 def invert(img: Image.Image, rng, ctx) -> Image.Image:
@@ -204,7 +204,7 @@ def separate_v18(
         Maybe(grayscale_p, grayscale),
         Maybe(blur_p, partial(gaussian_blur, sigma=tuple(blur_sigma))),
     ]
-    view1 = PolicyView([partial(resize_square, size=size), Maybe(view1_hflip_p, hflip), Maybe(view1_grayscale_p, grayscale)],
-                       size)
+    view1 = PolicyView([partial(resize_square, size=size), Maybe(view1_hflip_p, hflip),
+                        Maybe(view1_grayscale_p, grayscale)], size)
     work_side = None if work_side_factor is None else int(round(work_side_factor * size))
     return view1, PolicyView(view2_ops, size, work_side)
