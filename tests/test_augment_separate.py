@@ -157,3 +157,49 @@ def test_policy_builds_from_the_experiment_config():
     view1, view2 = instantiate(cfg.augmentation)
     img = _image()
     assert view1(img).shape == view2(img, other=lambda: _image(50, 50, 3)).shape == (3, SIZE, SIZE)
+
+
+# ------------------------------------------------------------------------------------------------ stage 2
+
+
+def test_stage2_view2_runs_every_branch_and_is_grey():
+    cfg = compose_config("train", ["experiment=separate_retriever_stage2", f"data.train_size={SIZE}"])
+    view1, view2 = instantiate(cfg.augmentation)
+    assert view2.needs_other_images and not view1.needs_other_images
+    for seed in range(9):
+        out = np.asarray(view2.augment(_image(seed=seed), np.random.default_rng(seed), Context(lambda: _image(70, 90, 9))))
+        assert out.shape == (SIZE, SIZE, 3)
+        assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+
+
+@pytest.mark.parametrize("factory", [separate.albumentations_1_0_3_pixel_ops, separate.albumentations_1_0_3_spatial_ops])
+def test_albumentations_ops_at_the_sources_defaults_run(factory):
+    img = _image(SIZE, SIZE)
+    for name in factory():
+        one = separate.AlbumentationsOneOf([name], factory)
+        out = np.asarray(one(img, np.random.default_rng(0), None))
+        assert out.shape == (SIZE, SIZE, 3) and out.dtype == np.uint8, name
+        assert np.isfinite(out).all(), name
+    with pytest.raises(ValueError, match="unknown albumentations ops"):
+        separate.AlbumentationsOneOf(["Blurr"], factory)
+
+
+def test_stage2_overlay_is_translucent_and_returns_its_centre():
+    white = Image.new("RGB", (40, 40), (255, 255, 255))
+    out, centre = separate.overlay_stage2(white, np.random.default_rng(0), Context(), size=SIZE, scale=(0.25, 0.25),
+                                          ratio=(1.0, 1.0), opacity=(0.5, 0.5), crop_p=0.0, crop_scale=(1, 1),
+                                          crop_ratio=(1, 1), black=True)
+    a = np.asarray(out)[..., 0]
+    ys, xs = np.nonzero(a)
+    assert set(np.unique(a)) == {0, 127}  # white at opacity 0.5 on black
+    assert centre == ((xs.min() + xs.max() + 1) // 2, (ys.min() + ys.max() + 1) // 2)
+
+
+def test_opaque_emoji_keeps_clear_of_the_overlay_centre():
+    grey = Image.new("RGB", (SIZE, SIZE), (128, 128, 128))
+    centre = (SIZE // 2, SIZE // 2)
+    for seed in range(10):
+        out = np.asarray(separate.emoji_patch(grey, np.random.default_rng(seed), None, crop_scale=(0.08, 0.5),
+                                              crop_ratio=(0.5, 2.0), box_scale=(0.08, 0.5), box_ratio=(0.5, 2.0),
+                                              opacity=(1.0, 1.0), avoid=centre))
+        assert (out[centre[1], centre[0]] == 128).all()
