@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 from isc.data.neighbours import compute_neighbour_lists, load_neighbour_lists, neighbour_lists, save_neighbour_lists
-from isc.data.sampling import EpochSampler
+from isc.data.sampling import ClassStage, EpochSampler
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -103,7 +103,7 @@ def test_ddp_ranks_take_disjoint_slices_of_the_same_groups():
 @pytest.mark.parametrize("kwargs, message", [
     ({"groups": random_groups(k=3)}, "do not fit"),
     ({"groups": random_groups(n=19)}, "do not fit"),
-    ({"groups": random_groups(), "limit": lambda: 10}, "ArcFace drip"),
+    ({"groups": random_groups(), "stage": lambda: ClassStage(10)}, "ArcFace drip"),
     ({"groups": random_groups(), "first_anchor": 20}, "first_anchor=20"),
 ])
 def test_sampler_rejects_groups_that_cannot_make_its_batches(kwargs, message):

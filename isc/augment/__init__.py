@@ -8,7 +8,8 @@ from isc.augment.copy_edits import copy_edits
 from isc.augment.lyakaap import lyakaap
 from isc.augment.policies import eval_transform, none, simclr
 from isc.augment.s_square import s_square
+from isc.augment.separate import separate_v18, separate_v18_stage2
 from isc.augment.sscd import sscd_advanced
 from isc.augment.visionforce import visionforce
 
-__all__ = ["copy_edits", "eval_transform", "lyakaap", "none", "s_square", "simclr", "sscd_advanced", "visionforce"]
+__all__ = ["copy_edits", "eval_transform", "lyakaap", "none", "s_square", "separate_v18", "separate_v18_stage2", "simclr", "sscd_advanced", "visionforce"]

@@ -75,9 +75,15 @@ def rotate90(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator, scale: Sequence[float] = (0.08, 1.0),
                         ratio: Sequence[float] = (3 / 4, 4 / 3)) -> Image.Image:
-    """torchvision RandomResizedCrop (same box sampling: 10 tries, then the centre crop clamped to
-    `ratio`), cropped and resized to size×size in one bilinear pass with antialiasing."""
-    w, h = img.size
+    """torchvision RandomResizedCrop (box as `random_resized_box`), cropped and resized to size×size in one
+    bilinear pass with antialiasing."""
+    return crop_resize(img, random_resized_box(img.width, img.height, rng, scale, ratio), size)
+
+
+def random_resized_box(w: int, h: int, rng: np.random.Generator, scale: Sequence[float] = (0.08, 1.0),
+                       ratio: Sequence[float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """torchvision RandomResizedCrop's box (x0, y0, x1, y1) in a w×h image: area uniform in `scale` × w·h, log
+    aspect ratio uniform in `ratio`, 10 tries, then the centre crop clamped to `ratio`."""
     area = w * h
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
@@ -86,7 +92,7 @@ def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator, s
         cw, ch = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
         if 0 < cw <= w and 0 < ch <= h:
             x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-            return crop_resize(img, (x, y, x + cw, y + ch), size)
+            return x, y, x + cw, y + ch
     in_ratio = w / h
     if in_ratio < min(ratio):
         cw, ch = w, int(round(w / min(ratio)))
@@ -95,7 +101,7 @@ def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator, s
     else:
         cw, ch = w, h
     x, y = (w - cw) // 2, (h - ch) // 2
-    return crop_resize(img, (x, y, x + cw, y + ch), size)
+    return x, y, x + cw, y + ch
 
 
 def crop_resize(img: Image.Image, box: tuple[int, int, int, int], size: int) -> Image.Image:
@@ -177,14 +183,16 @@ def emoji(img: Image.Image, rng: np.random.Generator, size: tuple[float, float],
 
 def text(img: Image.Image, rng: np.random.Generator, lines: tuple[int, int], glyphs: tuple[int, int],
          font_size: Sequence[float], opacity: tuple[float, float] = (1.0, 1.0), x: tuple[float, float] = (0.0, 0.5),
-         y: tuple[float, float] = (0.0, 0.5), discrete_sizes: bool = False, fit: bool = False) -> Image.Image:
+         y: tuple[float, float] = (0.0, 0.5), discrete_sizes: bool = False, fit: bool = False,
+         alphabet: str | None = None) -> Image.Image:
     """AugLy `overlay_text`: lines of random glyphs of a random AugLy font, font size a fraction of the short
     side (uniform in `font_size`, or one of its values with `discrete_sizes`), line pitch font size + 5 px,
     random colour, top-left corner uniform in `x`, `y`. Glyph counts are inclusive ranges; `fit` cuts each
-    line where it would leave the image. Unlike AugLy (which draws an RGBA fill onto the image, so its
+    line where it would leave the image; `alphabet` draws the glyphs from that string (in a Latin font) instead
+    of the font's whole glyph list. Unlike AugLy (which draws an RGBA fill onto the image, so its
     opacity is lost when converting back to RGB), `opacity` here is real alpha blending."""
-    font_file = assets.pick(rng, assets.glyph_fonts())
-    chars = assets.printable_chars(font_file)
+    font_file = assets.pick(rng, assets.latin_fonts() if alphabet else assets.glyph_fonts())
+    chars = alphabet or assets.printable_chars(font_file)
     fraction = float(assets.pick(rng, font_size)) if discrete_sizes else float(rng.uniform(*font_size))
     px = max(4, int(min(img.size) * fraction))
     font = assets.load_font(font_file, px)
