@@ -20,8 +20,8 @@ from isc.data.disc import load_disc
 from isc.data.records import ImageRecord
 from isc.evaluate import evaluate_checkpoint
 from isc.augment.policies import ToNormalisedTensor
-from isc.extract import (EvalTransform, ModelExtractor, aspect_buckets, extract_to_hdf5, plan_batches,
-                         read_descriptors, view_shapes)
+from isc.extract import (EvalTransform, ModelExtractor, _fingerprint, aspect_buckets, extract_to_hdf5,
+                         plan_batches, read_descriptors, view_shapes)
 from isc.formats import read_descriptor_submission, read_predictions
 from isc.metric import evaluate
 from isc.model import DescriptorModel
@@ -417,6 +417,9 @@ def test_keep_aspect_batches_by_shape_keep_ids_and_equal_one_image_per_forward(t
     assert len(model.batches) == len(batches) * 2 * 2  # one shape per batch: one forward per scale and flip
     partial = [shapes[b[0]] for b in batches if len(b) < 4]
     assert len(partial) == len(set(partial))  # at most one partial batch per shape
+    # the batch size sets the bucketed shapes, so it is part of the cache key then (and only then)
+    assert (_fingerprint(extractor, records, False, 4) != _fingerprint(extractor, records, False, 3)) == (
+        aspect_step is not None)
     if aspect_step is None:
         assert len(set(shapes)) == 8
     else:  # 9 landscape, 4 portrait images in batches of 4: 4 batches, the last of each orientation partial
