@@ -51,7 +51,8 @@ from isc.images import draft_floor, to_rgb
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalTransform", "ModelExtractor", "extract_to_hdf5", "read_descriptors"]
+__all__ = ["EvalTransform", "ModelExtractor", "aspect_buckets", "extract_to_hdf5", "plan_batches",
+           "read_descriptors", "view_shapes"]
 
 RESIZE_MODES = ("square", "keep_aspect")
 
@@ -65,10 +66,11 @@ class EvalTransform:
     (4× less to pass between processes and to copy to the GPU than float32, and no per-image float pass).
 
     keep_aspect: the short side becomes the scale's side and the long side keeps the aspect ratio (SSCD's
-    protocol, RECIPES §8: every image its own shape). With `aspect_step` (a fraction of the side, e.g.
-    0.125) the long side is rounded to a multiple of step × side, so images fall into a few shapes and
-    extraction runs full batches — at the cost of stretching the long side by at most step/2 of the short
-    side (the descriptor moves a little: scripts/bench/keep_aspect.py measures by how much).
+    protocol, RECIPES §8: every image its own shape). With `aspect_step` (e.g. 0.125) extraction runs full
+    batches instead: `aspect_buckets` sorts a split's images by aspect ratio into runs of whole batches, one
+    shape per run (its median ratio), adjacent runs sharing a shape while their ratios (long / short) lie within
+    `aspect_step`; each image is resized to its run's shape (`__call__(image, aspect=...)`), a small stretch of
+    the long side (the descriptor moves a little: scripts/bench/keep_aspect.py measures by how much).
     """
 
     def __init__(self, size: int, resize: str = "square", scales: Sequence[float] = (1.0,),
@@ -88,29 +90,33 @@ class EvalTransform:
         self.aspect_step = None if aspect_step is None or resize == "square" else float(aspect_step)
         self.sides = [max(8, round(self.size * s)) for s in scales]
 
-    def shapes(self, width: int, height: int) -> list[tuple[int, int]]:
-        """(h, w) of each scale's view of a width × height image."""
+    def shapes(self, width: int, height: int, aspect: float | None = None) -> list[tuple[int, int]]:
+        """(h, w) of each scale's view of a width × height image; keep_aspect with `aspect` (a width / height
+        from `aspect_buckets`): the view has that aspect ratio instead of the image's own."""
         out = []
         for side in self.sides:
             if self.resize == "square":
                 out.append((side, side))
                 continue
-            short, long = min(width, height), max(width, height)
-            n = max(1, round(long * side / short))
-            if self.aspect_step is not None:  # long side to a multiple of the step, never below the short side
-                step = max(1.0, self.aspect_step * side)
-                n = max(side, int(round(round(n / step) * step)))
-            out.append((side, n) if height <= width else (n, side))
+            if aspect is None:
+                short, long = min(width, height), max(width, height)
+                n = max(1, round(long * side / short))
+                landscape = height <= width
+            else:
+                landscape = aspect >= 1
+                n = max(side, round(side * (aspect if landscape else 1 / aspect)))
+            out.append((side, n) if landscape else (n, side))
         return out
 
-    def __call__(self, image: Image.Image) -> list[torch.Tensor]:
+    def __call__(self, image: Image.Image, aspect: float | None = None) -> list[torch.Tensor]:
         image = to_rgb(image)
         # resized as PIL images, as training's in-loop evaluation does (isc.augment.eval_transform)
         return [_uint8_chw(T.functional.resize(image, list(shape), INTERPOLATIONS[self.interpolation], antialias=True))
-                for shape in self.shapes(*image.size)]
+                for shape in self.shapes(*image.size, aspect)]
 
     def fingerprint(self) -> dict:
-        step = {} if self.aspect_step is None else {"aspect_step": self.aspect_step}  # exact-aspect files stay valid
+        # exact-aspect files stay valid; the bucketed shapes also depend on the batch size (extract_to_hdf5's key)
+        step = {} if self.aspect_step is None else {"aspect_step": self.aspect_step}
         bicubic = {} if self.interpolation == "bilinear" else {"interpolation": self.interpolation}  # old files stay valid
         return {"size": self.size, "resize": self.resize, "scales": self.scales, **step, **bicubic}
 
@@ -228,17 +234,89 @@ def collate_views(batch: list[dict | None]) -> dict:
     return out
 
 
-def _shape_order(records: Sequence[ImageRecord], transform, draft: int | None, num_workers: int) -> np.ndarray:
-    """A key per record that sorts images of the same view shapes together (keep-aspect: read from the file
-    headers, in the data workers), so that batches hold one shape; 0 for every record when all views are square."""
-    if getattr(transform, "resize", "square") == "square":
-        return np.zeros(len(records), np.int64)
+def aspect_buckets(sizes: Sequence[tuple[int, int]], batch_size: int, step: float) -> np.ndarray:
+    """Per image, the aspect ratio (width / height) its keep-aspect views get so that extraction runs full batches:
+    landscape (and square) and portrait images apart, each sorted by ratio r = long / short (ties by position) and
+    cut into runs of `batch_size`; adjacent runs share one shape while their ratios span at most `step`, each
+    group resized to its median ratio. Every group but the last of each orientation holds whole batches, so
+    batching a group's images gives full batches. NaN for an unreadable size (0, 0).
+
+    Why runs of whole batches rather than a fixed grid of ratios (long side to a multiple of step × side): the grid
+    made ~one shape per step, each with a partial batch (mini-DISC: 24 shapes, 31 forwards for 8 batches' worth).
+    Why stretch rather than pad to the group's largest shape: the padded zeros enter the convolutions and the
+    pooling, so the descriptor moves with the padding, not only with the (small, measured) stretch."""
+    if batch_size < 1 or not 0 < step <= 1:
+        raise ValueError(f"aspect_buckets needs batch_size >= 1 and 0 < step <= 1, got {batch_size}, {step}")
+    wh = np.asarray(sizes, np.float64).reshape(-1, 2)
+    out = np.full(len(wh), np.nan)
+    readable = (wh > 0).all(1)
+    for landscape in (True, False):
+        rows = np.flatnonzero(readable & ((wh[:, 0] >= wh[:, 1]) == landscape))
+        if not len(rows):
+            continue
+        ratio = wh[rows].max(1) / wh[rows].min(1)
+        order = np.lexsort((rows, ratio))
+        rows, ratio = rows[order], ratio[order]
+        starts = list(range(0, len(rows), batch_size)) + [len(rows)]
+        i = 0
+        while i < len(starts) - 1:  # a group: runs i..j-1, extended while the ratios span at most `step`
+            j = i + 1
+            while j < len(starts) - 1 and ratio[starts[j + 1] - 1] - ratio[starts[i]] <= step:
+                j += 1
+            group = slice(starts[i], starts[j])
+            median = float(np.median(ratio[group]))
+            out[rows[group]] = median if landscape else 1 / median
+            i = j
+    return out
+
+
+def view_shapes(records: Sequence[ImageRecord], transform, *, batch_size: int, draft: int | None = None,
+                num_workers: int = 0) -> tuple[list[tuple], list[float | None] | None]:
+    """Per record, the (h, w) of each view the extraction makes (() for an unreadable header), and the aspect ratios
+    `aspect_buckets` gives the records (None: each image keeps its own). Keep-aspect reads the sizes from the file
+    headers, in the data workers; square needs none."""
+    if getattr(transform, "resize", "square") == "square":  # EvalTransform's square views, or a baseline's one
+        return [tuple(transform.shapes(1, 1)) if hasattr(transform, "shapes") else ()] * len(records), None
     loader = DataLoader(ImageSizes(records, draft), batch_size=1024, num_workers=num_workers,
                         collate_fn=_as_list, **_worker_options(num_workers))
     sizes = [wh for part in loader for wh in part]
-    shapes = [tuple(transform.shapes(w, h)) if w and h else () for w, h in sizes]
+    aspects = None
+    if transform.aspect_step is not None:
+        aspects = [None if math.isnan(a) else a for a in aspect_buckets(sizes, batch_size, transform.aspect_step)]
+    shapes = [tuple(transform.shapes(w, h, None if aspects is None else aspects[i])) if w and h else ()
+              for i, (w, h) in enumerate(sizes)]
+    return shapes, aspects
+
+
+def plan_batches(shapes: Sequence[tuple], chunks: Sequence[int], chunk_size: int, batch_size: int,
+                 max_lag: int = 8) -> list[list[int]]:
+    """Batches (record indices) of the given chunks, each of one view shape, full except at most one per shape:
+    chunk by chunk, each shape's images join the ones left over from earlier chunks and run in whole batches; a
+    remainder waits for the next chunks, unless its oldest image is `max_lag` chunks behind (then it runs as it is,
+    so at most max_lag + 1 chunks wait for their last descriptors: the memory held stays bounded). The last
+    chunk's remainders run at the end. A shape rarer than one batch per `max_lag` chunks makes more partial
+    batches; square views (one shape) and keep-aspect groups of whole batches (`aspect_buckets`) do not."""
+    n = len(shapes)
     _, key = np.unique(np.array([hash(s) for s in shapes], np.int64), return_inverse=True)
-    return key
+    key = key.reshape(-1)
+    position = {c: p for p, c in enumerate(chunks)}
+    waiting: dict[int, list[int]] = {}
+    batches: list[list[int]] = []
+    for p, c in enumerate(chunks):
+        start, stop = c * chunk_size, min(n, (c + 1) * chunk_size)
+        rows = start + np.argsort(key[start:stop], kind="stable")
+        keys, first = np.unique(key[rows], return_index=True)
+        for k, part in zip(keys.tolist(), np.split(rows, first[1:])):
+            queue = waiting.setdefault(k, [])
+            queue += part.tolist()
+            full = len(queue) // batch_size * batch_size
+            batches += [queue[s : s + batch_size] for s in range(0, full, batch_size)]
+            del queue[:full]
+        for k in sorted(waiting):
+            if waiting[k] and position[waiting[k][0] // chunk_size] <= p - max_lag:
+                batches.append(waiting.pop(k))
+    batches += [waiting[k] for k in sorted(waiting) if waiting[k]]
+    return batches
 
 
 def eval_loader(dataset: EvalImages, batches: list[list[int]], num_workers: int, device: torch.device) -> DataLoader:
@@ -276,10 +354,13 @@ def file_states(records: Sequence[ImageRecord]) -> str:
     return h.hexdigest()
 
 
-def _fingerprint(extractor, records: Sequence[ImageRecord], skip_bad_images: bool = False) -> str:
+def _fingerprint(extractor, records: Sequence[ImageRecord], skip_bad_images: bool = False,
+                 batch_size: int | None = None) -> str:
     ids = hashlib.sha1("\n".join(r.id for r in records).encode()).hexdigest()
     content = {"extractor": extractor.fingerprint(), "ids": ids, "n": len(records), "files": file_states(records),
                "skip_bad_images": bool(skip_bad_images)}
+    if getattr(extractor.transform, "aspect_step", None) is not None:  # aspect_buckets groups whole batches
+        content["aspect_batch"] = batch_size
     if any(r.crop is not None for r in records):  # cropped queries (isc.detect.query_crop) are other images
         content["crops"] = hashlib.sha1(repr([(r.id, r.crop) for r in records if r.crop]).encode()).hexdigest()
     return json.dumps(content, sort_keys=True)
@@ -293,7 +374,8 @@ def _why_different(stored: str | None, fingerprint: str) -> str:
         return "it has no readable cache key"
     names = {"extractor": "the model or transform", "ids": "the image list", "n": "the image list",
              "files": "image files changed (size or modification time)", "crops": "the query crops",
-             "skip_bad_images": "the skip policy (eval.skip_bad_images)"}
+             "skip_bad_images": "the skip policy (eval.skip_bad_images)",
+             "aspect_batch": "the batch size, which sets the keep-aspect shapes (eval.aspect_step)"}
     changed = sorted({names.get(k, k) for k in set(old) | set(new) if old.get(k) != new.get(k)})
     return "changed: " + ", ".join(changed) if changed else "its chunk size differs"
 
@@ -382,7 +464,7 @@ def extract_to_hdf5(
         raise ValueError(f"chunk_size and batch_size must be >= 1, got {chunk_size}, {batch_size}")
     path = Path(path)
     records = list(records)
-    f = _open(path, _fingerprint(extractor, records, skip_bad_images), records, chunk_size)
+    f = _open(path, _fingerprint(extractor, records, skip_bad_images, batch_size), records, chunk_size)
     if f is None:
         log.info("%s: all %d descriptors already in %s", desc, len(records), path)
         return path
@@ -392,37 +474,37 @@ def extract_to_hdf5(
         if len(pending) < len(done):
             log.info("%s: resuming, %d of %d chunks already done", desc, len(done) - len(pending), len(done))
         draft = draft_floor(draft_size, *getattr(extractor.transform, "sides", ()))  # never below the eval side
-        order = _shape_order(records, extractor.transform, draft, num_workers)
-        batches = []
-        for c in pending:  # batches never cross a chunk; within one, images of the same view shapes go together
-            start, stop = c * chunk_size, min(len(records), (c + 1) * chunk_size)
-            rows = start + np.argsort(order[start:stop], kind="stable")
-            batches += [rows[s : s + batch_size].tolist() for s in range(0, len(rows), batch_size)]
+        shapes, aspects = view_shapes(records, extractor.transform, batch_size=batch_size, draft=draft,
+                                      num_workers=num_workers)
+        batches = plan_batches(shapes, pending, chunk_size, batch_size)  # a batch may span chunks
         device = torch.device(getattr(extractor, "device", "cpu"))
         embed = getattr(extractor, "embed_on_device", extractor.embed)
-        loader = eval_loader(EvalImages(records, extractor.transform, skip_bad_images, draft), batches, num_workers,
-                             device)
+        loader = eval_loader(EvalImages(records, extractor.transform, skip_bad_images, draft, aspects), batches,
+                             num_workers, device)
         buffer: dict[int, list] = {}
-        remaining = {c: 0 for c in pending}
-        for batch_indices in batches:
-            remaining[batch_indices[0] // chunk_size] += 1
+        remaining = {c: min(len(records), (c + 1) * chunk_size) - c * chunk_size for c in pending}  # images left
         skipped = 0
         in_flight: tuple | None = None  # the previous batch: its descriptors are copied back after the next starts
 
-        def finish(c: int, index: torch.Tensor, vectors, n: int) -> None:
-            if len(index):
-                buffer.setdefault(c, []).append((index.numpy(), np.asarray(
-                    vectors.cpu().numpy() if isinstance(vectors, torch.Tensor) else vectors, np.float32)))
-            remaining[c] -= 1
-            if remaining[c] == 0:
-                _write_chunk(f, c, chunk_size, len(records), buffer.pop(c, []))
-            bar.update(n)
+        def finish(rows: list[int], index: torch.Tensor, vectors) -> None:
+            index = index.numpy()
+            vectors = None if vectors is None else np.asarray(
+                vectors.cpu().numpy() if isinstance(vectors, torch.Tensor) else vectors, np.float32)
+            chunk_of_row, chunk_of_index = np.asarray(rows) // chunk_size, index // chunk_size
+            for c in np.unique(chunk_of_row).tolist():
+                mine = chunk_of_index == c
+                if mine.any():
+                    buffer.setdefault(c, []).append((index[mine], vectors[mine]))
+                remaining[c] -= int((chunk_of_row == c).sum())
+                if remaining[c] == 0:
+                    _write_chunk(f, c, chunk_size, len(records), buffer.pop(c, []))
+            bar.update(len(rows))
 
         with tqdm(total=sum(len(b) for b in batches), desc=desc, unit="img") as bar:
             for batch_indices, batch in zip(batches, loader):
                 skipped += batch["skipped"]
-                current = (batch_indices[0] // chunk_size, batch["index"],
-                           embed(batch["views"]) if len(batch["index"]) else None, len(batch_indices))
+                current = (batch_indices, batch["index"],
+                           embed(batch["views"]) if len(batch["index"]) else None)
                 if in_flight is not None:
                     finish(*in_flight)
                 in_flight = current

@@ -20,7 +20,8 @@ from isc.data.disc import load_disc
 from isc.data.records import ImageRecord
 from isc.evaluate import evaluate_checkpoint
 from isc.augment.policies import ToNormalisedTensor
-from isc.extract import EvalTransform, ModelExtractor, extract_to_hdf5, read_descriptors
+from isc.extract import (EvalTransform, ModelExtractor, _fingerprint, aspect_buckets, extract_to_hdf5,
+                         plan_batches, read_descriptors, view_shapes)
 from isc.formats import read_descriptor_submission, read_predictions
 from isc.metric import evaluate
 from isc.model import DescriptorModel
@@ -317,6 +318,81 @@ class CountingModel(torch.nn.Module):
         return self.inner(x)
 
 
+def test_aspect_buckets_group_whole_batches_by_ratio_deterministically():
+    # landscape ratios 1.0 … 3.0, portrait 1.25, 1.5, 1.5, one unreadable header; batches of 2
+    sizes = [(100, 100), (110, 100), (120, 100), (130, 100), (150, 100), (160, 100), (200, 100), (300, 100),
+             (100, 125), (100, 150), (100, 150), (0, 0)]
+    narrow = aspect_buckets(sizes, 2, 0.15)  # no two runs within 0.15: one shape per run, its median ratio
+    np.testing.assert_allclose(narrow[:8], [1.05, 1.05, 1.25, 1.25, 1.55, 1.55, 2.5, 2.5])
+    np.testing.assert_allclose(narrow[8:11], [1 / 1.375, 1 / 1.375, 1 / 1.5])  # portrait: width / height < 1
+    assert np.isnan(narrow[11])
+    wide = aspect_buckets(sizes, 2, 0.5)  # runs 1.0–1.1 and 1.2–1.3 merge (span 0.3), 1.5 would make it 0.6
+    np.testing.assert_allclose(wide[:8], [1.15, 1.15, 1.15, 1.15, 1.55, 1.55, 2.5, 2.5])
+    np.testing.assert_allclose(wide[8:11], [1 / 1.5] * 3)
+    order = np.random.default_rng(0).permutation(len(sizes))  # no ties across groups: the order does not matter
+    np.testing.assert_array_equal(aspect_buckets([sizes[i] for i in order], 2, 0.5), wide[order])
+    np.testing.assert_array_equal(aspect_buckets(sizes, 2, 0.5), wide)
+    with pytest.raises(ValueError, match="step"):
+        aspect_buckets(sizes, 2, 0.0)
+
+
+def test_aspect_buckets_groups_hold_whole_batches_and_keep_orientation():
+    rng = np.random.default_rng(1)
+    ratio = np.exp(rng.uniform(np.log(0.5), np.log(2.5), 1000))
+    sizes = [(round(400 * r), 400) for r in ratio]
+    aspects = aspect_buckets(sizes, 16, 0.125)
+    actual = np.array([w / h for w, h in sizes])
+    assert ((aspects >= 1) == (actual >= 1)).all()  # no image turned from portrait to landscape or back
+    for landscape in (True, False):
+        mine = (actual >= 1) == landscape
+        groups, counts = np.unique(aspects[mine], return_counts=True)
+        biggest = groups.max() if landscape else groups.min()  # the group of the most elongated images
+        assert all(c % 16 == 0 for g, c in zip(groups, counts) if g != biggest)
+        assert counts.sum() == mine.sum()
+    # dense ratios: every run of 16 spans less than the step, so a group spans at most the step, and each image's
+    # ratio (long / short: the long side in units of the short) moves by at most the step
+    moved = np.abs(np.maximum(aspects, 1 / aspects) - np.maximum(actual, 1 / actual))
+    assert 0.05 < moved.max() <= 0.125
+    assert len(np.unique(aspects)) < 40  # runs merged into far fewer shapes than the 63 batches
+
+
+def _chunk_shapes(n: int, seed: int = 0) -> list[tuple]:
+    rng = np.random.default_rng(seed)
+    aspects = aspect_buckets([(int(w), 60) for w in rng.integers(40, 120, n)], 8, 0.125)
+    transform = EvalTransform(32, "keep_aspect", aspect_step=0.125)
+    return [tuple(transform.shapes(1, 1, a)) for a in aspects]
+
+
+def test_plan_batches_full_except_one_per_shape_across_chunks():
+    shapes = _chunk_shapes(403)
+    batches = plan_batches(shapes, list(range(9)), 50, 8)
+    assert sorted(i for b in batches for i in b) == list(range(403))  # every image once
+    partial: dict[tuple, int] = {}
+    for b in batches:
+        assert len({shapes[i] for i in b}) == 1  # one shape per forward
+        assert len(b) <= 8
+        if len(b) < 8:
+            partial[shapes[b[0]]] = partial.get(shapes[b[0]], 0) + 1
+    assert max(partial.values()) == 1  # at most one partial batch per shape
+    assert any(len({i // 50 for i in b}) > 1 for b in batches)  # batches cross chunks rather than end with them
+    assert plan_batches(shapes, list(range(9)), 50, 8) == batches  # deterministic
+    # resuming (chunks 0 and 3 done): the pending chunks only
+    assert {i // 50 for b in plan_batches(shapes, [1, 2, 4, 5, 6, 7, 8], 50, 8) for i in b} == {1, 2, 4, 5, 6, 7, 8}
+
+
+def test_plan_batches_bounds_how_long_a_rare_shape_waits():
+    shapes = [("common",)] * 200
+    for i in range(0, 200, 10):  # one image of a rare shape per chunk of 10
+        shapes[i] = ("rare",)
+    batches = plan_batches(shapes, list(range(20)), 10, 8, max_lag=3)
+    rare = [b for b in batches if shapes[b[0]] == ("rare",)]
+    assert [len(b) for b in rare] == [4, 4, 4, 4, 4]  # run once its oldest image is 3 chunks behind
+    position = {i: p for p, b in enumerate(batches) for i in b}
+    for b in rare:  # a chunk's last descriptor comes at most 3 chunks of work later
+        common_after = [i for i in range(200) if shapes[i] == ("common",) and position[i] < position[b[0]]]
+        assert max(common_after) // 10 - b[0] // 10 <= 3
+
+
 @pytest.mark.parametrize("aspect_step", [None, 0.25])
 def test_keep_aspect_batches_by_shape_keep_ids_and_equal_one_image_per_forward(tmp_path, aspect_step):
     records = _aspect_images(tmp_path)
@@ -327,24 +403,32 @@ def test_keep_aspect_batches_by_shape_keep_ids_and_equal_one_image_per_forward(t
     path = extract_to_hdf5(extractor, records, tmp_path / "d.h5", batch_size=4, chunk_size=7)
     ids, vectors = read_descriptors(path)
     assert ids.tolist() == [r.id for r in records]  # the file keeps the record order
-    forwards = len(model.batches)
-    with torch.no_grad():  # one image per forward, views normalised one by one
+    shapes, aspects = view_shapes(records, transform, batch_size=4)
+    assert (aspects is None) == (aspect_step is None)
+    with torch.no_grad():  # one image per forward, views normalised one by one, each of its planned shape
         expected = []
-        for r in records:
-            views = [ToNormalisedTensor()(v)[None] for v in transform(Image.open(r.path))]
+        for i, r in enumerate(records):
+            views = [ToNormalisedTensor()(v)[None]
+                     for v in transform(Image.open(r.path), aspect=None if aspects is None else aspects[i])]
+            assert tuple(tuple(v.shape[2:]) for v in views) == shapes[i]
             total = sum(model(v) + model(torch.flip(v, dims=[-1])) for v in views)
             expected.append(F.normalize(total, dim=-1)[0].numpy())
+    model.batches.clear()
+    batches = plan_batches(shapes, [0, 1], 7, 4)
+    path = extract_to_hdf5(extractor, records, tmp_path / "again.h5", batch_size=4, chunk_size=7)
+    np.testing.assert_allclose(read_descriptors(path)[1], np.stack(expected), rtol=0, atol=2e-6)
     np.testing.assert_allclose(vectors, np.stack(expected), rtol=0, atol=2e-6)
-    shapes = [tuple(tuple(v.shape) for v in transform(Image.open(r.path))) for r in records]
-    # chunks of 7 and 6 images, batches of 4 sorted by shape: each forward holds one shape
-    per_chunk = [len(set(shapes[:7])), len(set(shapes[7:]))]
+    assert len(model.batches) == len(batches) * 2 * 2  # one shape per batch: one forward per scale and flip
+    partial = [shapes[b[0]] for b in batches if len(b) < 4]
+    assert len(partial) == len(set(partial))  # at most one partial batch per shape
+    # the batch size sets the bucketed shapes, so it is part of the cache key then (and only then)
+    assert (_fingerprint(extractor, records, False, 4) != _fingerprint(extractor, records, False, 3)) == (
+        aspect_step is not None)
     if aspect_step is None:
         assert len(set(shapes)) == 8
-    else:  # long side to a multiple of 8 px at 32 (4 at 16): six shapes, the stretch at most half a step
-        assert len(set(shapes)) == 6
-        for r, s in zip(records, shapes):
+    else:  # 9 landscape, 4 portrait images in batches of 4: 4 batches, the last of each orientation partial
+        assert len(set(shapes)) == 4 and len(batches) == 4
+        assert sorted(len(b) for b in batches) == [1, 4, 4, 4]
+        for r, s in zip(records, shapes):  # orientation kept
             w, h = Image.open(r.path).size
-            exact = EvalTransform(32, "keep_aspect").shapes(w, h)[0]
-            assert abs(max(s[0]) - max(exact)) <= 4
-    assert forwards <= 2 * 2 * (sum(per_chunk) + 2)  # ≤ (shapes + 1 split) per chunk × 2 scales × flip
-    assert forwards < 2 * 2 * len(records)  # fewer than one forward per image
+            assert (s[0][1] >= s[0][0]) == (w >= h)

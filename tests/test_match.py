@@ -159,6 +159,8 @@ def test_configuration_errors_come_before_any_work(run):
         match(run("verify.views=crops"))
     with pytest.raises(ValueError, match="fusion.vote_over must be models or views"):
         match(run("fusion.vote_over=crops"))
+    with pytest.raises(ValueError, match="eval.aspect_step=0.125 is for isc-eval"):
+        match(run("eval.resize=keep_aspect", "eval.aspect_step=0.125"))
 
 
 @pytest.mark.parametrize("group, options", [("verifier", ["none", "sift", "orb"]),

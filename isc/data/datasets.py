@@ -151,13 +151,17 @@ class GroundTruthPairs(Dataset):
 
 
 class EvalImages(Dataset):
-    """Query/reference images for descriptor extraction; `index` points back into `records`."""
+    """Query/reference images for descriptor extraction; `index` points back into `records`. `aspects`: per
+    record, the aspect ratio its views get (`isc.extract.aspect_buckets`; None: the image's own), passed to the
+    transform as `aspect=`."""
 
-    def __init__(self, records: Sequence[ImageRecord], transform: Callable, skip_bad_images: bool = False, draft_size: int | None = None):
+    def __init__(self, records: Sequence[ImageRecord], transform: Callable, skip_bad_images: bool = False,
+                 draft_size: int | None = None, aspects: Sequence[float | None] | None = None):
         self.records = list(records)
         self.transform = transform
         self.skip_bad_images = skip_bad_images
         self.draft_size = draft_size
+        self.aspects = None if aspects is None else list(aspects)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -174,7 +178,9 @@ class EvalImages(Dataset):
             return None
         if record.crop is not None:
             image = crop_fraction(image, record.crop)
-        return {"image": self.transform(image), "index": index}
+        if self.aspects is None or self.aspects[index] is None:
+            return {"image": self.transform(image), "index": index}
+        return {"image": self.transform(image, aspect=self.aspects[index]), "index": index}
 
 
 def crop_box(width: int, height: int, crop: tuple[float, float, float, float]) -> tuple[int, int, int, int]:

@@ -50,6 +50,9 @@ def _components(cfg: DictConfig):
             raise TypeError(f"{role}: {type(provider).__name__} has no crops(image) method (see isc/match/crops.py)")
     verifier = instantiate(cfg.verifier)
     check_verifier(verifier)
+    if cfg.eval.get("aspect_step") is not None:  # shapes from a whole split's sizes (aspect_buckets)
+        raise ValueError(f"eval.aspect_step={cfg.eval.aspect_step} is for isc-eval's extraction; the match track's "
+                         "views are crops found while loading, each keeping its exact aspect: set eval.aspect_step=null")
     if cfg.fusion.vote_over not in ("models", "views"):
         raise ValueError(f"fusion.vote_over must be models or views, got {cfg.fusion.vote_over!r}")
     if cfg.fusion.get("vote_per", "query") not in VOTE_PER:

@@ -3,14 +3,16 @@ time of isc's whole extraction (`isc.extract.extract_to_hdf5`) in three modes, a
 
   square        every image resized to size × size (one shape: full batches);
   keep_exact    eval.resize=keep_aspect, eval.aspect_step=null: short side = size, each image its exact shape
-                (SSCD's protocol); batches are sorted by shape within each chunk, so only images of one shape
-                share a forward;
-  keep_bucket   eval.aspect_step=STEP: the long side rounded to a multiple of STEP × size (a few shapes).
+                (SSCD's protocol); only images of one shape share a forward;
+  keep_bucket   eval.aspect_step=STEP: the images, sorted by aspect ratio, in runs of whole batches, one shape per
+                run (`isc.extract.aspect_buckets`): full batches, each image stretched to its run's median ratio.
 
-Prints JSON: seconds per mode (median of --repeats, modes interleaved), forwards per mode, keep / square time
-ratios (target for the bucketed mode: ≤ 1.5), and the descriptor differences: keep_exact batched vs one image per
-forward (max |Δ|: batching alone), keep_bucket vs keep_exact (cosine: the stretch). Random weights: the cosines
-say how far the descriptor moves, not what µAP does (isc-eval with a trained checkpoint says that).
+Prints JSON: seconds per mode (median of --repeats, modes interleaved), forwards, distinct view shapes and view
+pixels per mode (over square's: what the model computes on), keep / square time ratios (target for the bucketed
+mode: ≤ 1.5), and the descriptor differences: each keep mode batched vs one image per forward at the same shapes
+(max |Δ|: batching alone), keep_bucket vs keep_exact (cosine: the stretch) and the stretch itself (the long side's
+change, relative). Random weights: the cosines say how far the descriptor moves, not what µAP does (isc-eval
+with a trained checkpoint says that). Forwards and pixels do not depend on the machine's load; the seconds do.
 
     .venv/bin/python scripts/bench/keep_aspect.py --data DIR [--size 64] [--backbone mobilenetv3_small_050]
         [--device cpu|cuda] [--precision 32|bf16|16] [--workers 1] [--batch 128] [--step 0.125]
@@ -29,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from isc.data.records import ImageRecord
-from isc.extract import PRECISIONS, EvalTransform, ModelExtractor, extract_to_hdf5, read_descriptors
+from isc.extract import (PRECISIONS, EvalTransform, ModelExtractor, extract_to_hdf5, read_descriptors,
+                         view_shapes)
 from isc.images import load_image
 from isc.model import DescriptorModel
 
@@ -101,15 +103,22 @@ def main() -> None:
                 ids, vectors[mode] = read_descriptors(path)
                 assert ids.tolist() == [r.id for r in records], "extraction changed the order of the ids"
                 path.unlink()
-    keep = extractors["keep_exact"]
-    with torch.no_grad():  # one image per forward: the exact protocol, no batching at all
-        single = np.stack([keep.embed([[v] for v in keep.transform(load_image(r.path))])[0]
-                           for r in records[: args.single]])
-    batched = vectors["keep_exact"][: args.single]
+    plans = {m: view_shapes(records, t, batch_size=args.batch) for m, t in modes.items()}
+    single, batched_vs_single = args.single, {}
+    for mode in ("keep_exact", "keep_bucket"):
+        extractor, aspects = extractors[mode], plans[mode][1]
+        with torch.no_grad():  # one image per forward at the same shapes: no batching at all
+            alone = np.stack([extractor.embed([[v] for v in extractor.transform(
+                load_image(r.path), aspect=None if aspects is None else aspects[i])])[0]
+                for i, r in enumerate(records[:single])])
+        batched_vs_single[mode] = float(np.abs(vectors[mode][:single] - alone).max())
     cos = (vectors["keep_bucket"] * vectors["keep_exact"]).sum(1)
     med = {m: statistics.median(s) for m, s in seconds.items()}
-    shapes = {m: len({tuple(tuple(x) for x in t.shapes(*Image.open(r.path).size)) for r in records})
-              for m, t in modes.items()}
+    shapes = {m: len(set(plan[0])) for m, plan in plans.items()}
+    pixels = {m: sum(h * w for shape in plan[0] for h, w in shape) for m, plan in plans.items()}
+    exact_long = np.array([max(shape[0]) for shape in plans["keep_exact"][0]], np.float64)
+    bucket_long = np.array([max(shape[0]) for shape in plans["keep_bucket"][0]], np.float64)
+    stretch = np.abs(bucket_long / exact_long - 1)
     print(json.dumps({
         "benchmark": "keep_aspect", "data": str(args.data), "images": len(records), "backbone": args.backbone,
         "size": args.size, "aspect_step": args.step, "batch": args.batch, "workers": args.workers,
@@ -117,9 +126,11 @@ def main() -> None:
         "seconds": {m: round(v, 2) for m, v in med.items()},
         "images_per_s": {m: round(len(records) / v, 1) for m, v in med.items()},
         "forwards": forwards, "distinct_shapes": shapes,
+        "pixels_over_square": {m: round(v / pixels["square"], 3) for m, v in pixels.items()},
         "keep_exact_over_square": round(med["keep_exact"] / med["square"], 3),
         "keep_bucket_over_square": round(med["keep_bucket"] / med["square"], 3),
-        "batched_vs_one_per_forward_max_abs": float(np.abs(batched - single).max()),
+        "batched_vs_one_per_forward_max_abs": batched_vs_single,
+        "bucket_long_side_stretch": {"mean": round(float(stretch.mean()), 4), "max": round(float(stretch.max()), 4)},
         "bucket_vs_exact_cosine": {"mean": round(float(cos.mean()), 5), "min": round(float(cos.min()), 5),
                                    "p01": round(float(np.quantile(cos, 0.01)), 5)},
         "targets": {"keep_bucket_over_square": 1.5},
