@@ -108,7 +108,7 @@ class CopyDetectionModule(L.LightningModule):
                         else self.model(images), labels)
         self._unchecked_loss = (out["loss"].detach(), self.global_step)
         # not prog_bar: Lightning turns progress-bar metrics into numbers after every batch (a sync each step);
-        # isc.train.LossProgressBar shows these when it refreshes
+        # isc.trainer.LossProgressBar shows these when it refreshes
         self.log_dict({f"train/{k}": val.detach() for k, val in out.items()}, batch_size=b)
         self.log("train/epoch_loss", out["loss"].detach(), on_step=False, on_epoch=True, batch_size=b, sync_dist=True)
         return out["loss"]

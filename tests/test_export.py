@@ -15,7 +15,7 @@ from PIL import Image
 pytest.importorskip("onnxruntime")
 
 from isc.cli.export import main  # noqa: E402
-from isc.evaluate import load_checkpoint  # noqa: E402
+from isc.checkpoints import load_checkpoint  # noqa: E402
 from isc.export import METADATA_KEY, load_onnx, load_torchscript, onnx_descriptors  # noqa: E402
 from isc.extract import EvalTransform, ModelExtractor  # noqa: E402
 from isc.model import DescriptorModel  # noqa: E402

@@ -18,7 +18,7 @@ from isc.data.disc import load_disc
 from isc.detect.boxes import read_overlay_boxes
 from isc.detect.model import DetectorModule
 from isc.detect.synthetic import LabelledQueries, SyntheticOverlays, collate_detection
-from isc.train import init_from_weights
+from isc.checkpoints import init_from_weights
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def train_detector(cfg: DictConfig) -> dict:
     …), detection ms/image during that validation, and the checkpoint path. Writes config.yaml, metrics.json
     and checkpoints/last.ckpt to paths.output_dir."""
     from isc.runs import recorded_run
-    from isc.train import start_run_folder
+    from isc.runs import start_run_folder
 
     output_dir = Path(cfg.paths.output_dir)
     start_run_folder(cfg, output_dir, "isc-train-detector")  # a finished or other run in the folder stops here (isc.runs)
@@ -75,7 +75,7 @@ def train_detector(cfg: DictConfig) -> dict:
 def _train_detector(cfg: DictConfig, output_dir: Path) -> dict:
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(int(cfg.seed), workers=True)
-    from isc.train import configure_threads
+    from isc.scaling import configure_threads
 
     configure_threads(cfg.get("torch_threads"), int(cfg.data.num_workers))
     data = load_disc(cfg.dataset)

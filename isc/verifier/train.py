@@ -18,7 +18,8 @@ from isc.augment import eval_transform
 from isc.data.datasets import collate_skipping
 from isc.data.disc import DiscData, hold_out_training_pairs, load_disc
 from isc.images import load_image
-from isc.train import build_trainer, configure_threads
+from isc.scaling import configure_threads
+from isc.trainer import build_trainer
 from isc.verifier.datasets import TrainingPairs, ValidationPairImages
 from isc.verifier.inference import PairwiseVerifier
 from isc.verifier.metrics import pair_metrics
@@ -90,7 +91,7 @@ def train_verifier(cfg: DictConfig) -> dict:
     reloaded with PairwiseVerifier, with its scoring throughput), `descriptor/*` (the mining checkpoint's cosine
     scores of the same pairs) and `negatives` (how they were drawn). Writes config.yaml and metrics.json."""
     from isc.runs import recorded_run
-    from isc.train import start_run_folder
+    from isc.runs import start_run_folder
 
     output_dir = Path(cfg.paths.output_dir)
     start_run_folder(cfg, output_dir, "isc-train-verifier")  # a finished or other run in the folder stops here (isc.runs)
