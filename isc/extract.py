@@ -20,6 +20,8 @@ Eval transforms (`EvalTransform`): square resize (lyakaap, RECIPES §2.4) or kee
 short side (SSCD, §8), at one or several scales of `size` (lyakaap's TTA 1, 1/√2, √2; VisionForce's
 200/256/320/400 ≈ 256 × 0.78/1/1.25/1.56, §4); with `flip`, each scale is also embedded mirrored. The
 descriptors of all views are summed and L2-normalised.
+
+`build_extractors`: the extractors of an `eval` config (isc-eval, isc-match): one per checkpoint, or a baseline.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, ListConfig
 from PIL import Image
 from torch.utils.data import DataLoader
-from omegaconf import DictConfig, ListConfig
 from torchvision.transforms import v2 as T
 from tqdm import tqdm
 

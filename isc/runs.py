@@ -242,4 +242,6 @@ def check_writable(folder: Path) -> None:
 
 
 def claim_eval_folder(cfg: DictConfig, output_dir: Path, tool: str = "isc-eval") -> None:
+    """claim_folder for isc-eval and isc-match: the descriptor cache is kept (it checks itself), and a run of
+    another ckpt_path counts as another run."""
     claim_folder(output_dir, cfg, tool, legacy_config=None, keep=("descriptors",), compare=("ckpt_path",))

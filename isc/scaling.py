@@ -14,6 +14,9 @@ recipe on your GPUs").
 **Data workers.** `data.num_workers: auto` is 1 when the model trains on the CPU (the workers share its cores:
 the CPU default run) and the node's cores divided among its GPU processes otherwise, minus one for the
 training process, at most MAX_WORKERS each: a one-worker GPU run is data-bound.
+
+**Threads and devices.** `configure_threads` sets torch's intra-op threads (`torch_threads`); `resolve_device`
+turns a device setting (`auto`, `cpu`, `cuda:1`) into a torch.device.
 """
 
 from __future__ import annotations
