@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from isc.data.datasets import EvalImages, ExtraNegatives, GroundTruthPairs, TrainingViews, collate_skipping
 from isc.data.disc import DiscData, hold_out_training_pairs, load_disc, load_training_pairs, resolve_root
-from isc.data.sampling import EpochSampler, SeededSamples
+from isc.data.sampling import SeededSamples, epoch_sampler
 
 
 class DiscDataModule(L.LightningDataModule):
@@ -125,12 +125,9 @@ class DiscDataModule(L.LightningDataModule):
                              "(training on ground-truth pairs)")
         if len(dataset) < self.batch_size:
             raise ValueError(f"data.batch_size={self.batch_size} is larger than the {len(dataset)} training samples.")
-        trainer = getattr(self, "trainer", None)
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = EpochSampler(len(dataset), self.batch_size, self.seed, self.class_limit, num_replicas=world, rank=rank,
-                               current_epoch=(lambda: trainer.fit_loop.epoch_progress.current.processed)
-                               if trainer is not None else None,  # the value Lightning passes to set_epoch
-                               steps=self.steps_per_epoch, groups=self.neighbours, first_anchor=self.first_anchor)
+        sampler = epoch_sampler(getattr(self, "trainer", None), len(dataset), self.batch_size, self.seed,
+                                limit=self.class_limit, steps=self.steps_per_epoch, groups=self.neighbours,
+                                first_anchor=self.first_anchor)
         return self._loader(SeededSamples(dataset, self.seed), self.batch_size, shuffle=False, drop_last=True,
                             sampler=sampler)
 

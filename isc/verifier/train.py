@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from isc.augment import eval_transform
 from isc.data.datasets import collate_skipping
 from isc.data.disc import DiscData, hold_out_training_pairs, load_disc
+from isc.data.sampling import SeededSamples, epoch_sampler
 from isc.images import load_image
 from isc.scaling import configure_threads
 from isc.trainer import build_trainer
@@ -82,6 +83,30 @@ def score_checkpoint(path: str, pairs: ValidationPairs, cfg: DictConfig) -> dict
     return {**pair_metrics(pairs, scores), "pairs_per_s": len(scores) / seconds}
 
 
+class PairData(L.LightningDataModule):
+    """The training pairs in isc-train's order (isc.data.sampling: each epoch's order and every random draw of a
+    pair depend on (seed, epoch, anchor) only, so a resumed run replays them and under DDP each step's global batch
+    is one process's batch), and the validation pairs (Lightning shares them out among the processes)."""
+
+    def __init__(self, train: TrainingPairs, validation: ValidationPairImages, batch_size: int, eval_batch_size: int,
+                 num_workers: int, seed: int):
+        super().__init__()
+        self.train, self.validation, self.seed = train, validation, seed
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+
+    def _loader(self, dataset, batch_size: int, **options) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, **options)
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = epoch_sampler(getattr(self, "trainer", None), len(self.train), self.batch_size, self.seed)
+        return self._loader(SeededSamples(self.train, self.seed), self.batch_size, sampler=sampler, drop_last=True,
+                            collate_fn=collate_skipping)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.validation, self.eval_batch_size)
+
+
 def _prefixed(prefix: str, metrics: dict) -> dict:
     return {f"{prefix}/{k}": v for k, v in metrics.items()}
 
@@ -127,11 +152,8 @@ def _train_verifier(cfg: DictConfig, output_dir: Path) -> dict:
                               data.training + data.references, int(cfg.pairs.negatives_per_positive), cfg.data.draft_size)
     if len(train_set) < cfg.data.batch_size:
         raise ValueError(f"data.batch_size={cfg.data.batch_size} is larger than the {len(train_set)} training anchors")
-    workers = int(cfg.data.num_workers)
-    train_loader = DataLoader(train_set, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
-                              num_workers=workers, persistent_workers=workers > 0, collate_fn=collate_skipping)
-    val_loader = DataLoader(ValidationPairImages(validation, size, cfg.data.draft_size),
-                            batch_size=cfg.data.eval_batch_size, num_workers=workers, persistent_workers=workers > 0)
+    pairs = PairData(train_set, ValidationPairImages(validation, size, cfg.data.draft_size), int(cfg.data.batch_size),
+                     int(cfg.data.eval_batch_size), int(cfg.data.num_workers), int(cfg.seed))
 
     model_args = {"backbone": cfg.backbone.name, "pretrained": cfg.backbone.pretrained,
                   "weights_file": cfg.backbone.weights_file, "global_pool": cfg.model.global_pool,
@@ -146,12 +168,12 @@ def _train_verifier(cfg: DictConfig, output_dir: Path) -> dict:
 
     trainer = build_trainer(cfg, output_dir)
     if cfg.validate_before_training and not cfg.get("ckpt_path"):
-        trainer.validate(module, dataloaders=val_loader, verbose=False)
+        trainer.validate(module, datamodule=pairs, verbose=False)
         metrics.update(_prefixed("init", module.last_metrics))
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=pairs, ckpt_path=cfg.get("ckpt_path"))
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
     if module.scored_at_step != trainer.global_step:  # check_val_every_n_epoch skipped the last epoch
-        trainer.validate(module, dataloaders=val_loader, verbose=False)
+        trainer.validate(module, datamodule=pairs, verbose=False)
     metrics.update(_prefixed("val", module.last_metrics))
 
     checkpoint = trainer.checkpoint_callback
