@@ -23,12 +23,16 @@ from tests.test_evaluate import SMOKE_DATASET  # the session's smoke mini-DISC (
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+def detector_overrides(data_dir, out, *overrides) -> list[str]:
+    return [f"paths.data_dir={data_dir}", f"paths.output_dir={out}", *SMOKE_DATASET, "data.samples_per_epoch=4",
+            "data.num_workers=0", "data.max_side=96", "data.val_batch_size=8", "detector.min_size=64",
+            "detector.max_size=128", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+            "trainer.log_every_n_steps=1", "torch_threads=1", *overrides]
+
+
 def detector_cfg(data_dir, out, *overrides):
-    cfg = compose_config("train_detector", [
-        f"paths.data_dir={data_dir}", f"paths.output_dir={out}", *SMOKE_DATASET, "data.samples_per_epoch=4",
-        "data.batch_size=2", "data.num_workers=0", "data.max_side=96", "data.val_batch_size=8",
-        "detector.min_size=64", "detector.max_size=128", "trainer.max_epochs=1", "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "torch_threads=1", *overrides])
+    cfg = compose_config("train_detector", detector_overrides(data_dir, out, "data.batch_size=2",
+                                                              "trainer.accelerator=cpu", *overrides))
     OmegaConf.resolve(cfg)
     return cfg
 

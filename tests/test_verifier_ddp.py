@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from isc.verifier.train import train_verifier
+from tests.conftest import compose_config
 from tests.test_verifier_train import TINY
 
 pytestmark = pytest.mark.slow
@@ -32,15 +34,13 @@ def step_losses(run: Path) -> pd.Series:
 
 
 def test_two_processes_train_and_validate_like_one_process(data_dir, tmp_path):
-    from tests.conftest import compose_config
-    from omegaconf import OmegaConf
-
     ddp_run = tmp_path / "ddp"
     command = [sys.executable, "-m", "isc.cli.train_verifier", f"paths.data_dir={data_dir}",
                f"paths.output_dir={ddp_run}", *TINY, *SAME, "trainer=ddp_sim", "data.batch_size=4"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert list(ddp_run.glob("*_process_1.log"))  # the second process wrote into the first's folder
     got = json.loads((ddp_run / "metrics.json").read_text())
 
     single = compose_config("train_verifier", [f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path / 'one'}",

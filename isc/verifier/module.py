@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from isc.distributed import gather_uneven
-from isc.optim import parameter_groups
+from isc.optim import optimization
 from isc.verifier.metrics import pair_metrics
 from isc.verifier.model import PairClassifier
 from isc.verifier.pairs import ValidationPairs
@@ -86,12 +86,5 @@ class VerifierModule(L.LightningModule):
                       sync_dist=False)  # every process computed them from all pairs
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(parameter_groups(self))
-        if self.scheduler_factory is None:
-            return optimizer
-        total = self.trainer.max_epochs if self.scheduler_interval == "epoch" else self.trainer.estimated_stepping_batches
-        scheduler = self.scheduler_factory(optimizer, total_steps=int(total))
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch",
-                                                             "monitor": "train/epoch_loss"}}
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+        return optimization(self, self.optimizer_factory, self.scheduler_factory, self.scheduler_interval,
+                            self.trainer.estimated_stepping_batches)
