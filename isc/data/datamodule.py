@@ -134,3 +134,29 @@ class DiscDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         dataset = EvalImages(self.val_records, self.eval_transform, self.skip_bad_eval_images, self.draft_size)
         return self._loader(dataset, self.eval_batch_size, shuffle=False, drop_last=False)
+
+
+class SeededDataModule(L.LightningDataModule):
+    """A training set drawn as DiscDataModule draws isc-train's (isc.data.sampling: each epoch's order and every
+    random draw of a sample depend on (seed, epoch, sample) only, so a resumed run replays them and under DDP each
+    step's global batch is one process's batch), and a validation set (Lightning shares it out among the
+    processes): the data of isc-train-verifier and isc-train-detector."""
+
+    def __init__(self, train: Dataset, validation: Dataset, batch_size: int, eval_batch_size: int, num_workers: int,
+                 seed: int, train_collate: Callable | None = None, val_collate: Callable | None = None):
+        super().__init__()
+        self.train, self.validation, self.seed = train, validation, int(seed)
+        self.batch_size, self.eval_batch_size, self.num_workers = int(batch_size), int(eval_batch_size), int(num_workers)
+        self.train_collate, self.val_collate = train_collate, val_collate
+
+    def _loader(self, dataset: Dataset, batch_size: int, **options) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, **options)
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = epoch_sampler(getattr(self, "trainer", None), len(self.train), self.batch_size, self.seed)
+        return self._loader(SeededSamples(self.train, self.seed), self.batch_size, sampler=sampler, drop_last=True,
+                            collate_fn=self.train_collate)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.validation, self.eval_batch_size, collate_fn=self.val_collate)

@@ -10,16 +10,15 @@ from pathlib import Path
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
+from isc.checkpoints import init_from_weights
+from isc.data.datamodule import SeededDataModule
 from isc.data.disc import load_disc
-from isc.data.sampling import SeededSamples, epoch_sampler
 from isc.detect.boxes import read_overlay_boxes
 from isc.detect.model import DetectorModule
 from isc.detect.synthetic import LabelledQueries, SyntheticOverlays, collate_detection
 from isc.scaling import configure_threads
 from isc.trainer import build_trainer
-from isc.checkpoints import init_from_weights
 
 log = logging.getLogger(__name__)
 
@@ -34,36 +33,6 @@ def labelled_queries(data) -> list:
         raise ValueError(f"{Path(data.root) / 'query_edits.csv'} has no row for {len(missing)} queries "
                          f"(e.g. {missing[:3]}); rebuild the mini-DISC")
     return [(q, boxes[q.id]) for q in data.queries]
-
-
-class DetectionData(L.LightningDataModule):
-    """Synthetic overlays in isc-train's order (isc.data.sampling: the overlays of an epoch depend on (seed, epoch,
-    sample) only, new ones every epoch; a resumed run replays them and under DDP each step's global batch is one
-    process's batch), and the labelled queries for validation (Lightning shares them out among the processes)."""
-
-    def __init__(self, cfg: DictConfig, data):
-        super().__init__()
-        d = cfg.data
-        self.train = SyntheticOverlays(data.training, int(d.samples_per_epoch), p_overlay=float(d.p_overlay),
-                                       max_side=int(d.max_side), draft_size=d.draft_size)
-        self.queries = LabelledQueries(labelled_queries(data))
-        self.batch_size, self.val_batch_size = int(d.batch_size), int(d.val_batch_size)
-        self.num_workers, self.seed = int(d.num_workers), int(cfg.seed)
-
-    @property
-    def n_boxes(self) -> int:
-        return sum(box is not None for _, box in self.queries.items)
-
-    def _loader(self, dataset, batch_size: int, **options) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, collate_fn=collate_detection, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **options)
-
-    def train_dataloader(self) -> DataLoader:
-        sampler = epoch_sampler(getattr(self, "trainer", None), len(self.train), self.batch_size, self.seed)
-        return self._loader(SeededSamples(self.train, self.seed), self.batch_size, sampler=sampler, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.queries, self.val_batch_size)
 
 
 def initialise_detector(module: DetectorModule, path: str | Path) -> None:
@@ -96,11 +65,16 @@ def _train_detector(cfg: DictConfig, output_dir: Path) -> dict:
     L.seed_everything(int(cfg.seed), workers=True)
     configure_threads(cfg.get("torch_threads"), int(cfg.data.num_workers))
     data = load_disc(cfg.dataset)
-    detection = DetectionData(cfg, data)
-    if detection.n_boxes == 0:
+    d, queries = cfg.data, labelled_queries(data)
+    n_boxes = sum(box is not None for _, box in queries)
+    if n_boxes == 0:
         raise ValueError(f"no query of {data.root} has an overlay box: nothing to validate the detector on")
     log.info("detector: %d training images for synthetic overlays; %d queries (%d with a box) for validation",
-             len(data.training), len(detection.queries), detection.n_boxes)
+             len(data.training), len(queries), n_boxes)
+    overlays = SyntheticOverlays(data.training, int(d.samples_per_epoch), p_overlay=float(d.p_overlay),
+                                 max_side=int(d.max_side), draft_size=d.draft_size)
+    detection = SeededDataModule(overlays, LabelledQueries(queries), d.batch_size, d.val_batch_size, d.num_workers,
+                                 cfg.seed, train_collate=collate_detection, val_collate=collate_detection)
 
     module = DetectorModule(model=OmegaConf.to_container(cfg.detector, resolve=True),
                             optimizer=instantiate(cfg.optimizer),
@@ -123,7 +97,7 @@ def _train_detector(cfg: DictConfig, output_dir: Path) -> dict:
     metrics = {f"val/box_{k}" if k in ("recall", "top1_recall", "replaced_wrongly") else f"val/{k}": v
                for k, v in stats.items()}
     metrics.update({"train/steps": int(trainer.global_step), "train/seconds": round(train_seconds, 1),
-                    "val/detect_ms_per_image": round(1000 * val_seconds / len(detection.queries), 1),
+                    "val/detect_ms_per_image": round(1000 * val_seconds / len(queries), 1),
                     "checkpoint": str(output_dir / "checkpoints" / "last.ckpt")})
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics

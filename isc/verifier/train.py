@@ -12,12 +12,11 @@ import lightning as L
 import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
 from isc.augment import eval_transform
+from isc.data.datamodule import SeededDataModule
 from isc.data.datasets import collate_skipping
 from isc.data.disc import DiscData, hold_out_training_pairs, load_disc
-from isc.data.sampling import SeededSamples, epoch_sampler
 from isc.images import load_image
 from isc.scaling import configure_threads
 from isc.trainer import build_trainer
@@ -83,30 +82,6 @@ def score_checkpoint(path: str, pairs: ValidationPairs, cfg: DictConfig) -> dict
     return {**pair_metrics(pairs, scores), "pairs_per_s": len(scores) / seconds}
 
 
-class PairData(L.LightningDataModule):
-    """The training pairs in isc-train's order (isc.data.sampling: each epoch's order and every random draw of a
-    pair depend on (seed, epoch, anchor) only, so a resumed run replays them and under DDP each step's global batch
-    is one process's batch), and the validation pairs (Lightning shares them out among the processes)."""
-
-    def __init__(self, train: TrainingPairs, validation: ValidationPairImages, batch_size: int, eval_batch_size: int,
-                 num_workers: int, seed: int):
-        super().__init__()
-        self.train, self.validation, self.seed = train, validation, seed
-        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-
-    def _loader(self, dataset, batch_size: int, **options) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **options)
-
-    def train_dataloader(self) -> DataLoader:
-        sampler = epoch_sampler(getattr(self, "trainer", None), len(self.train), self.batch_size, self.seed)
-        return self._loader(SeededSamples(self.train, self.seed), self.batch_size, sampler=sampler, drop_last=True,
-                            collate_fn=collate_skipping)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.validation, self.eval_batch_size)
-
-
 def _prefixed(prefix: str, metrics: dict) -> dict:
     return {f"{prefix}/{k}": v for k, v in metrics.items()}
 
@@ -152,8 +127,8 @@ def _train_verifier(cfg: DictConfig, output_dir: Path) -> dict:
                               data.training + data.references, int(cfg.pairs.negatives_per_positive), cfg.data.draft_size)
     if len(train_set) < cfg.data.batch_size:
         raise ValueError(f"data.batch_size={cfg.data.batch_size} is larger than the {len(train_set)} training anchors")
-    pairs = PairData(train_set, ValidationPairImages(validation, size, cfg.data.draft_size), int(cfg.data.batch_size),
-                     int(cfg.data.eval_batch_size), int(cfg.data.num_workers), int(cfg.seed))
+    pairs = SeededDataModule(train_set, ValidationPairImages(validation, size, cfg.data.draft_size), cfg.data.batch_size,
+                             cfg.data.eval_batch_size, cfg.data.num_workers, cfg.seed, train_collate=collate_skipping)
 
     model_args = {"backbone": cfg.backbone.name, "pretrained": cfg.backbone.pretrained,
                   "weights_file": cfg.backbone.weights_file, "global_pool": cfg.model.global_pool,
