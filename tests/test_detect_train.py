@@ -3,6 +3,7 @@ returns valid boxes through the query-crop calling convention; config and errors
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -125,7 +126,7 @@ def test_init_from_loads_the_weights_of_an_earlier_run(tmp_path):
 
     arguments = {"arch": "fasterrcnn_mobilenet_v3_small_fpn", "min_size": 64, "max_size": 128,
                  "representation_size": 32}
-    optimizer = {"lr": 1e-3, "weight_decay": 0.0}
+    optimizer = functools.partial(torch.optim.AdamW, lr=1e-3)  # as the `optimizer` group instantiates it
     torch.manual_seed(0)
     earlier = DetectorModule(model=arguments, optimizer=optimizer)
     torch.save({"state_dict": earlier.state_dict()}, tmp_path / "e.ckpt")
