@@ -56,6 +56,16 @@ def gather_uneven(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([g[:n] for g, n in zip(gathered, sizes)], dim=0)
 
 
+def gather_objects(items: list) -> list:
+    """Concatenate picklable per-rank lists in rank order (torch.distributed.all_gather_object); the list itself
+    in a single process."""
+    if not is_distributed():
+        return items
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in part]
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over ranks (no gradient); the tensor itself in a single process."""
     if not is_distributed():

@@ -19,16 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from isc.config import check_required
 from isc.data.disc import DiscData, load_disc
-from isc.extract import EvalTransform, ModelExtractor, extract_to_hdf5, read_descriptors
+from isc.extract import build_extractors, checkpoint_paths, extract_to_hdf5, read_descriptors
 from isc.finite import check_finite
 from isc.formats import DescriptorSubmission, write_descriptor_submission, write_predictions
 from isc.metric import Predictions, evaluate, precision_recall
-from isc.model import DescriptorModel
 from isc.postprocess import Chain, build_chains, select_models
 from isc.search import candidates as search_candidates
 from isc.summary import similarity
@@ -36,63 +34,6 @@ from isc.summary import similarity
 log = logging.getLogger(__name__)
 
 DESCRIPTOR_TRACK_MAX_DIM = 256
-
-
-def load_checkpoint(path: str | Path) -> tuple[DescriptorModel, dict]:
-    """The descriptor model of an isc-train checkpoint, and the run config stored in it."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={str(path)!r} does not exist (isc-train writes <run>/checkpoints/*.ckpt).")
-    from isc.train import load_lightning_checkpoint
-
-    checkpoint = load_lightning_checkpoint(path)  # a damaged or foreign file: an error that names it
-    hparams = checkpoint.get("hyper_parameters", {})
-    if "model" not in hparams:
-        raise ValueError(f"{path} is not an isc-train checkpoint: it has no hyper_parameters.model entry.")
-    arguments = dict(hparams["model"], pretrained=False, weights_file=None)  # the weights come from the checkpoint
-    model = DescriptorModel(**arguments)
-    state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(state)
-    return model.eval(), hparams.get("config", {})
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _checkpoint_paths(cfg: DictConfig) -> list[str]:
-    paths = cfg.get("ckpt_path")
-    if paths is None:
-        return []
-    return [str(p) for p in paths] if isinstance(paths, (list, ListConfig)) else [str(paths)]
-
-
-def build_extractors(cfg: DictConfig) -> list:
-    """One extractor per checkpoint of ckpt_path, or the classical baseline of `baseline`."""
-    ev = cfg.eval
-    if cfg.get("baseline"):
-        from isc.baselines import BaselineExtractor
-
-        if _checkpoint_paths(cfg):
-            raise ValueError("set either ckpt_path or baseline, not both")
-        return [BaselineExtractor(str(cfg.baseline))]
-    paths = _checkpoint_paths(cfg)
-    if not paths:
-        raise ValueError("isc-eval needs ckpt_path=PATH (or a list [A,B] for an ensemble), or baseline=phash|pdq|thumbnail")
-    device = resolve_device(ev.device)
-    extractors = []
-    for i, path in enumerate(paths):
-        model, train_config = load_checkpoint(path)
-        size = ev.size or (train_config.get("data") or {}).get("eval_size")
-        if not size:
-            raise ValueError(f"eval.size is not set and {path} does not record data.eval_size: pass eval.size=N")
-        transform = EvalTransform(int(size), ev.resize, list(ev.tta.scales), aspect_step=ev.aspect_step,
-                                  interpolation=ev.get("interpolation", "bilinear"))
-        extractors.append(ModelExtractor(model, transform, flip=bool(ev.tta.flip), device=device, name=f"model{i}",
-                                         precision=str(ev.precision)))
-    return extractors
 
 
 @dataclass
@@ -180,8 +121,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     The output folder must be new, or hold an unfinished isc-eval run of the same settings (it resumes); a
     finished or other run stops unless overwrite=true, which removes its files (not the descriptor cache, which
     checks itself), so that no earlier file is left beside the new metrics (isc.runs)."""
-    from isc.runs import recorded_run
-    from isc.train import check_writable
+    from isc.runs import check_writable, claim_eval_folder, recorded_run
+
     check_required(cfg)  # e.g. dataset=disc21 without dataset.root: stop before any work
     output_dir = Path(cfg.paths.output_dir)
     claim_eval_folder(cfg, output_dir)
@@ -190,17 +131,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         return _evaluate(cfg, output_dir)
 
 
-def claim_eval_folder(cfg: DictConfig, output_dir: Path, tool: str = "isc-eval") -> None:
-    from isc.runs import claim_folder
-
-    claim_folder(output_dir, cfg, tool, legacy_config=None, keep=("descriptors",), compare=("ckpt_path",))
-
-
 def _evaluate(cfg: DictConfig, output_dir: Path) -> dict:
     if cfg.eval.write_submissions not in ("primary", "all", "none"):
         raise ValueError(f"eval.write_submissions must be primary, all or none; got {cfg.eval.write_submissions!r}")
     chains = build_chains(cfg.eval_grid.chains)  # config errors before any extraction
-    from isc.train import configure_threads
+    from isc.scaling import configure_threads
 
     configure_threads(cfg.get("torch_threads"), int(cfg.eval.num_workers))
     extractors = build_extractors(cfg)
@@ -279,7 +214,7 @@ def replace_queries(cfg: DictConfig, data: DiscData, output_dir: Path) -> tuple[
 def _title(cfg: DictConfig, extractors: list) -> str:
     if cfg.get("baseline"):
         return f"baseline {cfg.baseline}"
-    return ", ".join(Path(p).name for p in _checkpoint_paths(cfg))
+    return ", ".join(Path(p).name for p in checkpoint_paths(cfg))
 
 
 def _write_submission(chain: Chain, q: np.ndarray, qids, r: np.ndarray, rids, path: Path, known: dict) -> None:

@@ -20,6 +20,8 @@ Eval transforms (`EvalTransform`): square resize (lyakaap, RECIPES §2.4) or kee
 short side (SSCD, §8), at one or several scales of `size` (lyakaap's TTA 1, 1/√2, √2; VisionForce's
 200/256/320/400 ≈ 256 × 0.78/1/1.25/1.56, §4); with `flip`, each scale is also embedded mirrored. The
 descriptors of all views are summed and L2-normalised.
+
+`build_extractors`: the extractors of an `eval` config (isc-eval, isc-match): one per checkpoint, or a baseline.
 """
 
 from __future__ import annotations
@@ -39,15 +41,18 @@ import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, ListConfig
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2 as T
 from tqdm import tqdm
 
 from isc.augment.policies import ToNormalisedTensor
+from isc.checkpoints import load_checkpoint
 from isc.data.datasets import EvalImages, ImageSizes
 from isc.data.records import ImageRecord
 from isc.images import draft_floor, to_rgb
+from isc.scaling import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -578,3 +583,36 @@ def read_descriptors(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not valid.all():
         ids, vectors = ids[valid], vectors[valid]
     return ids, vectors
+
+
+def checkpoint_paths(cfg: DictConfig) -> list[str]:
+    paths = cfg.get("ckpt_path")
+    if paths is None:
+        return []
+    return [str(p) for p in paths] if isinstance(paths, (list, ListConfig)) else [str(paths)]
+
+
+def build_extractors(cfg: DictConfig) -> list:
+    """One extractor per checkpoint of ckpt_path, or the classical baseline of `baseline`."""
+    ev = cfg.eval
+    if cfg.get("baseline"):
+        from isc.baselines import BaselineExtractor
+
+        if checkpoint_paths(cfg):
+            raise ValueError("set either ckpt_path or baseline, not both")
+        return [BaselineExtractor(str(cfg.baseline))]
+    paths = checkpoint_paths(cfg)
+    if not paths:
+        raise ValueError("isc-eval needs ckpt_path=PATH (or a list [A,B] for an ensemble), or baseline=phash|pdq|thumbnail")
+    device = resolve_device(ev.device)
+    extractors = []
+    for i, path in enumerate(paths):
+        model, train_config = load_checkpoint(path)
+        size = ev.size or (train_config.get("data") or {}).get("eval_size")
+        if not size:
+            raise ValueError(f"eval.size is not set and {path} does not record data.eval_size: pass eval.size=N")
+        transform = EvalTransform(int(size), ev.resize, list(ev.tta.scales), aspect_step=ev.aspect_step,
+                                  interpolation=ev.get("interpolation", "bilinear"))
+        extractors.append(ModelExtractor(model, transform, flip=bool(ev.tta.flip), device=device, name=f"model{i}",
+                                         precision=str(ev.precision)))
+    return extractors

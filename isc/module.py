@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from isc.model import DescriptorModel
-from isc.optim import parameter_groups
+from isc.optim import optimization
 
 
 def training_inputs(batch: dict, batch_mix: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +108,7 @@ class CopyDetectionModule(L.LightningModule):
                         else self.model(images), labels)
         self._unchecked_loss = (out["loss"].detach(), self.global_step)
         # not prog_bar: Lightning turns progress-bar metrics into numbers after every batch (a sync each step);
-        # isc.train.LossProgressBar shows these when it refreshes
+        # isc.trainer.LossProgressBar shows these when it refreshes
         self.log_dict({f"train/{k}": val.detach() for k, val in out.items()}, batch_size=b)
         self.log("train/epoch_loss", out["loss"].detach(), on_step=False, on_epoch=True, batch_size=b, sync_dist=True)
         return out["loss"]
@@ -137,12 +137,5 @@ class CopyDetectionModule(L.LightningModule):
             self.loss.schedule(total_steps(self.trainer) * self.trainer.accumulate_grad_batches)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(parameter_groups(self))
-        if self.scheduler_factory is None:
-            return optimizer
-        total = self.trainer.max_epochs if self.scheduler_interval == "epoch" else total_steps(self.trainer)
-        scheduler = self.scheduler_factory(optimizer, total_steps=int(total))
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch",
-                                                             "monitor": "train/epoch_loss"}}
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+        return optimization(self, self.optimizer_factory, self.scheduler_factory, self.scheduler_interval,
+                            total_steps(self.trainer))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import ConstantLR, CosineAnnealingLR, LinearLR, ReduceLROnPlateau, SequentialLR
@@ -17,6 +19,21 @@ def parameter_groups(module: nn.Module) -> list[dict]:
         if param.requires_grad:
             (no_decay if param.ndim <= 1 or id(param) in exempt else decay).append(param)
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def optimization(module, optimizer: Callable, scheduler: Callable | None, interval: str, steps: int):
+    """Lightning's configure_optimizers of every training task (isc-train, -verifier, -detector): the `optimizer`
+    group's optimizer over `parameter_groups(module)`, and the `scheduler` group's schedule over the run's `steps`
+    optimizer steps (`interval: epoch`: over its epochs); ReduceLROnPlateau follows train/epoch_loss."""
+    built = optimizer(parameter_groups(module))
+    if scheduler is None:
+        return built
+    total = module.trainer.max_epochs if interval == "epoch" else steps
+    schedule = scheduler(built, total_steps=int(total))
+    if isinstance(schedule, ReduceLROnPlateau):
+        return {"optimizer": built, "lr_scheduler": {"scheduler": schedule, "interval": "epoch",
+                                                     "monitor": "train/epoch_loss"}}
+    return {"optimizer": built, "lr_scheduler": {"scheduler": schedule, "interval": interval}}
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.05, min_lr_ratio: float = 0.0,

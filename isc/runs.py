@@ -219,3 +219,29 @@ def recorded_run(folder: str | os.PathLike, cfg: DictConfig, *, sigterm: bool = 
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     write_status(folder, "finished")
+
+
+def start_run_folder(cfg: DictConfig, output_dir: Path, tool: str = "isc-train") -> None:
+    """Before any work: the output folder must be writable and free for this run (isc.runs.claim_folder: an
+    unfinished run of the same settings resumes; a finished or other run stops, unless overwrite=true)."""
+    check_writable(output_dir)
+    claim_folder(output_dir, cfg, tool)
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` and a file in it, or raise an error that names it and says what to do."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise OSError(f"cannot write to the output folder {folder} ({error.strerror or error}): is it read-only, "
+                      "full, or a file? Choose a writable folder with paths.output_dir=... (or paths.log_dir=...)") from None
+
+
+def claim_eval_folder(cfg: DictConfig, output_dir: Path, tool: str = "isc-eval") -> None:
+    """claim_folder for isc-eval and isc-match: the descriptor cache is kept (it checks itself), and a run of
+    another ckpt_path counts as another run."""
+    claim_folder(output_dir, cfg, tool, legacy_config=None, keep=("descriptors",), compare=("ckpt_path",))

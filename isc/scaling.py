@@ -14,6 +14,9 @@ recipe on your GPUs").
 **Data workers.** `data.num_workers: auto` is 1 when the model trains on the CPU (the workers share its cores:
 the CPU default run) and the node's cores divided among its GPU processes otherwise, minus one for the
 training process, at most MAX_WORKERS each: a one-worker GPU run is data-bound.
+
+**Threads and devices.** `configure_threads` sets torch's intra-op threads (`torch_threads`); `resolve_device`
+turns a device setting (`auto`, `cpu`, `cuda:1`) into a torch.device.
 """
 
 from __future__ import annotations
@@ -95,3 +98,20 @@ def fit_to_hardware(cfg: DictConfig) -> None:
                  "accumulated over %d micro-batches per optimizer step (README: Run a recipe on your GPUs)",
                  total, cfg.data.batch_size, trainer.get("devices"), trainer.get("num_nodes", 1), steps)
     trainer.accumulate_grad_batches = steps
+
+
+def configure_threads(setting: int | str | None, num_workers: int) -> None:
+    """torch's intra-op threads in the training process. `auto` leaves one core to each data worker, so
+    that on a small CPU machine the model and the augmentations do not fight over the same cores."""
+    if setting is None:
+        return
+    if setting == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        setting = max(1, cores - num_workers)
+    torch.set_num_threads(int(setting))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from isc.augment import eval_transform
-from isc.callbacks import EpochSeeding, RetrievalEvaluation, RetrievalFigures
+from isc.callbacks import RetrievalEvaluation
+from isc.checkpoints import init_from_weights, load_lightning_checkpoint
 from isc.config import check_required
-from isc.extras import require_for_target
 from isc.data.datamodule import DiscDataModule
 from isc.images import draft_floor
 from isc.loggers import ResumableCSVLogger
 from isc.metric import EVALUATION_METRICS
 from isc.losses.build import build_loss
 from isc.module import CopyDetectionModule
-from isc.scaling import fit_to_hardware
+from isc.runs import start_run_folder
+from isc.scaling import configure_threads, fit_to_hardware
+from isc.trainer import build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -73,38 +73,6 @@ def build_module(cfg: DictConfig, loss: torch.nn.Module) -> CopyDetectionModule:
     )
 
 
-class LossProgressBar(TQDMProgressBar):
-    """Lightning's bar, showing the last logged training loss (the loggers get every term): copied to the host
-    when the bar refreshes (every `refresh_rate` steps), not after every batch as Lightning does for metrics
-    logged with prog_bar=True."""
-
-    def get_metrics(self, trainer, pl_module) -> dict:
-        metrics = super().get_metrics(trainer, pl_module)
-        if "train/loss" in trainer.logged_metrics:
-            metrics["loss"] = float(trainer.logged_metrics["train/loss"])
-        return metrics
-
-
-def build_trainer(cfg: DictConfig, output_dir: Path, extra_callbacks: list | tuple = ()) -> L.Trainer:
-    """Callbacks of the `callbacks` group, then the loss's, then those of the `trainer` node (e.g. trainer=gpu's
-    ModelAcceleration), then EpochSeeding (resumable random draws); figures come last, after the evaluation."""
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks += list(extra_callbacks)
-    trainer_node = OmegaConf.to_container(cfg.trainer, resolve=True)
-    callbacks += [instantiate(c) for c in trainer_node.pop("callbacks", None) or []]
-    trainer_node.pop("total_batch", None)  # isc.scaling turned it into accumulate_grad_batches
-    callbacks.append(EpochSeeding(cfg.seed))
-    if trainer_node.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
-        # refreshing the loss every step would copy it to the host every step (a GPU sync)
-        callbacks.append(LossProgressBar(refresh_rate=int(trainer_node.get("log_every_n_steps") or 50)))
-    callbacks.sort(key=lambda c: isinstance(c, RetrievalFigures))  # stable: figures after the evaluation
-    for name, node in (cfg.get("logger") or {}).items():
-        if node is not None:
-            require_for_target(node.get("_target_"), f"logger={name}")
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    return instantiate(trainer_node, callbacks=callbacks, logger=loggers or False, default_root_dir=str(output_dir))
-
-
 def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
     """The checkpoint to continue from. `ckpt_path=last`: this run folder's checkpoints/last.ckpt, else the newest
     last.ckpt of the task's earlier runs (`paths.log_dir/task_name/runs/*`) made with the same result settings
@@ -152,21 +120,6 @@ def _newest_matching_run(cfg: DictConfig, output_dir: Path) -> Path:
                             "ckpt_path=<run>/checkpoints/last.ckpt, if it is the right one")
 
 
-def load_lightning_checkpoint(path: Path, what: str = "ckpt_path") -> dict:
-    """torch.load of an isc-train (Lightning) checkpoint, with an error that names the file when it is not one or
-    is truncated."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for damaged files
-        raise ValueError(f"{what}={str(path)!r} is not a readable checkpoint: truncated or damaged, or not a "
-                         f"checkpoint at all ({type(error).__name__}: {' '.join(str(error).split())[:200]}); give "
-                         "another checkpoint, or delete a damaged last.ckpt to start the run over") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"{what}={str(path)!r} is not an isc-train checkpoint (no 'state_dict'); give a "
-                         "<run>/checkpoints/*.ckpt file")
-    return checkpoint
-
-
 def check_resume_config(path: Path, cfg: DictConfig) -> None:
     """Refuse to continue a checkpoint made with other result settings (see isc.runs.FREE_KEYS for what may
     differ: e.g. trainer.max_epochs, paths, logger, data.num_workers), except the keys the config declares in
@@ -208,29 +161,6 @@ def _evaluation_metrics(evaluation: RetrievalEvaluation, prefix: str) -> dict[st
         return {}
     values = evaluation.last_metrics.to_dict()
     return {f"{prefix}/{k}": values[k] for k in EVALUATION_METRICS}
-
-
-def configure_threads(setting: int | str | None, num_workers: int) -> None:
-    """torch's intra-op threads in the training process. `auto` leaves one core to each data worker, so
-    that on a small CPU machine the model and the augmentations do not fight over the same cores."""
-    if setting is None:
-        return
-    if setting == "auto":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        setting = max(1, cores - num_workers)
-    torch.set_num_threads(int(setting))
-
-
-def init_from_weights(path: Path, prefix: str, tool: str = "isc-train") -> dict:
-    """The weights under `prefix` of the `tool` checkpoint named by `init_from`, with "model." stripped;
-    a missing file or a file that is not a Lightning checkpoint is an error that says what to give."""
-    if not path.is_file():
-        raise FileNotFoundError(f"init_from={str(path)!r} does not exist; give an {tool} checkpoint (e.g. the "
-                                "previous stage's <run>/checkpoints/last.ckpt) or init_from=null")
-    state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict")
-    if state is None:
-        raise ValueError(f"init_from={str(path)!r} is not an {tool} checkpoint (no 'state_dict')")
-    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith(prefix)}
 
 
 def initialise_from(module: CopyDetectionModule, checkpoint: str | Path) -> None:
@@ -297,28 +227,6 @@ def check_loader_settings(cfg: DictConfig) -> None:
         value = cfg.data.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"data.{key} must be an integer >= {low}, got {value!r}")
-
-
-def start_run_folder(cfg: DictConfig, output_dir: Path, tool: str = "isc-train") -> None:
-    """Before any work: the output folder must be writable and free for this run (isc.runs.claim_folder: an
-    unfinished run of the same settings resumes; a finished or other run stops, unless overwrite=true)."""
-    from isc.runs import claim_folder
-
-    check_writable(output_dir)
-    claim_folder(output_dir, cfg, tool)
-
-
-def check_writable(folder: Path) -> None:
-    """Create `folder` and a file in it, or raise an error that names it and says what to do."""
-    import tempfile
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as error:
-        raise OSError(f"cannot write to the output folder {folder} ({error.strerror or error}): is it read-only, "
-                      "full, or a file? Choose a writable folder with paths.output_dir=... (or paths.log_dir=...)") from None
 
 
 class SkippedImageLimit(L.Callback):

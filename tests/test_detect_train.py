@@ -3,6 +3,7 @@ returns valid boxes through the query-crop calling convention; config and errors
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -23,12 +24,16 @@ from tests.test_evaluate import SMOKE_DATASET  # the session's smoke mini-DISC (
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+def detector_overrides(data_dir, out, *overrides) -> list[str]:
+    return [f"paths.data_dir={data_dir}", f"paths.output_dir={out}", *SMOKE_DATASET, "data.samples_per_epoch=4",
+            "data.num_workers=0", "data.max_side=96", "data.val_batch_size=8", "detector.min_size=64",
+            "detector.max_size=128", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+            "trainer.log_every_n_steps=1", "torch_threads=1", *overrides]
+
+
 def detector_cfg(data_dir, out, *overrides):
-    cfg = compose_config("train_detector", [
-        f"paths.data_dir={data_dir}", f"paths.output_dir={out}", *SMOKE_DATASET, "data.samples_per_epoch=4",
-        "data.batch_size=2", "data.num_workers=0", "data.max_side=96", "data.val_batch_size=8",
-        "detector.min_size=64", "detector.max_size=128", "trainer.max_epochs=1", "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "torch_threads=1", *overrides])
+    cfg = compose_config("train_detector", detector_overrides(data_dir, out, "data.batch_size=2",
+                                                              "trainer.accelerator=cpu", *overrides))
     OmegaConf.resolve(cfg)
     return cfg
 
@@ -122,7 +127,7 @@ def test_init_from_loads_the_weights_of_an_earlier_run(tmp_path):
 
     arguments = {"arch": "fasterrcnn_mobilenet_v3_small_fpn", "min_size": 64, "max_size": 128,
                  "representation_size": 32}
-    optimizer = {"lr": 1e-3, "weight_decay": 0.0}
+    optimizer = functools.partial(torch.optim.AdamW, lr=1e-3)  # as the `optimizer` group instantiates it
     torch.manual_seed(0)
     earlier = DetectorModule(model=arguments, optimizer=optimizer)
     torch.save({"state_dict": earlier.state_dict()}, tmp_path / "e.ckpt")

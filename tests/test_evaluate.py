@@ -108,7 +108,7 @@ def test_bf16_extraction_is_close_to_fp32_and_is_fingerprinted_apart():
 
 
 def test_eval_precision_reaches_the_extractors(ckpt, tmp_path, data_dir):
-    from isc.evaluate import build_extractors
+    from isc.extract import build_extractors
 
     for value in ("32", "bf16", "16"):
         (extractor,) = build_extractors(eval_cfg(data_dir, tmp_path, f"ckpt_path={ckpt}", f"eval.precision={value}"))

@@ -19,7 +19,7 @@ import_extra("onnxruntime", "export")
 import_extra("onnx", "export")
 
 from isc.cli.export import main  # noqa: E402
-from isc.evaluate import load_checkpoint  # noqa: E402
+from isc.checkpoints import load_checkpoint  # noqa: E402
 from isc.export import load_onnx, load_torchscript, onnx_descriptors  # noqa: E402
 from isc.extract import EvalTransform, ModelExtractor  # noqa: E402
 from isc.model import DescriptorModel  # noqa: E402

@@ -13,7 +13,7 @@ from PIL import Image
 from isc.data.disc import load_disc
 from isc.detect.inference import OverlayDetector
 from isc.detect.model import build_detector
-from isc.evaluate import build_extractors
+from isc.extract import build_extractors
 from isc.extract import EvalTransform, ModelExtractor, read_descriptors
 from isc.match.candidates import view_candidates
 from isc.match.crops import CropSet, FractionCrops, NoCrops, Rotations, View, check_views

@@ -539,7 +539,7 @@ def test_sigterm_during_an_isc_eval_run_exits_143_and_records_interrupted(tmp_pa
 def test_an_unfinished_eval_of_another_checkpoint_leaves_no_stale_file(tmp_path, caplog):
     from omegaconf import OmegaConf
 
-    from isc.evaluate import claim_eval_folder
+    from isc.runs import claim_eval_folder
     from isc.runs import write_status
 
     def cfg(ckpt):

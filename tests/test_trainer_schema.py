@@ -85,7 +85,7 @@ def test_data_workers_auto_is_one_on_the_cpu_and_the_cores_on_gpus(monkeypatch):
 
 
 def test_the_trainer_gets_the_accumulation(smoke_cfg, tmp_path):
-    from isc.train import build_trainer
+    from isc.trainer import build_trainer
 
     cfg = smoke_cfg("trainer.total_batch=32")  # smoke: 8 images per step on 1 process
     fit_to_hardware(cfg)

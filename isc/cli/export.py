@@ -48,7 +48,7 @@ def max_abs_diff(reference: torch.Tensor, other) -> float:
 def export_checkpoint(checkpoint: str | Path, out: Path, formats: list[str], *, size: int | None = None,
                       name: str | None = None, overwrite: bool = False, batch: int = 4) -> dict:
     """Export, then compare each file with the checkpoint model on a random batch; returns a JSON-ready report."""
-    from isc.evaluate import load_checkpoint
+    from isc.checkpoints import load_checkpoint
     from isc.extras import require
     from isc.export import (export_onnx, export_torchscript, load_onnx, load_torchscript, onnx_descriptors,
                             preprocessing)

@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _set_threads(setting: str, workers: int) -> None:
-    from isc.train import configure_threads
+    from isc.scaling import configure_threads
 
     if setting != "auto" and not (setting.isdigit() and int(setting) >= 1):
         raise ValueError(f"--threads must be auto or a positive integer, got {setting!r}")

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from isc.data.datasets import EvalImages, ExtraNegatives, GroundTruthPairs, TrainingViews, collate_skipping
 from isc.data.disc import (DiscData, hold_out_training_pairs, load_disc, load_extra_classes, load_training_pairs,
                            resolve_root)
-from isc.data.sampling import ClassStage, EpochSampler, SeededSamples
+from isc.data.sampling import ClassStage, SeededSamples, epoch_sampler
 
 
 class DiscDataModule(L.LightningDataModule):
@@ -138,15 +138,38 @@ class DiscDataModule(L.LightningDataModule):
                              "(training on ground-truth pairs)")
         if len(dataset) < self.batch_size:
             raise ValueError(f"data.batch_size={self.batch_size} is larger than the {len(dataset)} training samples.")
-        trainer = getattr(self, "trainer", None)
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = EpochSampler(len(dataset), self.batch_size, self.seed, self.class_stage, num_replicas=world, rank=rank,
-                               current_epoch=(lambda: trainer.fit_loop.epoch_progress.current.processed)
-                               if trainer is not None else None,  # the value Lightning passes to set_epoch
-                               steps=self.steps_per_epoch, groups=self.neighbours, first_anchor=self.first_anchor)
+        sampler = epoch_sampler(getattr(self, "trainer", None), len(dataset), self.batch_size, self.seed,
+                                stage=self.class_stage, steps=self.steps_per_epoch, groups=self.neighbours,
+                                first_anchor=self.first_anchor)
         return self._loader(SeededSamples(dataset, self.seed), self.batch_size, shuffle=False, drop_last=True,
                             sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         dataset = EvalImages(self.val_records, self.eval_transform, self.skip_bad_eval_images, self.draft_size)
         return self._loader(dataset, self.eval_batch_size, shuffle=False, drop_last=False)
+
+
+class SeededDataModule(L.LightningDataModule):
+    """A training set drawn as DiscDataModule draws isc-train's (isc.data.sampling: each epoch's order and every
+    random draw of a sample depend on (seed, epoch, sample) only, so a resumed run replays them and under DDP each
+    step's global batch is one process's batch), and a validation set (Lightning shares it out among the
+    processes): the data of isc-train-verifier and isc-train-detector."""
+
+    def __init__(self, train: Dataset, validation: Dataset, batch_size: int, eval_batch_size: int, num_workers: int,
+                 seed: int, train_collate: Callable | None = None, val_collate: Callable | None = None):
+        super().__init__()
+        self.train, self.validation, self.seed = train, validation, int(seed)
+        self.batch_size, self.eval_batch_size, self.num_workers = int(batch_size), int(eval_batch_size), int(num_workers)
+        self.train_collate, self.val_collate = train_collate, val_collate
+
+    def _loader(self, dataset: Dataset, batch_size: int, **options) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, **options)
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = epoch_sampler(getattr(self, "trainer", None), len(self.train), self.batch_size, self.seed)
+        return self._loader(SeededSamples(self.train, self.seed), self.batch_size, sampler=sampler, drop_last=True,
+                            collate_fn=self.train_collate)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.validation, self.eval_batch_size, collate_fn=self.val_collate)

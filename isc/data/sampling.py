@@ -128,6 +128,14 @@ class EpochSampler(DistributedSampler):
         return iter([(self.epoch, i, stage) for i in mine] if stage else [(self.epoch, i) for i in mine])
 
 
+def epoch_sampler(trainer, length: int, batch_size: int, seed: int, **options) -> EpochSampler:
+    """EpochSampler for the processes of a Lightning `trainer` (None: one process), reading the epoch from its fit
+    loop (the value Lightning passes to set_epoch); `options`: EpochSampler's other arguments."""
+    world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+    current = (lambda: trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else None
+    return EpochSampler(length, batch_size, seed, num_replicas=world, rank=rank, current_epoch=current, **options)
+
+
 class SeededSamples(Dataset):
     """`dataset[index]` with torch's, numpy's and Python's RNGs seeded from (seed, epoch, index) first: the
     augmentations of a sample depend on nothing else (not the worker, the rank or the run's history)."""

@@ -15,7 +15,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from isc.detect.boxes import Box, clip_box
 from isc.detect.model import build_detector, detections_of
-from isc.evaluate import resolve_device
+from isc.scaling import resolve_device
 from isc.images import to_rgb
 
 __all__ = ["OverlayDetector"]

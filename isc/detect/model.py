@@ -6,13 +6,15 @@ overlay box is used to replace queries, and the mini-DISC records only that one)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
 from torchvision.models import detection as tvd
 
 from isc.detect.boxes import box_recall
+from isc.distributed import gather_objects
+from isc.optim import optimization
 
 __all__ = ["ARCHITECTURES", "DetectorModule", "build_detector"]
 
@@ -84,49 +86,51 @@ class DetectorModule(L.LightningModule):
     among detections above `min_confidence` on labelled queries (val/box_recall), and the other rates of
     `isc.detect.boxes.box_recall`."""
 
-    def __init__(self, model: dict, optimizer: dict, min_confidence: float = 0.5, iou: float = 0.5,
+    def __init__(self, model: dict, optimizer: Callable[..., torch.optim.Optimizer], scheduler: Callable | None = None,
+                 scheduler_interval: str = "step", min_confidence: float = 0.5, iou: float = 0.5,
                  config: dict | None = None):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters({"model": dict(model), "min_confidence": float(min_confidence), "iou": float(iou),
+                                   "config": config or {}})
         self.model = build_detector(**model)
-        self._truth: list = []
-        self._detections: list = []
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.scheduler_interval = scheduler_interval
+        self._seen: list = []  # (validation index, true box, detections) of this process's share
 
     def training_step(self, batch, batch_idx):
         images, targets = batch
         losses = self.model(images, targets)
         loss = sum(losses.values())
         self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
+        self.log("train/epoch_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(images))
         for name, value in losses.items():
             self.log(f"train/{name}", value, batch_size=len(images))
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self._truth, self._detections = [], []
+        self._seen = []
 
     def validation_step(self, batch, batch_idx):
         images, targets = batch
         for target, output in zip(targets, self.model(images)):
             boxes = target["boxes"].tolist()
-            self._truth.append(tuple(boxes[0]) if boxes else None)
-            self._detections.append(detections_of(output))
+            self._seen.append((int(target["index"]), tuple(boxes[0]) if boxes else None, detections_of(output)))
 
     def on_validation_epoch_end(self) -> None:
-        if not self._truth:
+        # every process detects its share of the queries (DistributedSampler under DDP): gather all of them, so
+        # that every process computes the rates of all queries; a query seen twice (the sampler's padding) once
+        seen = dict((index, (truth, found)) for index, truth, found in gather_objects(self._seen))
+        if not seen:
             return
-        stats = box_recall(self._truth, self._detections, min_confidence=self.hparams.min_confidence,
+        truth, detections = zip(*(seen[index] for index in sorted(seen)))
+        stats = box_recall(list(truth), list(detections), min_confidence=self.hparams.min_confidence,
                            iou=self.hparams.iou)
         self.last_validation = stats
         for key in ("recall", "top1_recall", "false_positive_rate", "replaced_wrongly"):
-            self.log(f"val/box_{key}" if key != "false_positive_rate" else "val/false_positive_rate", stats[key])
+            self.log(f"val/box_{key}" if key != "false_positive_rate" else "val/false_positive_rate", stats[key],
+                     sync_dist=False)  # every process computed them from all queries
 
     def configure_optimizers(self):
-        opt = self.hparams.optimizer
-        optimizer = torch.optim.AdamW(self.parameters(), lr=opt["lr"], weight_decay=opt["weight_decay"])
-        steps = self.trainer.estimated_stepping_batches
-        warmup = min(int(opt.get("warmup_steps", 0)), max(0, int(steps) - 1))
-        schedule = torch.optim.lr_scheduler.SequentialLR(optimizer, [
-            torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, total_iters=max(1, warmup)),
-            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(steps) - warmup)),
-        ], milestones=[max(1, warmup)])
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        """The `optimizer` and `scheduler` groups, as isc-train's and isc-train-verifier's modules take them."""
+        return optimization(self, self.optimizer_factory, self.scheduler_factory, self.scheduler_interval,
+                            self.trainer.estimated_stepping_batches)

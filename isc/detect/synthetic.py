@@ -66,7 +66,8 @@ class SyntheticOverlays(Dataset):
 
     Each item is (image tensor (3, H, W) in [0, 1], target dict with `boxes` (n, 4) float and `labels` (n,)
     int64, n = 0 or 1), as torchvision's detection models take them. Draws come from torch's RNG, which
-    Lightning seeds per worker, so every epoch sees new samples.
+    isc-train-detector seeds per (seed, epoch, sample) (isc.data.sampling.SeededSamples), so every epoch sees new
+    samples and a resumed run the same ones.
     """
 
     def __init__(self, records: Sequence[ImageRecord], length: int, *, p_overlay: float = 0.6,
@@ -119,7 +120,8 @@ class LabelledQueries(Dataset):
             image = load_image(record.path)
         except ImageLoadError as error:
             raise ImageLoadError(f"{error} (a validation query of the overlay detector)") from error
-        return to_detection_input(image, box)
+        image, target = to_detection_input(image, box)
+        return image, {**target, "index": index}  # the query's position: DDP validation gathers by it
 
 
 def collate_detection(batch: list) -> tuple[list[torch.Tensor], list[dict]]:

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
+from isc.checkpoints import init_from_weights
+from isc.data.datamodule import SeededDataModule
 from isc.data.disc import load_disc
 from isc.detect.boxes import read_overlay_boxes
 from isc.detect.model import DetectorModule
 from isc.detect.synthetic import LabelledQueries, SyntheticOverlays, collate_detection
-from isc.train import init_from_weights
+from isc.scaling import configure_threads
+from isc.trainer import build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +33,6 @@ def labelled_queries(data) -> list:
         raise ValueError(f"{Path(data.root) / 'query_edits.csv'} has no row for {len(missing)} queries "
                          f"(e.g. {missing[:3]}); rebuild the mini-DISC")
     return [(q, boxes[q.id]) for q in data.queries]
-
-
-def _loaders(cfg: DictConfig, data) -> tuple[DataLoader, DataLoader, int]:
-    d = cfg.data
-    train = SyntheticOverlays(data.training, int(d.samples_per_epoch), p_overlay=float(d.p_overlay),
-                              max_side=int(d.max_side), draft_size=d.draft_size)
-    items = labelled_queries(data)
-    workers = int(d.num_workers)
-    common = dict(collate_fn=collate_detection, num_workers=workers, persistent_workers=workers > 0)
-    return (DataLoader(train, batch_size=int(d.batch_size), shuffle=False, drop_last=True, **common),
-            DataLoader(LabelledQueries(items), batch_size=int(d.val_batch_size), shuffle=False, **common),
-            sum(box is not None for _, box in items))
 
 
 def initialise_detector(module: DetectorModule, path: str | Path) -> None:
@@ -64,7 +52,7 @@ def train_detector(cfg: DictConfig) -> dict:
     …), detection ms/image during that validation, and the checkpoint path. Writes config.yaml, metrics.json
     and checkpoints/last.ckpt to paths.output_dir."""
     from isc.runs import recorded_run
-    from isc.train import start_run_folder
+    from isc.runs import start_run_folder
 
     output_dir = Path(cfg.paths.output_dir)
     start_run_folder(cfg, output_dir, "isc-train-detector")  # a finished or other run in the folder stops here (isc.runs)
@@ -75,39 +63,41 @@ def train_detector(cfg: DictConfig) -> dict:
 def _train_detector(cfg: DictConfig, output_dir: Path) -> dict:
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(int(cfg.seed), workers=True)
-    from isc.train import configure_threads
-
     configure_threads(cfg.get("torch_threads"), int(cfg.data.num_workers))
     data = load_disc(cfg.dataset)
-    train_loader, val_loader, n_boxes = _loaders(cfg, data)
+    d, queries = cfg.data, labelled_queries(data)
+    n_boxes = sum(box is not None for _, box in queries)
     if n_boxes == 0:
         raise ValueError(f"no query of {data.root} has an overlay box: nothing to validate the detector on")
     log.info("detector: %d training images for synthetic overlays; %d queries (%d with a box) for validation",
-             len(data.training), len(val_loader.dataset), n_boxes)
+             len(data.training), len(queries), n_boxes)
+    overlays = SyntheticOverlays(data.training, int(d.samples_per_epoch), p_overlay=float(d.p_overlay),
+                                 max_side=int(d.max_side), draft_size=d.draft_size)
+    detection = SeededDataModule(overlays, LabelledQueries(queries), d.batch_size, d.val_batch_size, d.num_workers,
+                                 cfg.seed, train_collate=collate_detection, val_collate=collate_detection)
 
     module = DetectorModule(model=OmegaConf.to_container(cfg.detector, resolve=True),
-                            optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+                            optimizer=instantiate(cfg.optimizer),
+                            scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+                            scheduler_interval=cfg.get("scheduler_interval", "step"),
                             min_confidence=float(cfg.validation.min_confidence), iou=float(cfg.validation.iou),
                             config=OmegaConf.to_container(cfg, resolve=True))
     if cfg.get("init_from"):
         initialise_detector(module, cfg.init_from)
-    checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                                 save_on_train_epoch_end=True, enable_version_counter=False)
-    trainer = instantiate(cfg.trainer, callbacks=[checkpoint], default_root_dir=str(output_dir),
-                          logger=CSVLogger(str(output_dir), name="csv", version=""))
+    trainer = build_trainer(cfg, output_dir)
     started = time.perf_counter()
-    trainer.fit(module, train_loader, val_loader)
+    trainer.fit(module, datamodule=detection)
     train_seconds = time.perf_counter() - started
     trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")  # the final weights, also after max_time
 
     started = time.perf_counter()
-    trainer.validate(module, val_loader, verbose=False)  # always the final weights
+    trainer.validate(module, datamodule=detection, verbose=False)  # always the final weights
     val_seconds = time.perf_counter() - started
     stats = module.last_validation
     metrics = {f"val/box_{k}" if k in ("recall", "top1_recall", "replaced_wrongly") else f"val/{k}": v
                for k, v in stats.items()}
     metrics.update({"train/steps": int(trainer.global_step), "train/seconds": round(train_seconds, 1),
-                    "val/detect_ms_per_image": round(1000 * val_seconds / len(val_loader.dataset), 1),
+                    "val/detect_ms_per_image": round(1000 * val_seconds / len(queries), 1),
                     "checkpoint": str(output_dir / "checkpoints" / "last.ckpt")})
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from isc.evaluate import load_checkpoint
+from isc.checkpoints import load_checkpoint
 from isc.extract import EvalTransform, ModelExtractor
 from isc.finite import EXTRACTION_FIX, FLOAT32_FIX, check_finite
 from isc.images import ImageLoadError, draft_floor, load_image, scan_files, warn_unused

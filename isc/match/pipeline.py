@@ -252,9 +252,8 @@ def match(cfg: DictConfig) -> dict:
     """Run isc-match as configured; returns the metrics written to metrics.json. The output folder follows
     isc-eval's rule (isc.evaluate.evaluate_checkpoint): new, or an unfinished run of the same settings, or
     overwrite=true."""
-    from isc.evaluate import claim_eval_folder
+    from isc.runs import check_writable, claim_eval_folder
     from isc.runs import recorded_run
-    from isc.train import check_writable
 
     check_required(cfg)  # e.g. dataset=disc21 without dataset.root: stop before any work
     output_dir = Path(cfg.paths.output_dir)
@@ -265,8 +264,8 @@ def match(cfg: DictConfig) -> dict:
 
 
 def _match(cfg: DictConfig, output_dir: Path) -> dict:
-    from isc.evaluate import build_extractors
-    from isc.train import configure_threads
+    from isc.extract import build_extractors
+    from isc.scaling import configure_threads
 
     query_crops, reference_crops, verifier = _components(cfg)
     configure_threads(cfg.get("torch_threads"), int(cfg.eval.num_workers))

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from isc.evaluate import resolve_device
+from isc.scaling import resolve_device
 from isc.verifier.inputs import PairInput
 from isc.verifier.model import PairClassifier
 

@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader
 from isc.augment import eval_transform
 from isc.data.datasets import EvalImages, collate_skipping
 from isc.data.records import ImageRecord
-from isc.evaluate import load_checkpoint, resolve_device
+from isc.checkpoints import load_checkpoint
+from isc.scaling import resolve_device
 
 
 class DescriptorIndex:

@@ -33,7 +33,7 @@ class PairClassifier(nn.Module):
 def load_backbone_weights(model: PairClassifier, checkpoint: str | Path) -> None:
     """Start the verifier's backbone from the backbone of an isc-train (descriptor) checkpoint: every weight
     but the new one-logit head must be found there, with the same shape."""
-    from isc.train import init_from_weights
+    from isc.checkpoints import init_from_weights
 
     path = Path(checkpoint).expanduser()
     weights = init_from_weights(path, "model.backbone.")

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from isc.optim import parameter_groups
+from isc.distributed import gather_uneven
+from isc.optim import optimization
 from isc.verifier.metrics import pair_metrics
 from isc.verifier.model import PairClassifier
 from isc.verifier.pairs import ValidationPairs
@@ -51,8 +52,10 @@ class VerifierModule(L.LightningModule):
             raise FloatingPointError(f"training loss is {loss.item()} at global step {self.global_step}")
         accuracy = ((logits > 0) == (labels > 0.5)).float().mean()
         n = batch["pairs"].shape[0]
-        self.log_dict({"train/loss": loss.detach(), "train/accuracy": accuracy}, prog_bar=True, batch_size=n)
-        self.log("train/epoch_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=n)
+        # under DDP each process's loss is its share's: logged as the mean over processes, the global batch's loss
+        self.log_dict({"train/loss": loss.detach(), "train/accuracy": accuracy}, prog_bar=True, batch_size=n,
+                      sync_dist=True)
+        self.log("train/epoch_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -66,23 +69,22 @@ class VerifierModule(L.LightningModule):
             raise RuntimeError("VerifierModule.validation is not set: give it the ValidationPairs before validating")
         if self.trainer.sanity_checking:
             return
-        index = torch.cat([i for i, _ in self._scores]).numpy()
+        # every process scores its share of the pairs (DistributedSampler under DDP): gather all of them, so that
+        # every process computes the metrics of all pairs (a pair scored twice, the sampler's padding, has one
+        # index and the same score both times)
+        index = gather_uneven(torch.cat([i for i, _ in self._scores] or [torch.zeros(0, dtype=torch.long)])
+                              .to(self.device)).cpu().numpy()
+        values = gather_uneven(torch.cat([s for _, s in self._scores] or [torch.zeros(0)]).to(self.device)).cpu()
         scores = np.full(len(self.validation), np.nan)
-        scores[index] = torch.cat([s for _, s in self._scores]).numpy()
+        scores[index] = values.numpy()
         if np.isnan(scores).any():
             raise RuntimeError(f"validation scored {len(index)} of {len(self.validation)} pairs "
                                "(limit_val_batches below 1.0?); the metrics need every pair")
         self.last_metrics = pair_metrics(self.validation, scores)
         self.scored_at_step = self.global_step
-        self.log_dict({f"val/{k}": float("nan") if v is None else v for k, v in self.last_metrics.items()})
+        self.log_dict({f"val/{k}": float("nan") if v is None else v for k, v in self.last_metrics.items()},
+                      sync_dist=False)  # every process computed them from all pairs
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(parameter_groups(self))
-        if self.scheduler_factory is None:
-            return optimizer
-        total = self.trainer.max_epochs if self.scheduler_interval == "epoch" else self.trainer.estimated_stepping_batches
-        scheduler = self.scheduler_factory(optimizer, total_steps=int(total))
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch",
-                                                             "monitor": "train/epoch_loss"}}
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+        return optimization(self, self.optimizer_factory, self.scheduler_factory, self.scheduler_interval,
+                            self.trainer.estimated_stepping_batches)

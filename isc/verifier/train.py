@@ -12,13 +12,14 @@ import lightning as L
 import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
 from isc.augment import eval_transform
+from isc.data.datamodule import SeededDataModule
 from isc.data.datasets import collate_skipping
 from isc.data.disc import DiscData, hold_out_training_pairs, load_disc
 from isc.images import load_image
-from isc.train import build_trainer, configure_threads
+from isc.scaling import configure_threads
+from isc.trainer import build_trainer
 from isc.verifier.datasets import TrainingPairs, ValidationPairImages
 from isc.verifier.inference import PairwiseVerifier
 from isc.verifier.metrics import pair_metrics
@@ -90,7 +91,7 @@ def train_verifier(cfg: DictConfig) -> dict:
     reloaded with PairwiseVerifier, with its scoring throughput), `descriptor/*` (the mining checkpoint's cosine
     scores of the same pairs) and `negatives` (how they were drawn). Writes config.yaml and metrics.json."""
     from isc.runs import recorded_run
-    from isc.train import start_run_folder
+    from isc.runs import start_run_folder
 
     output_dir = Path(cfg.paths.output_dir)
     start_run_folder(cfg, output_dir, "isc-train-verifier")  # a finished or other run in the folder stops here (isc.runs)
@@ -126,11 +127,8 @@ def _train_verifier(cfg: DictConfig, output_dir: Path) -> dict:
                               data.training + data.references, int(cfg.pairs.negatives_per_positive), cfg.data.draft_size)
     if len(train_set) < cfg.data.batch_size:
         raise ValueError(f"data.batch_size={cfg.data.batch_size} is larger than the {len(train_set)} training anchors")
-    workers = int(cfg.data.num_workers)
-    train_loader = DataLoader(train_set, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
-                              num_workers=workers, persistent_workers=workers > 0, collate_fn=collate_skipping)
-    val_loader = DataLoader(ValidationPairImages(validation, size, cfg.data.draft_size),
-                            batch_size=cfg.data.eval_batch_size, num_workers=workers, persistent_workers=workers > 0)
+    pairs = SeededDataModule(train_set, ValidationPairImages(validation, size, cfg.data.draft_size), cfg.data.batch_size,
+                             cfg.data.eval_batch_size, cfg.data.num_workers, cfg.seed, train_collate=collate_skipping)
 
     model_args = {"backbone": cfg.backbone.name, "pretrained": cfg.backbone.pretrained,
                   "weights_file": cfg.backbone.weights_file, "global_pool": cfg.model.global_pool,
@@ -145,12 +143,12 @@ def _train_verifier(cfg: DictConfig, output_dir: Path) -> dict:
 
     trainer = build_trainer(cfg, output_dir)
     if cfg.validate_before_training and not cfg.get("ckpt_path"):
-        trainer.validate(module, dataloaders=val_loader, verbose=False)
+        trainer.validate(module, datamodule=pairs, verbose=False)
         metrics.update(_prefixed("init", module.last_metrics))
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=pairs, ckpt_path=cfg.get("ckpt_path"))
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
     if module.scored_at_step != trainer.global_step:  # check_val_every_n_epoch skipped the last epoch
-        trainer.validate(module, dataloaders=val_loader, verbose=False)
+        trainer.validate(module, datamodule=pairs, verbose=False)
     metrics.update(_prefixed("val", module.last_metrics))
 
     checkpoint = trainer.checkpoint_callback

@@ -18,7 +18,7 @@ import torch
 
 from isc.data.records import list_split
 from isc.detect import OverlayDetector, box_recall, read_overlay_boxes
-from isc.evaluate import load_checkpoint
+from isc.checkpoints import load_checkpoint
 from isc.extract import EvalTransform, ModelExtractor
 from isc.images import load_image
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from isc.evaluate import load_checkpoint
+from isc.checkpoints import load_checkpoint
 from isc.export import export_onnx, export_torchscript, load_onnx, load_torchscript, onnx_descriptors, preprocessing
 from isc.model import DescriptorModel
 
