@@ -109,7 +109,7 @@ def hydra_entry(config_name: str, prog: str):
 
             try:
                 sys.argv[1:] = expand_home(sys.argv[1:])
-                check_hydra_plugins(sys.argv[1:])
+                check_hydra_plugins(sys.argv[1:], config_dir())
             except (ValueError, MissingExtra) as error:
                 print(f"{prog}: error: {error}", file=sys.stderr)
                 sys.exit(2)

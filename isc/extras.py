@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["EXTRAS", "MissingExtra", "check_hydra_plugins", "require", "require_for_target"]
 
@@ -66,12 +67,10 @@ def require_for_target(target: str | None, feature: str) -> None:
         require(module, feature)
 
 
-def _chosen_plugins(overrides: Sequence[str]) -> list[tuple[str, str]]:
+def _chosen_plugins(overrides: Sequence[str], config_dir: Path) -> list[tuple[str, str]]:
     """(feature, plugin module) for the plugin choices of the overrides: `hydra/sweeper=optuna`, or a group option
     whose file's defaults list holds `override /hydra/sweeper: optuna` (e.g. hparams_search=uap_optuna)."""
     from omegaconf import OmegaConf
-
-    from isc.config import config_dir
 
     chosen = []
     for override in overrides:
@@ -82,7 +81,7 @@ def _chosen_plugins(overrides: Sequence[str]) -> list[tuple[str, str]]:
         if not re.fullmatch(r"[\w/]+", group) or not re.fullmatch(r"[\w.-]+", option):
             continue  # a value (a path, a list, a number), not a group choice
         choices = [(group, option)]
-        path = config_dir() / group / f"{option}.yaml"
+        path = config_dir / group / f"{option}.yaml"
         if not group.startswith("hydra") and path.is_file():
             for entry in OmegaConf.load(path).get("defaults") or []:
                 if isinstance(entry, dict) or OmegaConf.is_dict(entry):
@@ -91,8 +90,9 @@ def _chosen_plugins(overrides: Sequence[str]) -> list[tuple[str, str]]:
     return chosen
 
 
-def check_hydra_plugins(overrides: Sequence[str]) -> None:
+def check_hydra_plugins(overrides: Sequence[str], config_dir: Path) -> None:
     """MissingExtra for a sweeper or launcher plugin that the command line chooses and that is not installed
-    (Hydra itself would only say that the option is not among the available ones)."""
-    for override, module in _chosen_plugins(overrides):
+    (Hydra itself would only say that the option is not among the available ones); `config_dir`: the configs'
+    folder (isc.config.config_dir(), passed in so that this module does not import isc.config)."""
+    for override, module in _chosen_plugins(overrides, config_dir):
         require(module, f"`{override}`")

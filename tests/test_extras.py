@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from isc import extras
+from isc.config import config_dir
 from isc.extras import EXTRAS, MissingExtra, check_hydra_plugins, require
 from tests.conftest import compose_config, import_extra
 
@@ -73,15 +74,15 @@ def test_a_logger_without_its_package_names_the_extra(monkeypatch, tmp_path):
 
 
 def test_hydra_plugin_choices_are_checked_before_hydra_composes(monkeypatch, capsys):
-    check_hydra_plugins(["hparams_search=uap_optuna", "hydra/launcher=slurm"])  # installed here
+    check_hydra_plugins(["hparams_search=uap_optuna", "hydra/launcher=slurm"], config_dir())  # installed here
     hide(monkeypatch, "hydra_plugins.hydra_optuna_sweeper", "hydra_plugins.hydra_submitit_launcher")
-    check_hydra_plugins(["optimizer.lr=0.1", "hparams_search=null", "logger=csv", "~callbacks.lr_monitor"])
+    check_hydra_plugins(["optimizer.lr=0.1", "hparams_search=null", "logger=csv", "~callbacks.lr_monitor"], config_dir())
     with pytest.raises(MissingExtra, match=r"`hparams_search=uap_optuna` .*isc-research\[sweep\]"):
-        check_hydra_plugins(["debug=smoke", "hparams_search=uap_optuna"])  # its file overrides /hydra/sweeper
+        check_hydra_plugins(["debug=smoke", "hparams_search=uap_optuna"], config_dir())  # its file overrides /hydra/sweeper
     with pytest.raises(MissingExtra, match=r"isc-research\[sweep\]"):
-        check_hydra_plugins(["hydra/sweeper=optuna"])
+        check_hydra_plugins(["hydra/sweeper=optuna"], config_dir())
     with pytest.raises(MissingExtra, match=r"`hydra/launcher=slurm` .*isc-research\[slurm\]"):
-        check_hydra_plugins(["-m", "hydra/launcher=slurm"])
+        check_hydra_plugins(["-m", "hydra/launcher=slurm"], config_dir())
 
     from isc.cli.train import main
 
