@@ -181,3 +181,47 @@ def test_verifier_scores_pairs(project):
     assert scores.shape == (3,)
     assert scores[0] == pytest.approx(1.0) and scores[1] == pytest.approx(1.0, abs=0.02)  # colours kept by a flip
     assert scores[2] < 0.2
+
+
+# docs/architecture.md: every module path it names exists, every dotted name (`isc.train.build_trainer`) imports,
+# and its tables list every package and module under isc/ (a renamed or moved name fails here).
+ARCHITECTURE = DOC.parent / "architecture.md"
+ROOT = DOC.parents[1]
+
+
+def resolve(dotted: str) -> object:
+    """The object a dotted name names: the longest importable module prefix, then attributes."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[cut:]:
+            target = getattr(target, attribute)
+        return target
+    raise ModuleNotFoundError(dotted)
+
+
+def test_architecture_names_exist():
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    for path in set(re.findall(r"\b(isc/[\w/.]+)", text)):
+        assert (ROOT / path.rstrip(".")).exists(), f"docs/architecture.md names {path}, which does not exist"
+    dotted = set(re.findall(r"\b(isc(?:\.[A-Za-z_]\w*)+)", text))
+    assert {"isc.train.build_trainer", "isc.metric.evaluate", "isc.runs.recorded_run"} <= dotted
+    for name in sorted(dotted):
+        try:
+            resolve(name)
+        except (ImportError, AttributeError) as error:
+            raise AssertionError(f"docs/architecture.md names {name}, which does not exist: {error}") from None
+
+
+def test_architecture_lists_every_package_and_module():
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| `(isc/[\w/.]+)` \|", text, re.M))
+    packages = {f"isc/{p.name}/" for p in (ROOT / "isc").iterdir() if (p / "__init__.py").is_file()}
+    modules = {f"isc/{p.name}" for p in (ROOT / "isc").glob("*.py") if p.name != "__init__.py"}
+    assert listed == packages | modules
+    assert "```mermaid" in text
