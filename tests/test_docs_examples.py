@@ -1,7 +1,8 @@
 """docs/extending.md runs: its files (the fenced blocks with a `title=`) are written into a temporary project
 folder, its command lines are composed with isc's configs plus that folder's (`hydra.searchpath`, as the page
 says), and each object takes one real step: the loss a training step with gradients, the policy views of the
-configured size, the post-processing step an isc-eval chain scored with the ISC metric, the verifier a pair."""
+configured size, the post-processing step a whole isc-eval run on the tiny mini-DISC, the verifier a pair.
+docs/architecture.md: the names it cites exist."""
 
 from __future__ import annotations
 
@@ -134,33 +135,31 @@ def test_policy_makes_views_of_the_configured_size(project):
         assert 0.0 <= float(pixels.min()) and float(pixels.max()) <= 1.0 + 1e-5
 
 
-def test_postprocess_step_scores_in_an_eval_chain(project):
-    from isc.evaluate import candidates
-    from isc.metric import GroundTruth, evaluate
-    from isc.postprocess.chain import build_chains
+def test_postprocess_step_runs_in_isc_eval(project, data_dir, tmp_path, one_torch_thread):
+    """The page's isc-eval command on the tiny mini-DISC, with a classical baseline for the checkpoint."""
+    import json
 
-    cfg = composed(project, "eval_grid=centre")
-    chains = build_chains(cfg.eval_grid.chains)
-    assert [(c.name, c.describe(), c.metric) for c in chains] == [("centre", "centre → l2", "l2"), ("raw", "raw", "l2")]
-    centre = chains[0]
+    from isc.evaluate import evaluate_checkpoint
+    from isc.extract import read_descriptors
+    from isc.formats import read_descriptor_submission
+    from tests.test_evaluate import SMOKE_DATASET
 
-    # 12 references, the first 6 copied by queries (small noise), 4 distractor queries; every descriptor shares a
-    # large common component that the step removes
-    rng = np.random.default_rng(0)
-    common = 5.0 * rng.standard_normal(16)
-    training = common + rng.standard_normal((40, 16))
-    references = common + rng.standard_normal((12, 16))
-    queries = np.vstack([references[:6] + 0.05 * rng.standard_normal((6, 16)), common + rng.standard_normal((4, 16))])
-    centre.fit(training.astype(np.float32))
-    q = centre.transform(queries.astype(np.float32), "query")
-    expected = queries - training.mean(axis=0)
-    np.testing.assert_allclose(q, expected / np.linalg.norm(expected, axis=1, keepdims=True), rtol=1e-4, atol=1e-5)
+    cfg = composed(project, "eval_grid=centre", "ckpt_path=null", "baseline=thumbnail", f"paths.data_dir={data_dir}",
+                   f"paths.output_dir={tmp_path / 'eval'}", "eval.num_workers=0", "eval.report.enabled=false",
+                   *SMOKE_DATASET)
+    summary = evaluate_checkpoint(cfg)
+    out = tmp_path / "eval"
+    assert summary["primary_chain"] == "centre" and summary["chains"]["centre"]["steps"] == "centre → l2"
+    assert json.loads((out / "chains" / "centre" / "metrics.json").read_text())["uAP"] == summary["uAP"]
+    assert "| centre |" in (out / "ablation.md").read_text()
 
-    r = centre.transform(references.astype(np.float32), "reference")
-    qids, rids = np.array([f"Q{i}" for i in range(10)]), np.array([f"R{i}" for i in range(12)])
-    gt = GroundTruth(tuple(qids), {f"Q{i}": f"R{i}" for i in range(6)})
-    metrics = evaluate(gt, candidates(cfg, centre, q, r, qids, rids, len(qids)))
-    assert metrics.uAP == pytest.approx(1.0)
+    # descriptors.h5 holds the primary chain's output: the extracted descriptors minus the training mean, L2-normalised
+    query_ids, queries = read_descriptors(out / "descriptors" / "thumbnail" / "query.h5")
+    _, training = read_descriptors(out / "descriptors" / "thumbnail" / "training.h5")
+    submission = read_descriptor_submission(out / "descriptors.h5")
+    centred = queries - training.mean(axis=0)
+    assert list(submission.query_ids) == list(query_ids)
+    np.testing.assert_allclose(submission.query, centred / np.linalg.norm(centred, axis=1, keepdims=True), atol=1e-5)
 
 
 def test_verifier_scores_pairs(project):
