@@ -204,6 +204,31 @@ def resolve(dotted: str) -> object:
     raise ModuleNotFoundError(dotted)
 
 
+def test_verifier_runs_in_isc_match(project, data_dir, tmp_path, one_torch_thread):
+    """The page's isc-match command on the tiny mini-DISC, with an untrained checkpoint in isc-train's layout: the
+    verifier's score of each pair in candidates.csv is the histogram intersection of the two images."""
+    import csv
+
+    from isc.data.disc import load_disc
+    from isc.match.pipeline import match
+    from my_isc.verifiers import HistogramVerifier
+    from tests.test_evaluate import SMOKE_DATASET, save_checkpoint
+
+    checkpoint = save_checkpoint(tmp_path / "model.ckpt")
+    cfg = composed(project, "verifier=histogram", f"ckpt_path={checkpoint}", f"paths.data_dir={data_dir}",
+                   f"paths.output_dir={tmp_path / 'match'}", *SMOKE_DATASET)
+    match(cfg)
+    with open(tmp_path / "match" / "candidates.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) > 0
+    data = load_disc(cfg.dataset)
+    paths = {r.id: r.path for r in data.queries + data.references}
+    by_hand = HistogramVerifier(bins=8, side=64)
+    for row in rows[:5]:
+        images = [Image.open(paths[row["query_id"]]), Image.open(paths[row["reference_id"]])]
+        assert float(row["verifier_score"]) == pytest.approx(by_hand.score_pairs(images[:1], images[1:])[0], abs=1e-6)
+
+
 def test_architecture_names_exist():
     text = ARCHITECTURE.read_text(encoding="utf-8")
     for path in set(re.findall(r"\b(isc/[\w/.]+)", text)):
