@@ -182,7 +182,7 @@ def test_verifier_scores_pairs(project):
     assert scores[2] < 0.2
 
 
-# docs/architecture.md: every module path it names exists, every dotted name (`isc.train.build_trainer`) imports,
+# docs/architecture.md: every module path it names exists, every dotted name (`isc.trainer.build_trainer`) imports,
 # and its tables list every package and module under isc/ (a renamed or moved name fails here).
 ARCHITECTURE = DOC.parent / "architecture.md"
 ROOT = DOC.parents[1]
@@ -234,7 +234,7 @@ def test_architecture_names_exist():
     for path in set(re.findall(r"\b(isc/[\w/.]+)", text)):
         assert (ROOT / path.rstrip(".")).exists(), f"docs/architecture.md names {path}, which does not exist"
     dotted = set(re.findall(r"\b(isc(?:\.[A-Za-z_]\w*)+)", text))
-    assert {"isc.train.build_trainer", "isc.metric.evaluate", "isc.runs.recorded_run"} <= dotted
+    assert {"isc.trainer.build_trainer", "isc.metric.evaluate", "isc.runs.recorded_run"} <= dotted
     for name in sorted(dotted):
         try:
             resolve(name)
