@@ -69,7 +69,10 @@ class BaselineExtractor:
         self.transform = makers[name](**params)
 
     def embed(self, views: list) -> np.ndarray:
-        """views[0]: the (rows, stacked vectors) groups of isc.extract.collate_views (one: every hash has one size)."""
+        """views[0] (one scale: every hash has one size): the (rows, stacked vectors) groups of
+        isc.extract.collate_views (isc-eval), or a list of vectors (isc-match's views), as ModelExtractor takes."""
+        if isinstance(views[0][0], torch.Tensor):  # one vector per view, in order (one size: no grouping)
+            return torch.stack(views[0]).numpy()
         rows = torch.cat([r for r, _ in views[0]])
         vectors = torch.cat([v for _, v in views[0]])
         return vectors[torch.argsort(rows)].numpy()

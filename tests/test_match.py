@@ -208,3 +208,15 @@ def test_predictions_over_the_official_limit_are_refused(tmp_path, capsys):
     capsys.readouterr()
     assert score_main(["--gt", str(gt), "--predictions", str(path)]) == 2
     assert "more than 500000 prediction rows" in capsys.readouterr().err
+
+
+def test_a_classical_baseline_instead_of_a_checkpoint(run, tmp_path):
+    """`isc-match baseline=thumbnail` (conf/match.yaml): the hash/thumbnail extractor embeds isc-match's views
+    (a list of vectors, not isc-eval's shape groups), and its descriptor-only µAP is isc-eval's for the baseline."""
+    cfg = run("ckpt_path=null", "baseline=thumbnail", "verifier=none", "query_crops=none")
+    m = match(cfg)
+    from isc.evaluate import evaluate_checkpoint
+    raw = evaluate_checkpoint(compose_config("eval", [f"paths.data_dir={cfg.paths.data_dir}", "baseline=thumbnail",
+                                                      "torch_threads=1", "eval.num_workers=0", *SMOKE_DATASET,
+                                                      f"paths.output_dir={tmp_path / 'eval'}"]))
+    assert m["descriptor_uAP"] == pytest.approx(raw["uAP"], abs=1e-9)
