@@ -47,6 +47,7 @@ def build_datamodule(cfg: DictConfig) -> DiscDataModule:
         first_anchor=(cfg.data.get("neighbour_batches") or {}).get("first_anchor"),
         extra_classes=cfg.data.get("extra_classes"),
         policy=instantiate(cfg.augmentation, _partial_=True),  # drip stages rebuild it at their intensity
+        shared_augmentation_draws=cfg.data.get("shared_augmentation_draws", False),
     )
 
 

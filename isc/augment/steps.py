@@ -4,6 +4,8 @@ isc.augment.ops; `ctx.other_image()` supplies other training images."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from PIL import Image
 
@@ -176,10 +178,24 @@ def scale(img, rng, ctx, factor: Range):
 
 def augly_color_jitter(img, rng, ctx, factor: Range):
     """AugLy color_jitter: brightness, contrast and saturation factors each drawn from `factor`, in that order."""
+    return _enhance(img, tuple(float(rng.uniform(*factor)) for _ in range(3)))
+
+
+def s_square_color_jitter(img, rng, ctx, intensity: float):
+    """S-square's colour jitter as its AugsDS modules draw it: with N = 1 − I, brightness and contrast factors
+    N + I·U(0.25, 1.75), saturation N + I·(0.2 + e^(5u)/6), u uniform in [0, 1) (AugsDS_v5 is this at I = 1)."""
+    n = 1.0 - intensity
+    brightness, contrast = (n + intensity * float(rng.uniform(0.25, 1.75)) for _ in range(2))
+    saturation = n + intensity * (0.2 + math.exp(5.0 * float(rng.random())) / 6.0)
+    return _enhance(img, (brightness, contrast, saturation))
+
+
+def _enhance(img, factors: tuple[float, float, float]):
+    """AugLy color_jitter's order: brightness, contrast, saturation (PIL ImageEnhance)."""
     from PIL import ImageEnhance
 
-    for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
-        img = enhance(img).enhance(float(rng.uniform(*factor)))
+    for enhance, factor in zip((ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color), factors):
+        img = enhance(img).enhance(factor)
     return img
 
 
@@ -229,6 +245,11 @@ def pixelize_choice(img, rng, ctx, ratios: list[float]):
 def meme_unless_overlaid(img, rng, ctx):
     """AugLy meme_format (working equivalent), skipped when an overlay already composited this view."""
     return img if "overlaid" in ctx.flags else ops.meme(img, rng)
+
+
+def meme(img, rng, ctx):
+    """AugLy meme_format (working equivalent), whatever came before (S-square's AugsDS_v5/v6)."""
+    return ops.meme(img, rng)
 
 
 def screenshot(img, rng, ctx):

@@ -35,6 +35,7 @@ class DiscDataModule(L.LightningDataModule):
         first_anchor: int | None = None,  # neighbour batches: anchors in order from this training index (else seeded)
         extra_classes=None,  # the `data.extra_classes` node {root, count}: more images, each its own class
         policy: Callable | None = None,  # the augmentation config as a partial: policy(intensity=…) (drip stages)
+        shared_augmentation_draws: bool = False,  # one set of Python/torch augmentation draws per global batch
     ):
         super().__init__()
         self.dataset_cfg = dataset
@@ -65,6 +66,7 @@ class DiscDataModule(L.LightningDataModule):
         # similar training images (isc.data.neighbours); each global batch is then one image's neighbours.
         self.neighbours: np.ndarray | None = None
         self.first_anchor = first_anchor
+        self.shared_augmentation_draws = shared_augmentation_draws
 
     def prepare_data(self) -> None:
         resolve_root(self.dataset_cfg)  # builds the mini-DISC once, on one process
@@ -140,7 +142,7 @@ class DiscDataModule(L.LightningDataModule):
             raise ValueError(f"data.batch_size={self.batch_size} is larger than the {len(dataset)} training samples.")
         sampler = epoch_sampler(getattr(self, "trainer", None), len(dataset), self.batch_size, self.seed,
                                 stage=self.class_stage, steps=self.steps_per_epoch, groups=self.neighbours,
-                                first_anchor=self.first_anchor)
+                                first_anchor=self.first_anchor, shared_draws=self.shared_augmentation_draws)
         return self._loader(SeededSamples(dataset, self.seed), self.batch_size, shuffle=False, drop_last=True,
                             sampler=sampler)
 

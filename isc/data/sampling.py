@@ -17,9 +17,9 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit seed for one (seed, epoch, sample) triple (numpy's SeedSequence mixes the three)."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(2, np.uint32).astype(np.uint64)
+def sample_seed(seed: int, epoch: int, index: int, *more: int) -> int:
+    """A 63-bit seed for one (seed, epoch, sample, …) tuple (numpy's SeedSequence mixes them)."""
+    return int(np.random.SeedSequence([seed, epoch, index, *more]).generate_state(2, np.uint32).astype(np.uint64)
                .dot(np.array([1 << 31, 1], dtype=np.uint64)))
 
 
@@ -48,7 +48,9 @@ class EpochSampler(DistributedSampler):
     optimiser steps instead of one pass over the samples (VisionForce's 8,000 iterations per epoch, RECIPES §4):
     fresh permutations are concatenated until the epoch is full, so an epoch may cover the set several times.
     Yields (epoch, index) pairs, or (epoch, position, stage) with a `stage`, which `SeededSamples` turns into
-    the sample's random draws.
+    the sample's random draws. With `shared_draws` it yields (epoch, index, stage or None, global batch number)
+    and every sample of one global batch (on every rank) gets the same Python and torch draws (the "separate"
+    retriever's reseeding per step, RECIPES §6).
 
     `groups` (neighbour lists, isc.data.neighbours: row i = sample i's most similar samples, nearest first) makes
     every global batch one anchor's first `global_batch` neighbours — batches of mutually similar images, whose
@@ -64,7 +66,8 @@ class EpochSampler(DistributedSampler):
 
     def __init__(self, length: int, batch_size: int, seed: int = 0, stage: Callable[[], ClassStage] | None = None,
                  num_replicas: int = 1, rank: int = 0, current_epoch: Callable[[], int] | None = None,
-                 steps: int | None = None, groups: np.ndarray | None = None, first_anchor: int | None = None):
+                 steps: int | None = None, groups: np.ndarray | None = None, first_anchor: int | None = None,
+                 shared_draws: bool = False):
         if length < batch_size * num_replicas:
             raise ValueError(f"data.batch_size={batch_size} × {num_replicas} processes is larger than the "
                              f"{length} training samples")
@@ -82,7 +85,7 @@ class EpochSampler(DistributedSampler):
                              f"(0 … {length - 1})")
         self.length, self.batch_size, self.seed, self.stage, self.steps = length, batch_size, seed, stage, steps
         self.num_replicas, self.rank, self.epoch, self.current_epoch = num_replicas, rank, 0, current_epoch
-        self.groups, self.first_anchor = groups, first_anchor
+        self.groups, self.first_anchor, self.shared_draws = groups, first_anchor, shared_draws
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -124,8 +127,11 @@ class EpochSampler(DistributedSampler):
             self.epoch = self.current_epoch()
         stage = self.stage() if self.stage else None
         order, b, g = self.order(stage.size if stage else None), self.batch_size, self.global_batch
-        mine = [i for start in range(0, len(order), g) for i in order[start + self.rank * b: start + (self.rank + 1) * b]]
-        return iter([(self.epoch, i, stage) for i in mine] if stage else [(self.epoch, i) for i in mine])
+        mine = [(start // g, i) for start in range(0, len(order), g)
+                for i in order[start + self.rank * b: start + (self.rank + 1) * b]]
+        if self.shared_draws:
+            return iter([(self.epoch, i, stage, batch) for batch, i in mine])
+        return iter([(self.epoch, i, stage) for _, i in mine] if stage else [(self.epoch, i) for _, i in mine])
 
 
 def epoch_sampler(trainer, length: int, batch_size: int, seed: int, **options) -> EpochSampler:
@@ -138,7 +144,11 @@ def epoch_sampler(trainer, length: int, batch_size: int, seed: int, **options) -
 
 class SeededSamples(Dataset):
     """`dataset[index]` with torch's, numpy's and Python's RNGs seeded from (seed, epoch, index) first: the
-    augmentations of a sample depend on nothing else (not the worker, the rank or the run's history)."""
+    augmentations of a sample depend on nothing else (not the worker, the rank or the run's history). A key
+    that carries the global batch number (`EpochSampler(shared_draws=True)`) seeds Python and torch from
+    (seed, epoch, batch) instead, so all samples of that batch draw the same crop, flip, overlay and colour
+    parameters; numpy stays per sample (in the "separate" retriever's source only the blur's numpy draw
+    differs within a step, RECIPES §6)."""
 
     def __init__(self, dataset: Dataset, seed: int = 0):
         self.dataset, self.seed = dataset, seed
@@ -146,10 +156,12 @@ class SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int] | tuple[int, int, ClassStage]):
-        epoch, index, *stage = key
+    def __getitem__(self, key: tuple[int, int] | tuple[int, int, ClassStage] | tuple[int, int, ClassStage | None, int]):
+        epoch, index, stage, batch = (*key, None, None)[:4]
         s = sample_seed(self.seed, epoch, index)
-        torch.default_generator.manual_seed(s)
         np.random.seed(s % 2**32)
+        if batch is not None:
+            s = sample_seed(self.seed, epoch, batch, 1)  # the trailing 1 keeps batch seeds apart from sample seeds
+        torch.default_generator.manual_seed(s)
         random.seed(s)
-        return self.dataset[(index, stage[0]) if stage else index]
+        return self.dataset[(index, stage) if stage is not None else index]
