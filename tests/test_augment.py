@@ -372,3 +372,12 @@ def test_sscd_mixup_trains_end_to_end(smoke_cfg, monkeypatch):
                               "loss=infonce_entropy", "trainer.max_epochs=1", "validate_before_training=false"))
     assert math.isfinite(metrics["train/loss"]) and "val/uAP" in metrics
     assert len(mixed) >= 2 and sum(mixed) > 0  # every step mixed its batch (the smoke epoch has several)
+
+
+def test_emoji_size_and_opacity_draws_are_capped_at_one():
+    """S-square draws both as min(1, a + u) (AugsDS_v13): a range reaching past 1 gives 1, not a larger paste."""
+    img = Image.new("RGB", (64, 48), (10, 200, 30))
+    capped = ops.emoji(img, np.random.default_rng(3), (1.5, 1.5), (1.7, 1.7), inside=False)
+    one = ops.emoji(img, np.random.default_rng(3), (1.0, 1.0), (1.0, 1.0), inside=False)
+    assert capped.size == img.size and np.array_equal(np.asarray(capped), np.asarray(one))
+    assert not np.array_equal(np.asarray(one), np.asarray(img))

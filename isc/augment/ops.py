@@ -174,10 +174,11 @@ def paste(base: Image.Image, top: Image.Image, size: float, opacity: float, x: f
 def emoji(img: Image.Image, rng: np.random.Generator, size: tuple[float, float], opacity: tuple[float, float],
           inside: bool = True) -> Image.Image:
     """AugLy `overlay_emoji` with a random Twemoji from AugLy's assets (cached), size and opacity drawn
-    uniformly; position uniform, kept inside the image when `inside`."""
-    s = float(rng.uniform(*size))
+    uniformly and capped at 1; position uniform, kept inside the image when `inside`."""
+    s = min(1.0, float(rng.uniform(*size)))
     limit = max(0.0, 1 - s) if inside else 1.0
-    return paste(img, assets.emoji_image(assets.pick(rng, assets.emoji_files())), s, float(rng.uniform(*opacity)),
+    return paste(img, assets.emoji_image(assets.pick(rng, assets.emoji_files())), s,
+                 min(1.0, float(rng.uniform(*opacity))),
                  float(rng.uniform(0, limit)), float(rng.uniform(0, limit)))
 
 

@@ -88,8 +88,10 @@ def text(img, rng, ctx, lines, glyphs, font_size, x, y):
                     y=tuple(y))
 
 
-def emoji(img, rng, ctx, size, opacity):
-    return ops.emoji(img, rng, tuple(size), tuple(opacity))
+def emoji(img, rng, ctx, size, opacity, inside: bool = True):
+    """An emoji of size and opacity drawn uniformly in the ranges and capped at 1 (S-square draws both as
+    min(1, a + u): a range reaching past 1 puts that share of the draws at 1); `inside`: kept inside the image."""
+    return ops.emoji(img, rng, tuple(size), tuple(opacity), inside=inside)
 
 
 def edge_enhance(img, rng, ctx):
