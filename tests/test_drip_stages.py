@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from isc.callbacks import ArcFaceDrip
 from isc.data.disc import load_extra_classes
@@ -165,3 +166,31 @@ def test_without_restart_the_stages_share_one_epoch_length_and_optimiser(smoke_c
                     "data.batch_size=4", PROBE))
     assert [e["batches"] for e in StageProbe.epochs] == [12, 12]
     assert StageProbe.epochs[1]["adam_state"] > 0 and StageProbe.epochs[1]["scheduler"] is StageProbe.epochs[0]["scheduler"]
+
+
+@pytest.mark.slow
+def test_a_run_resumed_at_a_stage_change_ends_as_the_uninterrupted_one(data_dir, tmp_path):
+    """The checkpoint written at the end of the epoch that entered stage 1 holds the new stage and the pending
+    restart: resumed from it, the run rebuilds the loader at the stage's batch and the optimiser afresh, and
+    ends with the weights of the run that was never stopped."""
+    from tests.conftest import compose_config
+
+    def run(out, *overrides):
+        cfg = compose_config("train", ["debug=smoke", f"paths.data_dir={data_dir}", f"paths.output_dir={out}",
+                                       "loss=arcface", "loss.callbacks.drip.restart_each_stage=true",
+                                       "loss.callbacks.drip.stages=[{classes: 12, batch_size: 4},"
+                                       "{classes: null, epoch: 1, batch_size: 6}]", "scheduler=plateau",
+                                       *NO_EVAL, "data.batch_size=2", *overrides])
+        OmegaConf.resolve(cfg)
+        train(cfg)
+        return torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+
+    stopped = run(tmp_path / "stopped", "trainer.max_epochs=1")
+    assert int(stopped["state_dict"]["loss.stage"]) == 1 and {"final_stage_start": 1, "restart_pending": True} \
+        in stopped["callbacks"].values()
+    resumed = run(tmp_path / "resumed", "trainer.max_epochs=2",
+                  f"ckpt_path={tmp_path / 'stopped' / 'checkpoints' / 'last.ckpt'}")
+    uninterrupted = run(tmp_path / "uninterrupted", "trainer.max_epochs=2")
+    assert resumed["global_step"] == uninterrupted["global_step"] == 3 + 8
+    for key, value in uninterrupted["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=key)
