@@ -100,7 +100,7 @@ def test_a_drip_run_adds_the_extra_classes_at_their_stage_and_stops_after_the_la
     assert int(state["loss.stage"]) == 1 and int(state["loss.active_classes"]) == 56
     assert metrics["train/active_classes"] == 56
     assert checkpoint["epoch"] == 1  # stopped after one epoch of the last stage, not at max_epochs
-    assert {"final_stage_start": 1} in checkpoint["callbacks"].values()
+    assert {"final_stage_start": 1, "restart_pending": False} in checkpoint["callbacks"].values()
 
 
 def test_a_recipe_with_imagenet_classes_names_the_missing_folder(smoke_cfg, extra_class_images):
