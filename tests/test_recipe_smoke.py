@@ -19,13 +19,15 @@ from isc.model import DescriptorModel
 from isc.recipes import experiment_names
 from isc.train import model_arguments, train
 from tests.conftest import compose_config
-from tests.test_experiments import tiny_neighbour_lists
+from tests.test_experiments import SMOKE_EXTRA, tiny_neighbour_lists
 
 EXTRA = {"lyakaap_stage4": ["data.batch_size=1"],  # the recipe's 1 per GPU: the tiny mini-DISC has 3 GT pairs
          # sjy_test5's 512-px stage resumes stage 1 (ckpt_path); a resumable EffNetV2-L checkpoint (with its Adam
          # state, ~1.4 GB) is too big for a smoke run, so here it runs fresh: its model, loss and augmentation are
          # stage 1's; the resume itself is tested at smoke scale in tests/test_s_square_sjy_test5_stages.py
-         "s_square_sjy_test5_stage2": ["required.ckpt_path=null"]}
+         "s_square_sjy_test5_stage2": ["required.ckpt_path=null"],
+         # the first drip stages' batches (50 / 25 per GPU) exceed the tiny training set: data.batch_size there
+         **{name: SMOKE_EXTRA[name] for name in ("s_square_sjy_test9", "s_square_sjy_test10", "s_square_smp_test26")}}
 
 
 @pytest.fixture(scope="session")

@@ -99,15 +99,14 @@ class EpochSampler(DistributedSampler):
     @property
     def epoch_samples(self) -> int:
         """Samples of one epoch over all ranks: `steps` global batches, else the full global batches of one pass
-        (over the stage's classes when the stage has its own epochs)."""
+        (over the stage's classes when the stage has its own epochs, at least one batch)."""
         if self.steps:
             return self.steps * self.global_batch
         stage = self.stage() if self.stage else None
         n = stage.size if stage is not None and stage.own_epochs else self.length
-        if n < self.global_batch:
-            raise ValueError(f"a training stage of {n} classes is smaller than one global batch of "
-                             f"{self.batch_size} × {self.num_replicas} processes")
-        return n // self.global_batch * self.global_batch
+        # a stage of fewer classes than a global batch: one batch, its classes repeated (S-square's loader gave
+        # one short batch; isc's global batches have one size)
+        return max(n // self.global_batch, 1) * self.global_batch
 
     def __len__(self) -> int:
         return self.epoch_samples // self.num_replicas
