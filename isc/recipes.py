@@ -71,7 +71,18 @@ DERIVED = {
     # the learning rate as the sources' commands write it, for a recipe whose config holds the effective one
     # (lyakaap: his loss wrapper divided each step by the number of GPUs, RECIPES §2.2)
     "lr_times_world_size": lambda cfg: float(cfg.optimizer.lr) * _world_size(cfg),
+    # samples per optimiser step in each ArcFace drip stage (a stage's batch_size, else data.batch_size, × processes)
+    "stage_total_batches": lambda cfg: [int(s.get("batch_size") or cfg.data.batch_size) * _world_size(cfg)
+                                        for s in _drip(cfg).stages] if _drip(cfg) else None,
+    # what one epoch of an ArcFace drip stage covers (S-square: a new trainer.py run per stage)
+    "stage_epoch": lambda cfg: None if not _drip(cfg) else f"{cfg.data.steps_per_epoch} steps"
+    if cfg.data.get("steps_per_epoch") else "one pass over the stage's classes" if _drip(cfg).get("restart_each_stage")
+    else "one pass over all classes (the stage's repeated)",
 }
+
+
+def _drip(cfg: DictConfig):
+    return (cfg.loss.get("callbacks") or {}).get("drip")
 
 
 @dataclass(frozen=True)
@@ -249,7 +260,9 @@ def render_cards() -> str:
              "Derived keys: `world_size` = devices × nodes; `total_batch` = data.batch_size × world_size;",
              "`total_views` = total_batch × data.n_views; `total_steps` = max_epochs × data.steps_per_epoch;",
              "`lr_times_world_size` = optimizer.lr × world_size; `neighbour_lists` = where hard-negative batches",
-             "take their neighbour lists (a file, or the initial model's descriptors).", ""]
+             "take their neighbour lists (a file, or the initial model's descriptors); `stage_total_batches` = each",
+             "ArcFace drip stage's batch_size (else data.batch_size) × world_size; `stage_epoch` = what an epoch of a",
+             "drip stage covers (one pass over the stage's classes with loss.callbacks.drip.restart_each_stage).", ""]
     names = experiment_names()
     totals = dict.fromkeys(VERDICTS, 0)
     sections = []

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from isc.callbacks import ArcFaceDrip
 from isc.data.disc import load_extra_classes
@@ -98,7 +100,7 @@ def test_a_drip_run_adds_the_extra_classes_at_their_stage_and_stops_after_the_la
     assert int(state["loss.stage"]) == 1 and int(state["loss.active_classes"]) == 56
     assert metrics["train/active_classes"] == 56
     assert checkpoint["epoch"] == 1  # stopped after one epoch of the last stage, not at max_epochs
-    assert {"final_stage_start": 1} in checkpoint["callbacks"].values()
+    assert {"final_stage_start": 1, "restart_pending": False} in checkpoint["callbacks"].values()
 
 
 def test_a_recipe_with_imagenet_classes_names_the_missing_folder(smoke_cfg, extra_class_images):
@@ -108,3 +110,87 @@ def test_a_recipe_with_imagenet_classes_names_the_missing_folder(smoke_cfg, extr
     with pytest.raises(ValueError, match=r"holds 8 images, fewer than data.extra_classes.count=800000"):
         train(smoke_cfg("experiment=s_square_sjy_test9", "trainer.max_epochs=1",
                         f"data.extra_classes.root={extra_class_images}"))
+
+
+
+class StageProbe(L.Callback):
+    """Per training epoch: the loader's batch size and length, and before the epoch's first optimiser step the
+    optimiser's state size and learning rate and the plateau scheduler (object, best, bad-epoch count). In
+    epoch 1 it then marks the schedule as an old run's would be (lr halved, 2 bad epochs), which a new stage
+    must not inherit. Results in the class's `epochs` (instantiated by Hydra)."""
+
+    epochs: list = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            StageProbe.epochs.append({"batch": len(batch["label"]), "batches": trainer.num_training_batches})
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        epoch = StageProbe.epochs[-1]
+        if "adam_state" in epoch:
+            return
+        scheduler = trainer.lr_scheduler_configs[0].scheduler
+        epoch.update(adam_state=len(optimizer.state), lr=optimizer.param_groups[0]["lr"], scheduler=scheduler,
+                     best=scheduler.best, bad_epochs=scheduler.num_bad_epochs)
+        if len(StageProbe.epochs) == 2:
+            scheduler.num_bad_epochs = 2
+            for group in optimizer.param_groups:
+                group["lr"] *= 0.5
+
+
+PROBE = "+callbacks.probe._target_=tests.test_drip_stages.StageProbe"
+
+
+def test_restart_each_stage_gives_the_stage_its_batch_epoch_length_and_a_fresh_optimiser(smoke_cfg):
+    """S-square ran each drip stage as a new trainer.py run with its own --batch-size: stage 0 (12 of the 48
+    training images, batch 4) has 12 // 4 = 3 steps per epoch, stage 1 (all 48, batch 6, from epoch 2) 48 // 6 = 8;
+    at stage 1's first step Adam's state is empty and the plateau scheduler a new one (best = inf, no bad
+    epochs, lr back to optimizer.lr), where in stage 0 they went on from epoch to epoch."""
+    StageProbe.epochs = []
+    stages = "loss.callbacks.drip.stages=[{classes: 12, batch_size: 4},{classes: null, epoch: 2, batch_size: 6}]"
+    train(smoke_cfg("loss=arcface", stages, "loss.callbacks.drip.restart_each_stage=true", "scheduler=plateau",
+                    "scheduler.patience=100", "optimizer.lr=0.001", *NO_EVAL, "trainer.max_epochs=3",
+                    "data.batch_size=2", PROBE))
+    e0, e1, e2 = StageProbe.epochs
+    assert [(e["batch"], e["batches"]) for e in (e0, e1, e2)] == [(4, 3), (4, 3), (6, 8)]
+    assert e1["adam_state"] > 0 and e1["scheduler"] is e0["scheduler"] and e1["best"] < float("inf")
+    assert e2["adam_state"] == 0 and e2["scheduler"] is not e1["scheduler"]
+    assert (e2["lr"], e2["best"], e2["bad_epochs"]) == (pytest.approx(0.001), float("inf"), 0)
+
+
+def test_without_restart_the_stages_share_one_epoch_length_and_optimiser(smoke_cfg):
+    """cpu_arcface's drip: one epoch length (all 48 samples, the stage's 12 classes repeated), one optimiser."""
+    StageProbe.epochs = []
+    stages = "loss.callbacks.drip.stages=[{classes: 12},{classes: null, epoch: 1}]"
+    train(smoke_cfg("loss=arcface", stages, "scheduler=plateau", *NO_EVAL, "trainer.max_epochs=2",
+                    "data.batch_size=4", PROBE))
+    assert [e["batches"] for e in StageProbe.epochs] == [12, 12]
+    assert StageProbe.epochs[1]["adam_state"] > 0 and StageProbe.epochs[1]["scheduler"] is StageProbe.epochs[0]["scheduler"]
+
+
+@pytest.mark.slow
+def test_a_run_resumed_at_a_stage_change_ends_as_the_uninterrupted_one(data_dir, tmp_path):
+    """The checkpoint written at the end of the epoch that entered stage 1 holds the new stage and the pending
+    restart: resumed from it, the run rebuilds the loader at the stage's batch and the optimiser afresh, and
+    ends with the weights of the run that was never stopped."""
+    from tests.conftest import compose_config
+
+    def run(out, *overrides):
+        cfg = compose_config("train", ["debug=smoke", f"paths.data_dir={data_dir}", f"paths.output_dir={out}",
+                                       "loss=arcface", "loss.callbacks.drip.restart_each_stage=true",
+                                       "loss.callbacks.drip.stages=[{classes: 12, batch_size: 4},"
+                                       "{classes: null, epoch: 1, batch_size: 6}]", "scheduler=plateau",
+                                       *NO_EVAL, "data.batch_size=2", *overrides])
+        OmegaConf.resolve(cfg)
+        train(cfg)
+        return torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+
+    stopped = run(tmp_path / "stopped", "trainer.max_epochs=1")
+    assert int(stopped["state_dict"]["loss.stage"]) == 1 and {"final_stage_start": 1, "restart_pending": True} \
+        in stopped["callbacks"].values()
+    resumed = run(tmp_path / "resumed", "trainer.max_epochs=2",
+                  f"ckpt_path={tmp_path / 'stopped' / 'checkpoints' / 'last.ckpt'}")
+    uninterrupted = run(tmp_path / "uninterrupted", "trainer.max_epochs=2")
+    assert resumed["global_step"] == uninterrupted["global_step"] == 3 + 8
+    for key, value in uninterrupted["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=key)

@@ -21,7 +21,11 @@ _NARROW_HEADS = ["loss.hidden_dim=64", "loss.wide_dim=128"]
 # the smoke backbone is a small CNN: the retriever's CLS-token pooling needs a ViT, so its smoke run pools GeM
 SMOKE_EXTRA = {"lyakaap_stage4": ["data.batch_size=2"], "separate_retriever": ["model.pooling=gem"],
                "separate_retriever_stage2": ["model.pooling=gem"], "visionforce_desc": _NARROW_HEADS, "d2lv_desc": [*_NARROW_HEADS, "model.embedding_dim=128"],  # D²LV's descriptor is the wide output
-               "s_square_sjy_test5_stage2": ["trainer.max_epochs=2"]}  # resumes a 1-epoch stage 1 for one more epoch
+               "s_square_sjy_test5_stage2": ["trainer.max_epochs=2"],  # resumes a 1-epoch stage 1 for one more epoch
+               **{name: [f"loss.callbacks.drip.stages.{i}.batch_size=null" for i in range(stages)]
+                  for name, stages in (("s_square_sjy_test9", 3), ("s_square_sjy_test10", 3), ("s_square_smp_test26", 2))}}
+# (the S-square members' first drip stages batch 50 / 25 per GPU, more than the 48 tiny training images hold:
+# those stages use data.batch_size here)
 
 
 def test_experiments_found():

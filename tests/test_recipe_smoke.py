@@ -19,13 +19,18 @@ from isc.model import DescriptorModel
 from isc.recipes import experiment_names
 from isc.train import model_arguments, train
 from tests.conftest import compose_config
-from tests.test_experiments import tiny_neighbour_lists
+from tests.test_experiments import SMOKE_EXTRA, tiny_neighbour_lists
 
 EXTRA = {"lyakaap_stage4": ["data.batch_size=1"],  # the recipe's 1 per GPU: the tiny mini-DISC has 3 GT pairs
          # sjy_test5's 512-px stage resumes stage 1 (ckpt_path); a resumable EffNetV2-L checkpoint (with its Adam
          # state, ~1.4 GB) is too big for a smoke run, so here it runs fresh: its model, loss and augmentation are
          # stage 1's; the resume itself is tested at smoke scale in tests/test_s_square_sjy_test5_stages.py
-         "s_square_sjy_test5_stage2": ["required.ckpt_path=null"]}
+         "s_square_sjy_test5_stage2": ["required.ckpt_path=null"],
+         # the first drip stages' batches (50 / 25 per GPU) exceed the tiny training set: data.batch_size there;
+         # each stage's epoch is one pass over its classes (restart_each_stage), 2 of the 48 tiny images at
+         # stage 0: one step per epoch, so two epochs make the two steps
+         **{name: [*SMOKE_EXTRA.get(name, []), "trainer.max_epochs=2"]
+            for name in ("s_square_sjy_test9", "s_square_sjy_test10", "s_square_smp_test25", "s_square_smp_test26")}}
 
 
 @pytest.fixture(scope="session")
@@ -85,4 +90,8 @@ def _extra_classes(recipe, folder) -> list[str]:
 
 def _unresolved(cfg, key: str):
     value = OmegaConf.select(cfg, key)
-    return OmegaConf.to_container(value, resolve=False) if OmegaConf.is_config(value) else value
+    value = OmegaConf.to_container(value, resolve=False) if OmegaConf.is_config(value) else value
+    if key == "loss" and (value.get("callbacks") or {}).get("drip"):  # a stage's batch size is the data's (EXTRA)
+        value["callbacks"]["drip"]["stages"] = [{k: v for k, v in stage.items() if k != "batch_size"}
+                                                for stage in value["callbacks"]["drip"]["stages"]]
+    return value

@@ -44,12 +44,14 @@ class ArcFaceDrip(L.Callback):
     """S-square's drip training, one stage after the other in one run (RECIPES §3.1; their
     ensemble_training_scripts/*/README.md run each stage as a new trainer.py call).
 
-    `stages`: list of {classes, extra_classes, intensity, epoch, loss_below}.
+    `stages`: list of {classes, extra_classes, intensity, batch_size, epoch, loss_below}.
     - `classes`: training images that are classes: a count, a fraction (float in (0, 1]) of the training
       images, or null for all of them; `extra_classes`: images of data.extra_classes (their ImageNet
       classes), a count or a fraction of them, null for all (default 0).
     - `intensity`: the augmentation intensity from this stage on (null: the previous stage's; stage 0: the
       policy's own); the data workers get it with every sample (isc.data.sampling.ClassStage).
+    - `batch_size`: the per-process training batch in this stage (null: data.batch_size); the optimiser step
+      holds batch_size × processes × accumulated micro-batches, as with data.batch_size.
     - Stage 0 is active from the start; stage k > 0 starts after a training epoch whose mean loss is below
       `loss_below`, or from epoch `epoch` on (either may be null).
     A stage's classes are positions: its training images, then its extra images. On entering a stage every
@@ -59,12 +61,19 @@ class ArcFaceDrip(L.Callback):
     last). The stage lives in the loss's `stage` buffer (checkpointed); the data module samples only the
     stage's classes. `final_stage_epochs`: stop the run after that many epochs in the last stage (S-square's
     ensemble epochs count from the start of the last stage's own run, e.g. sjy_test9's ep9 = 10 epochs);
-    null = run to trainer.max_epochs."""
+    null = run to trainer.max_epochs.
 
-    STAGE_KEYS = {"classes", "extra_classes", "intensity", "epoch", "loss_below"}
+    `restart_each_stage`: each stage runs as S-square's new trainer.py run did: an epoch is one pass over the
+    stage's classes, and at the stage's first training step the optimiser and the LR scheduler are built
+    afresh (Adam's moments empty, the learning rate back to optimizer.lr, ReduceLROnPlateau's best and bad-epoch
+    count reset) by calling the module's configure_optimizers again. Off: the stages share one epoch length
+    (all samples) and one optimiser and schedule. Stage batch sizes and restart_each_stage rebuild the training
+    loader every epoch (trainer.reload_dataloaders_every_n_epochs=1): its length is read when it is built."""
+
+    STAGE_KEYS = {"classes", "extra_classes", "intensity", "batch_size", "epoch", "loss_below"}
 
     def __init__(self, loss, stages: list[dict], augmented_views: int = 4, batch_size: int = 64,
-                 final_stage_epochs: int | None = None):
+                 final_stage_epochs: int | None = None, restart_each_stage: bool = False):
         if not stages:
             raise ValueError("loss.callbacks.drip.stages needs at least one stage")
         for index, stage in enumerate(stages):
@@ -76,12 +85,18 @@ class ArcFaceDrip(L.Callback):
             intensity = stage.get("intensity")
             if intensity is not None and not 0.0 <= intensity <= 1.0:
                 raise ValueError(f"drip stage {index}: intensity={intensity} must be in [0, 1]")
+            stage_batch = stage.get("batch_size")
+            if stage_batch is not None and (not isinstance(stage_batch, int) or stage_batch < 1):
+                raise ValueError(f"drip stage {index}: batch_size={stage_batch} must be a positive int or null "
+                                 f"(null: data.batch_size)")
         if augmented_views < 1:
             raise ValueError(f"drip augmented_views must be >= 1, got {augmented_views}")
         if final_stage_epochs is not None and final_stage_epochs < 1:
             raise ValueError(f"drip final_stage_epochs must be >= 1 or null, got {final_stage_epochs}")
         self.final_stage_epochs = final_stage_epochs
         self.final_stage_start: int | None = None  # the first epoch of the last stage (checkpointed)
+        self.restart_each_stage = restart_each_stage
+        self.restart_pending = False  # a stage was entered; its first step builds a new optimiser (checkpointed)
         self.loss = loss
         self.configured = [dict(s) for s in stages]
         self.stages: list[ClassStage] = []
@@ -103,7 +118,7 @@ class ArcFaceDrip(L.Callback):
                 raise ValueError(f"drip stage {index}: {classes + extra} classes, more than loss.num_classes="
                                  f"{self.loss.num_classes}")
             intensity = stage["intensity"] if stage.get("intensity") is not None else intensity
-            stages.append(ClassStage(classes, extra, intensity))
+            stages.append(ClassStage(classes, extra, intensity, stage.get("batch_size"), self.restart_each_stage))
         self.stages = stages
         return stages
 
@@ -120,12 +135,22 @@ class ArcFaceDrip(L.Callback):
             datamodule.class_stage = lambda: self.stages[max(int(self.loss.stage), 0)]
             if int(self.loss.stage) < 0:
                 self.loss.active_classes.fill_(self.stages[0].size)
+            if self.restart_each_stage or any(s.batch_size for s in self.stages):
+                # public Lightning switch: the loader (its batch size and length) is rebuilt at every epoch start,
+                # after the previous epoch's end may have entered a stage; the order stays (seed, epoch)'s
+                trainer.reload_dataloaders_every_n_epochs = 1
 
     def state_dict(self) -> dict:
-        return {"final_stage_start": self.final_stage_start}
+        return {"final_stage_start": self.final_stage_start, "restart_pending": self.restart_pending}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.final_stage_start = state_dict.get("final_stage_start")
+        self.restart_pending = state_dict.get("restart_pending", False)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.restart_pending:  # the stage's first step, as the first step of a new trainer.py run
+            trainer.strategy.setup_optimizers(trainer)  # configure_optimizers again: fresh optimiser and scheduler
+            self.restart_pending = False
 
     def on_train_start(self, trainer, pl_module) -> None:
         if int(self.loss.stage) < 0:  # a fresh run (a resumed one restores stage and weights)
@@ -158,6 +183,7 @@ class ArcFaceDrip(L.Callback):
                      "mean loss %.3f", current + 1, upcoming.classes, upcoming.extra, upcoming.intensity,
                      trainer.current_epoch, mean_loss)
             self._enter(trainer, pl_module, current + 1)
+            self.restart_pending = self.restart_each_stage
             if current + 2 == len(self.stages):
                 self.final_stage_start = trainer.current_epoch + 1
 

@@ -133,17 +133,20 @@ class DiscDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Order and augmentations depend on (seed, epoch, sample) only (see isc.data.sampling): a resumed run
-        replays them, and under DDP each step's global batch is one process's batch."""
+        replays them, and under DDP each step's global batch is one process's batch. A drip stage's own
+        `batch_size` replaces data.batch_size while it lasts."""
         dataset = self.train_dataset()
         if self.neighbours is not None and self.train_pairs is not None:
             raise ValueError("data.neighbour_batches groups training images; it does not combine with data.gt_pairs "
                              "(training on ground-truth pairs)")
-        if len(dataset) < self.batch_size:
-            raise ValueError(f"data.batch_size={self.batch_size} is larger than the {len(dataset)} training samples.")
-        sampler = epoch_sampler(getattr(self, "trainer", None), len(dataset), self.batch_size, self.seed,
+        stage = self.class_stage() if self.class_stage is not None else None
+        batch_size = stage.batch_size if stage is not None and stage.batch_size else self.batch_size
+        if len(dataset) < batch_size:
+            raise ValueError(f"data.batch_size={batch_size} is larger than the {len(dataset)} training samples.")
+        sampler = epoch_sampler(getattr(self, "trainer", None), len(dataset), batch_size, self.seed,
                                 stage=self.class_stage, steps=self.steps_per_epoch, groups=self.neighbours,
                                 first_anchor=self.first_anchor, shared_draws=self.shared_augmentation_draws)
-        return self._loader(SeededSamples(dataset, self.seed), self.batch_size, shuffle=False, drop_last=True,
+        return self._loader(SeededSamples(dataset, self.seed), batch_size, shuffle=False, drop_last=True,
                             sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:

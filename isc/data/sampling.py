@@ -29,11 +29,16 @@ class ClassStage:
     RECIPES §3.1): the first `classes` training images, then the first `extra` images of the extra class
     source (data.extra_classes), labelled by that position; `intensity`, when not None, replaces the
     augmentation policy's intensity. The sampler reads it when the epoch starts and hands it to the data
-    workers with every sample, so persistent workers follow a stage change."""
+    workers with every sample, so persistent workers follow a stage change. `batch_size`, when not None,
+    replaces data.batch_size (per process) in the stage's epochs; `own_epochs`: an epoch is one pass over the
+    stage's classes (S-square ran each stage as a new trainer.py run), else as long as one over all samples,
+    the stage's classes repeated. Both need the training loader rebuilt at the stage change (the drip does)."""
 
     classes: int
     extra: int = 0
     intensity: float | None = None
+    batch_size: int | None = None
+    own_epochs: bool = False
 
     @property
     def size(self) -> int:
@@ -96,8 +101,15 @@ class EpochSampler(DistributedSampler):
 
     @property
     def epoch_samples(self) -> int:
-        """Samples of one epoch over all ranks: `steps` global batches, else the full global batches of one pass."""
-        return self.steps * self.global_batch if self.steps else self.length // self.global_batch * self.global_batch
+        """Samples of one epoch over all ranks: `steps` global batches, else the full global batches of one pass
+        (over the stage's classes when the stage has its own epochs, at least one batch)."""
+        if self.steps:
+            return self.steps * self.global_batch
+        stage = self.stage() if self.stage else None
+        n = stage.size if stage is not None and stage.own_epochs else self.length
+        # a stage of fewer classes than a global batch: one batch, its classes repeated (S-square's loader gave
+        # one short batch; isc's global batches have one size)
+        return max(n // self.global_batch, 1) * self.global_batch
 
     def __len__(self) -> int:
         return self.epoch_samples // self.num_replicas
