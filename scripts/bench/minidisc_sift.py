@@ -10,11 +10,15 @@ reprojection error 5 px) — the classical test for "these two images show the s
   training_vs_ref             a random training image and a random reference (--pairs; training must not leak
                               references).
 
+  hardest_false_ref           with --hardest N: for N random queries, the most inliers any reference other than
+                              the query's own reaches (all references tried): what a verifier re-ranking the
+                              candidates of a query meets.
+
 Prints JSON: per kind, n, median, p90, p99, max of the inlier counts and the share of pairs with ≥ 20 inliers
 (a common "same image" threshold for SIFT + RANSAC). A false pair with as many inliers as a true pair means two
 images of different identity share real pixels (the builder cropped them from overlapping parts of one photo).
 
-    .venv/bin/python scripts/bench/minidisc_sift.py DIR [--pairs 1500] [--seed 0]
+    .venv/bin/python scripts/bench/minidisc_sift.py DIR [--pairs 1500] [--hardest 0] [--seed 0]
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", type=Path, help="mini-DISC folder")
     parser.add_argument("--pairs", type=int, default=1500, help="random pairs per false kind")
+    parser.add_argument("--hardest", type=int, default=0, help="queries matched against every reference")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     cv2.setNumThreads(1)
@@ -113,6 +118,11 @@ def main() -> None:
     for kind, kind_pairs in pairs.items():
         if kind_pairs:
             result[kind] = stats([inliers(feats(s1, i1), feats(s2, i2), matcher) for s1, i1, s2, i2 in kind_pairs])
+    if args.hardest:
+        chosen = rng.choice(len(queries), min(args.hardest, len(queries)), replace=False)
+        result["hardest_false_ref"] = stats([
+            max(inliers(feats("query", queries[i]), feats("reference", r), matcher)
+                for r in references if r != matches.get(queries[i])) for i in chosen])
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["machine"] = f"{platform.machine()}, opencv {cv2.__version__}"
     print(json.dumps(result, indent=2))
