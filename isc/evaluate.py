@@ -260,8 +260,17 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict:
     if cfg.eval.report.enabled:  # report.html: reads the files above (isc/report_html.py)
         from isc.report_html import write_report
 
-        write_report(output_dir, data, gt, cfg.eval.report, title=_title(cfg, extractors))
+        write_report(output_dir, data, gt, cfg.eval.report, title=_title(cfg, extractors), hashes=_hashes(cfg, data))
     return summary
+
+
+def _hashes(cfg: DictConfig, data: DiscData) -> dict[str, dict]:
+    """The classical hashes of dataset.compare_hashes on the same queries (cached per build, isc.hash_comparison),
+    for report.html's per-edit table; not the baseline being evaluated itself."""
+    from isc.hash_comparison import hash_results
+
+    names = [str(n) for n in cfg.dataset.get("compare_hashes") or () if str(n) != str(cfg.get("baseline"))]
+    return {name: hash_results(data, name, Path(cfg.paths.data_dir) / "hash_baselines") for name in names}
 
 
 def replace_queries(cfg: DictConfig, data: DiscData, output_dir: Path) -> tuple[DiscData, dict | None]:

@@ -1,5 +1,6 @@
 """The classical hashes' µAP on a run's own validation queries, so that every isc-train summary shows the model
-next to PDQ and pHash (`compare_hashes` in conf/train.yaml).
+next to PDQ and pHash, and isc-eval's report.html their per-edit metrics next to the model's
+(`dataset.compare_hashes`: [pdq, phash] for the mini-DISC, none for DISC21, where hashing 1M references takes hours).
 
 The hashes are scored as `isc-eval baseline=<name>` scores them (isc.baselines' extractors through
 `extract_to_hdf5`, the official global rule with 10 results per query, `isc.metric.evaluate`), on the queries,
@@ -25,11 +26,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HASH_LABELS", "cache_key", "hash_metrics", "score_hash"]
+__all__ = ["HASH_LABELS", "cache_key", "hash_metrics", "hash_results", "score_hash"]
 
 HASH_LABELS = {"pdq": "PDQ", "phash": "pHash", "thumbnail": "thumbnail"}
 RESULTS_PER_QUERY = 10  # the official global rule (RECIPES §1.4), as isc-eval and the in-loop evaluation use it
 DRAFT_SIZE = 256  # conf/eval.yaml eval.draft_size: the same decoded pixels as isc-eval baseline=<name>
+
+
+def _records(records, root: Path):
+    for r in records:
+        yield f"{r.id} {os.path.relpath(r.path, root)} {r.crop}"
 
 
 def _digest(items) -> str:
@@ -52,16 +58,18 @@ def cache_key(data: DiscData, name: str) -> dict:
     gt = data.ground_truth
     return {
         "build": _build_identity(Path(data.root)),
-        "queries": _digest(r.id for r in data.queries),
-        "references": _digest(r.id for r in data.references),
+        "queries": _digest(_records(data.queries, Path(data.root))),  # a detected query crop is another image
+        "references": _digest(_records(data.references, Path(data.root))),
         "ground_truth": _digest(f"{q},{gt.matches.get(q, '')}" for q in gt.query_ids),
         "hash": BaselineExtractor(name).fingerprint(),
         "results_per_query": RESULTS_PER_QUERY,
     }
 
 
-def score_hash(name: str, data: DiscData) -> dict[str, float]:
-    """µAP and recall at rank 1 of hash `name` on `data`'s queries and references (as isc-eval baseline=name)."""
+def score_hash(name: str, data: DiscData) -> dict:
+    """µAP and recall at rank 1 of hash `name` on `data`'s queries and references (as isc-eval baseline=name),
+    and under "edits" the same per edit type and per number of edits (isc.analysis.breakdown, as report.html's table) when the dataset has query_edits.csv."""
+    from isc.analysis import breakdown, edit_count_groups, edit_groups, read_query_edits
     from isc.baselines import BaselineExtractor
     from isc.extract import extract_to_hdf5, read_descriptors
     from isc.metric import evaluate
@@ -77,27 +85,39 @@ def score_hash(name: str, data: DiscData) -> dict[str, float]:
     (qids, q), (rids, r) = found["query"], found["reference"]
     predictions = global_candidates(q, r, qids, rids, num_results=RESULTS_PER_QUERY * len(data.queries))
     metrics = evaluate(data.ground_truth, predictions)
-    return {"uAP": float(metrics.uAP), "recall_at_rank1": float(metrics.recall_at_rank1)}
+    result = {"uAP": float(metrics.uAP), "recall_at_rank1": float(metrics.recall_at_rank1)}
+    edits_file = Path(data.root) / "query_edits.csv"
+    if edits_file.is_file():
+        edits = read_query_edits(edits_file)
+        slices = breakdown(data.ground_truth, predictions, {**edit_groups(edits), **edit_count_groups(edits)})
+        result["edits"] = {s.group: s.to_dict() for s in slices}
+    return result
+
+
+def hash_results(data: DiscData, name: str, cache_dir: str | os.PathLike) -> dict:
+    """score_hash's result for `name` on `data`: from `cache_dir` when the same images were scored before, else
+    computed and cached."""
+    if name not in HASH_LABELS:
+        raise ValueError(f"dataset.compare_hashes: {name!r} is unknown; choose among {', '.join(HASH_LABELS)} "
+                         "(or dataset.compare_hashes=[] for none)")
+    cache_dir = Path(cache_dir)
+    key = cache_key(data, name)
+    path = cache_dir / f"{name}-{_digest([json.dumps(key, sort_keys=True)])[:16]}.json"
+    entry = json.loads(path.read_text()) if path.is_file() else None
+    if entry is None or entry.get("key") != key:
+        entry = {"key": key, "result": score_hash(name, data)}
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(json.dumps(entry, indent=2))
+        os.replace(temporary, path)  # atomic: a concurrent run reads the old file or the new one
+        log.info("%s on the validation queries: µAP %.4f (cached in %s)", name, entry["result"]["uAP"], path)
+    return entry["result"]
 
 
 def hash_metrics(data: DiscData, names, cache_dir: str | os.PathLike) -> dict[str, float]:
-    """`hash/<name>/uAP` and `hash/<name>/recall_at_rank1` for each hash of `names`, from the cache when the same
-    images were scored before, else computed (score_hash) and cached."""
-    cache_dir = Path(cache_dir)
+    """`hash/<name>/uAP` and `hash/<name>/recall_at_rank1` for each hash of `names` (hash_results)."""
     out: dict[str, float] = {}
     for name in names:
-        if name not in HASH_LABELS:
-            raise ValueError(f"compare_hashes: {name!r} is unknown; choose among {', '.join(HASH_LABELS)} "
-                             "(or compare_hashes=[] for none)")
-        key = cache_key(data, name)
-        path = cache_dir / f"{name}-{_digest([json.dumps(key, sort_keys=True)])[:16]}.json"
-        entry = json.loads(path.read_text()) if path.is_file() else None
-        if entry is None or entry.get("key") != key:
-            entry = {"key": key, "metrics": score_hash(name, data)}
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_name(f".{path.name}.{os.getpid()}")
-            temporary.write_text(json.dumps(entry, indent=2))
-            os.replace(temporary, path)  # atomic: a concurrent run reads the old file or the new one
-            log.info("%s on the validation queries: µAP %.4f (cached in %s)", name, entry["metrics"]["uAP"], path)
-        out.update({f"hash/{name}/{k}": float(v) for k, v in entry["metrics"].items()})
+        result = hash_results(data, name, cache_dir)
+        out.update({f"hash/{name}/{k}": float(result[k]) for k in ("uAP", "recall_at_rank1")})
     return out

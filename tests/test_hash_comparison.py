@@ -9,9 +9,11 @@ import json
 import pytest
 
 from isc import hash_comparison
+from isc.analysis import breakdown, edit_count_groups, edit_groups, read_query_edits
 from isc.cli.train import summary_numbers
 from isc.data.disc import load_disc
 from isc.evaluate import evaluate_checkpoint
+from isc.formats import read_predictions
 from tests.conftest import compose_config
 from tests.test_evaluate import eval_cfg
 
@@ -41,6 +43,12 @@ def test_hash_metrics_match_isc_eval_and_are_cached_per_build(data_dir, tmp_path
                                                 "eval.report.enabled=false"))
         assert first[f"hash/{name}/uAP"] == pytest.approx(official["uAP"], abs=1e-9)
         assert first[f"hash/{name}/recall_at_rank1"] == pytest.approx(official["recall_at_rank1"], abs=1e-9)
+    # per edit type and per number of edits: isc.analysis.breakdown of isc-eval's own predictions
+    edits = read_query_edits(data.root / "query_edits.csv")
+    slices = breakdown(data.ground_truth, read_predictions(tmp_path / "pdq" / "predictions.csv"),
+                       {**edit_groups(edits), **edit_count_groups(edits)})
+    cached = hash_comparison.hash_results(data, "pdq", cache)
+    assert cached["edits"] == {s.group: s.to_dict() for s in slices} and "1 edit" in cached["edits"]
 
     assert hash_comparison.hash_metrics(data, ["pdq", "phash"], cache) == first  # a second run: from the cache
     assert counted == ["pdq", "phash"]
@@ -56,7 +64,7 @@ def test_hash_metrics_match_isc_eval_and_are_cached_per_build(data_dir, tmp_path
     hash_comparison.hash_metrics(fewer, ["phash"], cache)
     assert counted == ["pdq", "phash", "pdq", "phash"] and len(list(cache.glob("*.json"))) == 4
 
-    with pytest.raises(ValueError, match="compare_hashes: 'sift' is unknown"):
+    with pytest.raises(ValueError, match="dataset.compare_hashes: .sift. is unknown"):
         hash_comparison.hash_metrics(data, ["sift"], cache)
 
 
