@@ -4,7 +4,8 @@ One run extracts the query, reference (and, when a chain needs them, training) d
 checkpoint or baseline, then scores every chain of the eval grid on them. Files in paths.output_dir:
 metrics.json, predictions.csv, descriptors.h5 and pr_curve.png (the primary chain = the first one),
 pr_curves_chains.png (the other chains, small multiples),
-ablation.csv / ablation.md, report.html, chains/<name>/{predictions.csv, metrics.json}, descriptors/ (the HDF5 caches).
+ablation.csv / ablation.md, report.html, per_edit.md (report.html's per-edit table: the model next to the hashes
+of dataset.compare_hashes), chains/<name>/{predictions.csv, metrics.json}, descriptors/ (the HDF5 caches).
 """
 
 from __future__ import annotations

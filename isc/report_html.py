@@ -99,6 +99,8 @@ def write_report(output_dir: str | Path, data: DiscData, gt: GroundTruth, option
         false_positives=fps, missed=missed[: options.top_k], n_missed=len(missed), edits=edits or {},
         thumbnails=thumbs, chain_curves=_read_optional(output_dir / "pr_curves_chains.png"), hashes=hashes,
     )
+    if slices is not None:
+        write_slice_markdown(slices, hashes or {}, output_dir / "per_edit.md")
     path = output_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     log.info("wrote %s (%.0f KB)", path, path.stat().st_size / 1024)
@@ -270,33 +272,47 @@ def _ablation_section(rows: Sequence[dict]) -> str:
     return f"<section id=ablation><h2>Ablation (eval grid)</h2><table><tr>{header}</tr>{body}</table></section>"
 
 
+def slice_table(slices: list[SliceMetrics], hashes: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the per-edit table: each slice's counts and the model's recall, recall@rank1 and µAP, then
+    recall@rank1 and µAP of each hash on the same queries (the first row, all queries, from the hash's totals).
+    One table for report.html and per_edit.md."""
+    header = ["queries made with", "queries", "with a match", "recall", "recall@rank1", "µAP"]
+    for name in hashes:
+        label = HASH_LABELS.get(name, name)
+        header += [f"{label} recall@rank1", f"{label} µAP"]
+    rows = []
+    for i, s in enumerate(slices):
+        row = [s.group, str(s.n_queries), str(s.n_matched), _number(s.recall, 3), _number(s.recall_at_rank1, 3),
+               _number(s.uAP, 3)]
+        for result in hashes.values():
+            numbers = result if i == 0 else (result.get("edits") or {}).get(s.group) or {}
+            row += [_number(numbers.get("recall_at_rank1"), 3), _number(numbers.get("uAP"), 3)]
+        rows.append(row)
+    return header, rows
+
+
 def _slices_section(slices: list[SliceMetrics] | None, hashes: dict[str, dict]) -> str:
     if slices is None:
         return ("<section id=edits><h2>Per edit type</h2><p class=note>The dataset has no query_edits.csv (the "
                 "mini-DISC builder writes one), so no breakdown by edit.</p></section>")
-    labels = {name: HASH_LABELS.get(name, name) for name in hashes}
-    header = ("<tr><th>queries made with</th><th>queries</th><th>with a match</th><th>recall</th>"
-              "<th>recall@rank1</th><th>µAP</th>"
-              + "".join(f"<th>{escape(label)} recall@rank1</th><th>{escape(label)} µAP</th>" for label in labels.values())
-              + "</tr>")
-
-    def hash_cells(i: int, group: str) -> str:
-        cells = ""
-        for result in hashes.values():
-            row = result if i == 0 else (result.get("edits") or {}).get(group) or {}
-            cells += f"<td>{_number(row.get('recall_at_rank1'), 3)}</td><td>{_number(row.get('uAP'), 3)}</td>"
-        return cells
-
-    body = "".join(
-        f"<tr{' class=total' if i == 0 else ''}><td>{escape(s.group)}</td><td>{s.n_queries}</td><td>{s.n_matched}</td>"
-        f"<td>{_number(s.recall, 3)}</td><td>{_number(s.recall_at_rank1, 3)}</td><td>{_number(s.uAP, 3)}</td>"
-        f"{hash_cells(i, s.group)}</tr>"
-        for i, s in enumerate(slices))
-    compared = (f" Next to the model: {', '.join(labels.values())} on the same queries (as isc-eval baseline=<name> "
-                "scores them)." if hashes else "")
+    header, rows = slice_table(slices, hashes)
+    head = "<tr>" + "".join(f"<th>{escape(c)}</th>" for c in header) + "</tr>"
+    body = "".join(f"<tr{' class=total' if i == 0 else ''}>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
+                   for i, row in enumerate(rows))
+    compared = (f" Next to the model: {', '.join(HASH_LABELS.get(n, n) for n in hashes)} on the same queries (as "
+                "isc-eval baseline=<name> scores them)." if hashes else "")
     return ("<section id=edits><h2>Per edit type</h2><p class=note>µAP of the queries made with an edit (alone or "
             "with others: matched queries and distractors), worst first; recall = share of their true pairs among "
-            f"the predictions.{escape(compared)}</p><table>{header}{body}</table></section>")
+            f"the predictions.{escape(compared)}</p><table>{head}{body}</table></section>")
+
+
+def write_slice_markdown(slices: list[SliceMetrics], hashes: dict[str, dict], path: Path) -> Path:
+    """per_edit.md: the per-edit table of report.html as Markdown (for a README or a notebook)."""
+    header, rows = slice_table(slices, hashes)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def _tile(thumbnails: Thumbnails, image_id: str, label: str) -> str:

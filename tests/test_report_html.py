@@ -117,6 +117,9 @@ def test_report_content_matches_the_analysis(run):
     assert table["all queries"][5:7] == [f"{pdq['recall_at_rank1']:.3f}", f"{pdq['uAP']:.3f}"]
     for group, row in pdq["edits"].items():
         assert table[group][6] == ("–" if row["uAP"] is None else f"{row['uAP']:.3f}"), group
+    markdown = (out / "per_edit.md").read_text().splitlines()  # the same table, for a README
+    assert markdown[0] == "| " + " | ".join(header) + " |" and len(markdown) == 1 + len(table)  # table: header + rows
+    assert markdown[2] == "| all queries | " + " | ".join(table["all queries"]) + " |"
 
 
 def test_report_is_self_contained(run):
