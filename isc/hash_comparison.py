@@ -68,7 +68,8 @@ def cache_key(data: DiscData, name: str) -> dict:
 
 def score_hash(name: str, data: DiscData) -> dict:
     """µAP and recall at rank 1 of hash `name` on `data`'s queries and references (as isc-eval baseline=name),
-    and under "edits" the same per edit type and per number of edits (isc.analysis.breakdown, as report.html's table) when the dataset has query_edits.csv."""
+    and under "edits" the same per edit type and per number of edits (isc.analysis.breakdown, as report.html's
+    table) when the dataset has query_edits.csv."""
     from isc.analysis import breakdown, edit_count_groups, edit_groups, read_query_edits
     from isc.baselines import BaselineExtractor
     from isc.extract import extract_to_hdf5, read_descriptors
@@ -103,8 +104,12 @@ def hash_results(data: DiscData, name: str, cache_dir: str | os.PathLike) -> dic
     cache_dir = Path(cache_dir)
     key = cache_key(data, name)
     path = cache_dir / f"{name}-{_digest([json.dumps(key, sort_keys=True)])[:16]}.json"
-    entry = json.loads(path.read_text()) if path.is_file() else None
-    if entry is None or entry.get("key") != key:
+    try:
+        entry = json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:  # a damaged cache file (e.g. a disk that filled up): computed again and replaced
+        log.warning("%s is not valid JSON; scoring %s again", path, name)
+        entry = None
+    if not isinstance(entry, dict) or entry.get("key") != key:
         entry = {"key": key, "result": score_hash(name, data)}
         cache_dir.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}")

@@ -234,7 +234,8 @@ def render(*, title: str, dataset: str, summary: dict, n_queries: int, n_matched
             f"{n_references} references · {escape(dataset)}</p>")
     primary = str(summary.get("primary_chain", ""))
     parts = [head, _metrics_section(summary), _plots_section(pr_curve, histogram, chain_curves, primary),
-             _ablation_section(ablation), _slices_section(slices, hashes or {}), _fp_section(false_positives, edits, thumbnails),
+             _ablation_section(ablation), _slices_section(slices, hashes or {}),
+             _fp_section(false_positives, edits, thumbnails),
              _missed_section(missed, n_missed, edits, thumbnails, summary.get("similarity_at_p90"))]
     return ("<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
             f"<title>isc-eval report · {escape(title or 'isc-eval')}</title><style>{STYLE}</style></head>\n<body>\n"

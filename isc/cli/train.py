@@ -22,7 +22,8 @@ def summary_numbers(metrics: dict, best_epoch: int | None) -> list[tuple[str, st
     if "best/uAP" in metrics:
         parts.append(f"(best {fmt(metrics['best/uAP'])}" + (f" at epoch {best_epoch})" if best_epoch is not None else ")"))
     numbers = [("µAP", " ".join(parts))] if parts else []
-    hashes = [(HASH_LABELS[k.split("/")[1]], v) for k, v in metrics.items() if k.startswith("hash/") and k.endswith("/uAP")]
+    hashes = [(HASH_LABELS[k.split("/")[1]], v) for k, v in metrics.items()
+              if k.startswith("hash/") and k.endswith("/uAP")]
     if hashes and "val/uAP" in metrics:
         numbers.append(("vs hashes", " · ".join(f"{label} {fmt(v)}" for label, v in hashes)
                         + f" µAP on the same queries (model {fmt(metrics['val/uAP'])})"))

@@ -278,7 +278,8 @@ def _region(sources: SourcePool, spec: MiniDiscSpec, index: int, role: str, tile
         n, wide = REFERENCE_TILES, x1 - x0 >= y1 - y0
         lo, hi = (x0, x1) if wide else (y0, y1)
         step, gap = (hi - lo) / n, REGION_GAP * (hi - lo) / 2
-        a, b = round(lo + tile * step + (gap if tile else 0)), round(lo + (tile + 1) * step - (gap if tile < n - 1 else 0))
+        a = round(lo + tile * step + (gap if tile else 0))
+        b = round(lo + (tile + 1) * step - (gap if tile < n - 1 else 0))
         x0, y0, x1, y1 = (a, y0, b, y1) if wide else (x0, a, x1, b)
     return src.crop((x0, y0, x1, y1)), grey
 
