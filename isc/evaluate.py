@@ -4,7 +4,8 @@ One run extracts the query, reference (and, when a chain needs them, training) d
 checkpoint or baseline, then scores every chain of the eval grid on them. Files in paths.output_dir:
 metrics.json, predictions.csv, descriptors.h5 and pr_curve.png (the primary chain = the first one),
 pr_curves_chains.png (the other chains, small multiples),
-ablation.csv / ablation.md, report.html, chains/<name>/{predictions.csv, metrics.json}, descriptors/ (the HDF5 caches).
+ablation.csv / ablation.md, report.html, per_edit.md (report.html's per-edit table: the model next to the hashes
+of dataset.compare_hashes), chains/<name>/{predictions.csv, metrics.json}, descriptors/ (the HDF5 caches).
 """
 
 from __future__ import annotations
@@ -191,8 +192,17 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict:
     if cfg.eval.report.enabled:  # report.html: reads the files above (isc/report_html.py)
         from isc.report_html import write_report
 
-        write_report(output_dir, data, gt, cfg.eval.report, title=_title(cfg, extractors))
+        write_report(output_dir, data, gt, cfg.eval.report, title=_title(cfg, extractors), hashes=_hashes(cfg, data))
     return summary
+
+
+def _hashes(cfg: DictConfig, data: DiscData) -> dict[str, dict]:
+    """The classical hashes of dataset.compare_hashes on the same queries (cached per build, isc.hash_comparison),
+    for report.html's per-edit table; not the baseline being evaluated itself."""
+    from isc.hash_comparison import hash_results
+
+    names = [str(n) for n in cfg.dataset.get("compare_hashes") or () if str(n) != str(cfg.get("baseline"))]
+    return {name: hash_results(data, name, Path(cfg.paths.data_dir) / "hash_baselines") for name in names}
 
 
 def replace_queries(cfg: DictConfig, data: DiscData, output_dir: Path) -> tuple[DiscData, dict | None]:

@@ -25,6 +25,7 @@ from isc.analysis import (
 )
 from isc.data.disc import DiscData
 from isc.formats import read_predictions
+from isc.hash_comparison import HASH_LABELS
 from isc.images import ImageLoadError, load_image
 from isc.metric import GroundTruth, Predictions
 from isc.summary import similarity
@@ -66,9 +67,10 @@ def report_options(values) -> ReportOptions:
 
 
 def write_report(output_dir: str | Path, data: DiscData, gt: GroundTruth, options: ReportOptions | dict,
-                 title: str = "") -> Path:
+                 title: str = "", hashes: dict[str, dict] | None = None) -> Path:
     """Read metrics.json, predictions.csv, ablation.csv and pr_curve.png of an isc-eval folder and write
-    report.html next to them; returns its path."""
+    report.html next to them; returns its path. `hashes`: {name: isc.hash_comparison.hash_results} of the classical
+    hashes on the same queries, shown next to the model in the per-edit table."""
     output_dir = Path(output_dir)
     options = options if isinstance(options, ReportOptions) else report_options(options)
     summary = json.loads((output_dir / "metrics.json").read_text())
@@ -95,8 +97,10 @@ def write_report(output_dir: str | Path, data: DiscData, gt: GroundTruth, option
         n_references=len(data.references), pr_curve=_read_optional(output_dir / "pr_curve.png"),
         histogram=histogram, ablation=_read_ablation(output_dir / "ablation.csv"), slices=slices,
         false_positives=fps, missed=missed[: options.top_k], n_missed=len(missed), edits=edits or {},
-        thumbnails=thumbs, chain_curves=_read_optional(output_dir / "pr_curves_chains.png"),
+        thumbnails=thumbs, chain_curves=_read_optional(output_dir / "pr_curves_chains.png"), hashes=hashes,
     )
+    if slices is not None:
+        write_slice_markdown(slices, hashes or {}, output_dir / "per_edit.md")
     path = output_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     log.info("wrote %s (%.0f KB)", path, path.stat().st_size / 1024)
@@ -218,17 +222,20 @@ figure.pair{margin:0;padding:8px;border:1px solid #ddd;border-radius:6px;backgro
 def render(*, title: str, dataset: str, summary: dict, n_queries: int, n_matched: int, n_references: int,
            pr_curve: bytes | None, histogram: bytes, ablation: Sequence[dict], slices: list[SliceMetrics] | None,
            false_positives: Sequence[FalsePositive], missed: Sequence[MissedMatch], n_missed: int,
-           edits: dict[str, QueryEdits], thumbnails: Thumbnails, chain_curves: bytes | None = None) -> str:
+           edits: dict[str, QueryEdits], thumbnails: Thumbnails, chain_curves: bytes | None = None,
+           hashes: dict[str, dict] | None = None) -> str:
     """The whole page as a string; every piece of text is HTML-escaped. `missed` are the hardest of the
     `n_missed` missed matches; scores (of `false_positives`, `missed`) are similarities. `chain_curves`: the
-    other chains' PR curves as small multiples (pr_curves_chains.png), when the grid has more than one chain."""
+    other chains' PR curves as small multiples (pr_curves_chains.png), when the grid has more than one chain.
+    `hashes`: the classical hashes' results on the same queries (write_report), columns of the per-edit table."""
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head = (f"<h1>isc-eval report</h1><p class=sub>{escape(title or 'isc-eval')} · primary chain "
             f"<b>{escape(str(summary.get('primary_chain', '')))}</b> · {n_queries} queries ({n_matched} with a match), "
             f"{n_references} references · {escape(dataset)}</p>")
     primary = str(summary.get("primary_chain", ""))
     parts = [head, _metrics_section(summary), _plots_section(pr_curve, histogram, chain_curves, primary),
-             _ablation_section(ablation), _slices_section(slices), _fp_section(false_positives, edits, thumbnails),
+             _ablation_section(ablation), _slices_section(slices, hashes or {}),
+             _fp_section(false_positives, edits, thumbnails),
              _missed_section(missed, n_missed, edits, thumbnails, summary.get("similarity_at_p90"))]
     return ("<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
             f"<title>isc-eval report · {escape(title or 'isc-eval')}</title><style>{STYLE}</style></head>\n<body>\n"
@@ -266,19 +273,47 @@ def _ablation_section(rows: Sequence[dict]) -> str:
     return f"<section id=ablation><h2>Ablation (eval grid)</h2><table><tr>{header}</tr>{body}</table></section>"
 
 
-def _slices_section(slices: list[SliceMetrics] | None) -> str:
+def slice_table(slices: list[SliceMetrics], hashes: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the per-edit table: each slice's counts and the model's recall, recall@rank1 and µAP, then
+    recall@rank1 and µAP of each hash on the same queries (the first row, all queries, from the hash's totals).
+    One table for report.html and per_edit.md."""
+    header = ["queries made with", "queries", "with a match", "recall", "recall@rank1", "µAP"]
+    for name in hashes:
+        label = HASH_LABELS.get(name, name)
+        header += [f"{label} recall@rank1", f"{label} µAP"]
+    rows = []
+    for i, s in enumerate(slices):
+        row = [s.group, str(s.n_queries), str(s.n_matched), _number(s.recall, 3), _number(s.recall_at_rank1, 3),
+               _number(s.uAP, 3)]
+        for result in hashes.values():
+            numbers = result if i == 0 else (result.get("edits") or {}).get(s.group) or {}
+            row += [_number(numbers.get("recall_at_rank1"), 3), _number(numbers.get("uAP"), 3)]
+        rows.append(row)
+    return header, rows
+
+
+def _slices_section(slices: list[SliceMetrics] | None, hashes: dict[str, dict]) -> str:
     if slices is None:
         return ("<section id=edits><h2>Per edit type</h2><p class=note>The dataset has no query_edits.csv (the "
                 "mini-DISC builder writes one), so no breakdown by edit.</p></section>")
-    header = "<tr><th>queries made with</th><th>queries</th><th>with a match</th><th>recall</th>" \
-             "<th>recall@rank1</th><th>µAP</th></tr>"
-    body = "".join(
-        f"<tr{' class=total' if i == 0 else ''}><td>{escape(s.group)}</td><td>{s.n_queries}</td><td>{s.n_matched}</td>"
-        f"<td>{_number(s.recall, 3)}</td><td>{_number(s.recall_at_rank1, 3)}</td><td>{_number(s.uAP, 3)}</td></tr>"
-        for i, s in enumerate(slices))
+    header, rows = slice_table(slices, hashes)
+    head = "<tr>" + "".join(f"<th>{escape(c)}</th>" for c in header) + "</tr>"
+    body = "".join(f"<tr{' class=total' if i == 0 else ''}>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
+                   for i, row in enumerate(rows))
+    compared = (f" Next to the model: {', '.join(HASH_LABELS.get(n, n) for n in hashes)} on the same queries (as "
+                "isc-eval baseline=<name> scores them)." if hashes else "")
     return ("<section id=edits><h2>Per edit type</h2><p class=note>µAP of the queries made with an edit (alone or "
             "with others: matched queries and distractors), worst first; recall = share of their true pairs among "
-            f"the predictions.</p><table>{header}{body}</table></section>")
+            f"the predictions.{escape(compared)}</p><table>{head}{body}</table></section>")
+
+
+def write_slice_markdown(slices: list[SliceMetrics], hashes: dict[str, dict], path: Path) -> Path:
+    """per_edit.md: the per-edit table of report.html as Markdown (for a README or a notebook)."""
+    header, rows = slice_table(slices, hashes)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def _tile(thumbnails: Thumbnails, image_id: str, label: str) -> str:

@@ -6,6 +6,7 @@ isc-train-verifier, isc-train-detector), so that they all end the same way:
 
     isc-train finished in 7 min 36 s
       µAP          0.0941 at initialisation → 0.2510 after training (best 0.2510 at epoch 47)
+      vs hashes    PDQ 0.2890 · pHash 0.2546 µAP on the same queries (model 0.2510)
       run folder   /home/me/isc/outputs/train/runs/2026-11-29_10-00-00
       checkpoint   /home/me/isc/outputs/train/runs/2026-11-29_10-00-00/checkpoints/epoch047-uAP0.2510.ckpt
       latest       /home/me/isc/outputs/train/latest → runs/2026-11-29_10-00-00

@@ -342,5 +342,10 @@ def _train(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None) -> dict[st
     if checkpoint is not None and checkpoint.best_model_score is not None:
         metrics["best/uAP"] = float(checkpoint.best_model_score)
         log.info("best checkpoint: %s", checkpoint.best_model_path)
+    if evaluation is not None and cfg.dataset.get("compare_hashes") and trainer.is_global_zero:
+        from isc.hash_comparison import hash_metrics  # the hashes on the same validation queries, cached per build
+
+        metrics.update(hash_metrics(datamodule.data, list(cfg.dataset.compare_hashes),
+                                    Path(cfg.paths.data_dir) / "hash_baselines"))
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics

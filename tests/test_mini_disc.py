@@ -166,6 +166,60 @@ def test_matched_queries_resemble_their_reference(wide):
     assert checked >= 1
 
 
+def _overlap(a, b) -> int:
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def test_source_regions_are_disjoint_and_differ_between_seeds():
+    layouts = set()
+    for size in ((512, 512), (741, 500), (384, 191), (300, 451)):
+        for seed in range(4):
+            boxes = md.source_regions(size, seed, 5)
+            assert set(boxes) == {"reference", "training", "distractor"}
+            for role, (x0, y0, x1, y1) in boxes.items():
+                assert 0 <= x0 < x1 <= size[0] and 0 <= y0 < y1 <= size[1]
+                share = (x1 - x0) * (y1 - y0) / (size[0] * size[1])
+                assert dict(md.ROLE_SHARES)[role] * 0.85 <= share <= dict(md.ROLE_SHARES)[role] * 1.02, (size, role)
+            roles = sorted(boxes)
+            assert all(_overlap(boxes[a], boxes[b]) == 0 for i, a in enumerate(roles) for b in roles[i + 1:])
+            layouts.add(tuple(sorted(boxes.items())))
+    assert len(layouts) > 4  # another seed, another split of the photos
+
+
+def test_each_kind_is_cut_from_its_own_region(monkeypatch):
+    sources = SourcePool(embedded_source_images(), 512)
+    calls = []
+    real = md._region
+
+    def spy(pool, spec, index, role, tile=None):
+        calls.append((index, role, tile))
+        return real(pool, spec, index, role, tile)
+
+    monkeypatch.setattr(md, "_region", spy)
+    for kind in ("reference", "training", "distractor", "background"):
+        for i in range(6):
+            calls.clear()
+            base_image(TINY, kind, i, sources)
+            assert {role for _, role, _ in calls} == {md.ROLE_OF_KIND[kind]}, (kind, i)
+            if kind == "reference":
+                assert calls[0][0::2] == md._reference_cell(TINY, i, len(sources))
+    # the references go round every (photo, tile) cell once before any cell gets a second one
+    n_cells = len(sources) * md.REFERENCE_TILES
+    assert len({md._reference_cell(TINY, i, len(sources)) for i in range(n_cells)}) == n_cells
+    assert md._reference_cell(TINY, 3, len(sources)) == md._reference_cell(TINY, 3 + n_cells, len(sources))
+
+
+def test_reference_tiles_are_disjoint_parts_of_the_reference_region():
+    sources = SourcePool(embedded_source_images(), 512)
+    for index in range(len(sources)):
+        src, _ = sources.get(index)
+        region = md.source_regions(src.size, TINY.seed, index)["reference"]
+        area = (region[2] - region[0]) * (region[3] - region[1])
+        tiles = [md._region(sources, TINY, index, "reference", t)[0] for t in range(md.REFERENCE_TILES)]
+        assert sum(t.width * t.height for t in tiles) <= area
+        assert all(t.width * t.height >= 0.9 * area / md.REFERENCE_TILES * (1 - md.REGION_GAP) for t in tiles)
+
+
 # ------------------------------------------------------------------------------- determinism, seeds
 
 
@@ -192,10 +246,10 @@ def test_different_seed_gives_different_images():
 
 
 def test_spec_name_and_validation(tmp_path):
-    assert MiniDiscSpec().name() == "r600-t1500-q400-m35-s256-seed0"
-    assert TINY.name() == "r12-t20-q10-m35-s96-seed0"
+    assert MiniDiscSpec().name() == "r600-t1500-q400-m35-s256-seed0-v2"
+    assert TINY.name() == "r12-t20-q10-m35-s96-seed0-v2"
     named = MiniDiscSpec(source_dir=str(tmp_path)).name()
-    assert named.startswith("r600-t1500-q400-m35-s256-seed0-src") and len(named.split("-src")[1]) == 8
+    assert named.startswith("r600-t1500-q400-m35-s256-seed0-v2-src") and len(named.split("-src")[1]) == 8
     assert MiniDiscSpec(source_dir=str(tmp_path)) == MiniDiscSpec(source_dir=str(tmp_path / "." / ""))
     for bad in ({"match_fraction": 1.5}, {"n_references": 2, "n_queries": 10, "match_fraction": 0.5},
                 {"image_size": 8}, {"n_queries": 0}):
@@ -245,6 +299,12 @@ def test_ensure_rejects_incomplete_or_foreign_folders(tmp_path, tiny):
 
     with pytest.raises(MiniDiscError, match="no manifest"):
         read_manifest(tmp_path)
+
+    older = tmp_path / "older"  # a cache of an earlier format is never taken for the current one
+    shutil.copytree(tiny, older)
+    (older / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    with pytest.raises(MiniDiscError, match=f"format version 1, this isc builds version {md.FORMAT_VERSION}"):
+        ensure_mini_disc(older, TINY)
 
 
 def test_leftover_tmp_folder_is_not_taken_for_a_build(tmp_path):

@@ -22,6 +22,7 @@ from isc.analysis import QueryEdits, SliceMetrics, breakdown, edit_groups, false
 from isc.data.disc import load_disc
 from isc.evaluate import evaluate_checkpoint
 from isc.formats import read_predictions
+from isc.hash_comparison import hash_results
 from isc.report_html import ReportOptions, Thumbnails, render, report_options
 from tests.test_evaluate import eval_cfg, save_checkpoint
 
@@ -109,6 +110,16 @@ def test_report_content_matches_the_analysis(run):
         assert table[s.group][:2] == [str(s.n_queries), str(s.n_matched)]
         assert table[s.group][4] == ("–" if s.uAP is None else f"{s.uAP:.3f}")
     assert table["all queries"][4] == f"{summary['uAP']:.3f}"
+    # the classical hashes on the same queries (dataset.compare_hashes), next to the model, per edit
+    header = next(row for section, row in page.rows if section == "edits")
+    assert header[6:] == ["PDQ recall@rank1", "PDQ µAP", "pHash recall@rank1", "pHash µAP"]
+    pdq = hash_results(data, "pdq", Path(cfg.paths.data_dir) / "hash_baselines")  # cached by the run: no recompute
+    assert table["all queries"][5:7] == [f"{pdq['recall_at_rank1']:.3f}", f"{pdq['uAP']:.3f}"]
+    for group, row in pdq["edits"].items():
+        assert table[group][6] == ("–" if row["uAP"] is None else f"{row['uAP']:.3f}"), group
+    markdown = (out / "per_edit.md").read_text().splitlines()  # the same table, for a README
+    assert markdown[0] == "| " + " | ".join(header) + " |" and len(markdown) == 1 + len(table)  # table: header + rows
+    assert markdown[2] == "| all queries | " + " | ".join(table["all queries"]) + " |"
 
 
 def test_report_is_self_contained(run):

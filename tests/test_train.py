@@ -112,6 +112,7 @@ def test_cli_returns_the_optimized_metric_and_rejects_unknown_names(data_dir, tm
     ok = subprocess.run([*base, f"paths.output_dir={tmp_path / 'b'}", "trainer.max_epochs=1"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "at initialisation" in ok.stderr + ok.stdout
+    assert "vs hashes    PDQ " in ok.stdout and "pHash " in ok.stdout  # compare_hashes: the hashes next to the model
 
 
 def test_a_stage_starts_from_the_previous_stages_weights(smoke_cfg, tmp_path):

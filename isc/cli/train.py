@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from isc.config import (check_optimized_metric, check_required, hydra_entry, optimized_value, pin_output_dir,
                         quiet_third_party_loggers)
+from isc.hash_comparison import HASH_LABELS
 from isc.summary import Timer, best_checkpoint, finish_run, fmt
 
 
@@ -21,6 +22,11 @@ def summary_numbers(metrics: dict, best_epoch: int | None) -> list[tuple[str, st
     if "best/uAP" in metrics:
         parts.append(f"(best {fmt(metrics['best/uAP'])}" + (f" at epoch {best_epoch})" if best_epoch is not None else ")"))
     numbers = [("µAP", " ".join(parts))] if parts else []
+    hashes = [(HASH_LABELS[k.split("/")[1]], v) for k, v in metrics.items()
+              if k.startswith("hash/") and k.endswith("/uAP")]
+    if hashes and "val/uAP" in metrics:
+        numbers.append(("vs hashes", " · ".join(f"{label} {fmt(v)}" for label, v in hashes)
+                        + f" µAP on the same queries (model {fmt(metrics['val/uAP'])})"))
     if "val/recall_at_p90" in metrics:
         numbers.append(("recall", f"{fmt(metrics['val/recall_at_p90'])} at 90 % precision, "
                                   f"{fmt(metrics.get('val/recall_at_rank1'))} at rank 1"))

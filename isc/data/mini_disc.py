@@ -49,7 +49,9 @@ log = logging.getLogger(__name__)
 SourceEntry = Path | Callable[[], Image.Image]
 
 FORMAT = "isc-mini-disc"
-FORMAT_VERSION = 1
+# 2: references, training images and distractors/backgrounds are cut from disjoint regions of each photo
+#    (`source_regions`), so that images of different identity share fewer real pixels; the folder name carries it.
+FORMAT_VERSION = 2
 KINDS = {"plan": 0, "reference": 1, "training": 2, "distractor": 3, "background": 4, "query": 5}
 JPEG_QUALITY = 90
 MIN_SOURCE_SIDE = 64
@@ -100,10 +102,11 @@ class MiniDiscSpec:
         return round(self.n_queries * self.match_fraction)
 
     def name(self) -> str:
-        """Short folder name encoding the spec, e.g. ``r600-t1500-q400-m35-s256-seed0``."""
+        """Short folder name encoding the spec and the format version, e.g. ``r600-t1500-q400-m35-s256-seed0-v2``
+        (a new format builds into a new folder: a cache of an older one is never taken for it)."""
         base = (
             f"r{self.n_references}-t{self.n_training}-q{self.n_queries}"
-            f"-m{self.match_fraction * 100:g}-s{self.image_size}-seed{self.seed}"
+            f"-m{self.match_fraction * 100:g}-s{self.image_size}-seed{self.seed}-v{FORMAT_VERSION}"
         )
         if self.source_dir is None:
             return base
@@ -232,6 +235,63 @@ class SourcePool:
 # ------------------------------------------------------------------------------------- base images
 
 
+# Each photo is cut into disjoint regions, one per role, so that a reference never shares pixels with a training
+# image, a distractor query or a query background, whatever the crops: (role, share of the photo's area).
+ROLE_SHARES = (("reference", 0.4), ("training", 0.4), ("distractor", 0.2))
+ROLE_OF_KIND = {"reference": "reference", "training": "training", "distractor": "distractor",
+                "background": "distractor"}
+REGION_GAP = 0.04  # of the cut side, left out between two regions: a SIFT patch straddling the cut matches neither
+REFERENCE_TILES = 2  # the reference region is cut again into this many tiles; a reference is cropped from one
+
+
+def source_regions(size: tuple[int, int], seed: int, index: int) -> dict[str, tuple[int, int, int, int]]:
+    """Disjoint boxes (x0, y0, x1, y1) of a ``size`` photo, one per role of ROLE_SHARES, by guillotine cuts across
+    the longer side of what is left; which role comes first is drawn per (seed, photo), so another seed splits the
+    photos differently."""
+    rng = np.random.default_rng([seed, KINDS["plan"], 1, index])
+    order = [ROLE_SHARES[int(j)] for j in rng.permutation(len(ROLE_SHARES))]
+    x0, y0, x1, y1 = 0.0, 0.0, float(size[0]), float(size[1])
+    boxes = {}
+    for k, (role, share) in enumerate(order):
+        left = sum(s for _, s in order[k:])
+        if k == len(order) - 1:
+            boxes[role] = (x0, y0, x1, y1)
+            break
+        f = share / left
+        if x1 - x0 >= y1 - y0:
+            cut, gap = x0 + f * (x1 - x0), REGION_GAP * (x1 - x0) / 2
+            boxes[role] = (x0, y0, cut - gap, y1)
+            x0 = cut + gap
+        else:
+            cut, gap = y0 + f * (y1 - y0), REGION_GAP * (y1 - y0) / 2
+            boxes[role] = (x0, y0, x1, cut - gap)
+            y0 = cut + gap
+    return {role: tuple(round(v) for v in box) for role, box in boxes.items()}
+
+
+def _region(sources: SourcePool, spec: MiniDiscSpec, index: int, role: str, tile: int | None = None
+            ) -> tuple[Image.Image, bool]:
+    """(the ``role`` region of source photo ``index``, or its ``tile``-th of REFERENCE_TILES parts, is_grey)."""
+    src, grey = sources.get(index)
+    x0, y0, x1, y1 = source_regions(src.size, spec.seed, index)[role]
+    if tile is not None:  # equal parts across the longer side, with the gap between them
+        n, wide = REFERENCE_TILES, x1 - x0 >= y1 - y0
+        lo, hi = (x0, x1) if wide else (y0, y1)
+        step, gap = (hi - lo) / n, REGION_GAP * (hi - lo) / 2
+        a = round(lo + tile * step + (gap if tile else 0))
+        b = round(lo + (tile + 1) * step - (gap if tile < n - 1 else 0))
+        x0, y0, x1, y1 = (a, y0, b, y1) if wide else (x0, a, x1, b)
+    return src.crop((x0, y0, x1, y1)), grey
+
+
+def _reference_cell(spec: MiniDiscSpec, index: int, n_sources: int) -> tuple[int, int]:
+    """(photo, tile) of reference ``index``: the references go round the photos' tiles in a per-seed order, so
+    every tile holds as many references as any other (random draws would pile more onto some tiles)."""
+    cells = n_sources * REFERENCE_TILES
+    order = np.random.default_rng([spec.seed, KINDS["plan"], 2, cells]).permutation(cells)
+    return divmod(int(order[index % cells]), REFERENCE_TILES)
+
+
 def _random_shape(rng: np.random.Generator, image_size: int) -> tuple[int, int]:
     """(width, height) with the long side ``image_size`` and an aspect ratio in [0.6, 1.67]."""
     aspect = math.exp(rng.uniform(math.log(0.6), math.log(1 / 0.6)))
@@ -266,8 +326,9 @@ def _vary_colour(img: Image.Image, rng: np.random.Generator, grey: bool) -> Imag
     return img.point([round(255 * (i / 255) ** gamma) for i in range(256)] * 3)
 
 
-def _add_second_source(img: Image.Image, rng: np.random.Generator, sources: SourcePool) -> Image.Image:
-    other = sources.get(int(rng.integers(len(sources))))[0]
+def _add_second_source(img: Image.Image, rng: np.random.Generator, sources: SourcePool, spec: MiniDiscSpec,
+                       role: str) -> Image.Image:
+    other = _region(sources, spec, int(rng.integers(len(sources))), role)[0]
     w, h = img.size
     mode = pick(rng, ("blend", "inset", "split"))
     if mode == "blend":
@@ -332,9 +393,14 @@ def _add_text(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 def base_image(spec: MiniDiscSpec, kind: str, index: int, sources: SourcePool) -> Image.Image:
     """The ``index``-th distinct base image of ``kind`` (reference, training, distractor, background)."""
     rng = np.random.default_rng([spec.seed, KINDS[kind], index])
+    role = ROLE_OF_KIND[kind]
     shape = _random_shape(rng, spec.image_size)
-    for _ in range(4):  # redraw crops of flat regions (sky, moon, blur), a few times at most
-        src, grey = sources.get(int(rng.integers(len(sources))))
+    for attempt in range(4):  # redraw crops of flat regions (sky, moon, blur), a few times at most
+        if kind == "reference":  # its own cell; a flat first crop is redrawn from a random cell
+            cell = _reference_cell(spec, index if attempt == 0 else int(rng.integers(1 << 30)), len(sources))
+            src, grey = _region(sources, spec, *cell[:1], role, cell[1])
+        else:
+            src, grey = _region(sources, spec, int(rng.integers(len(sources))), role)
         img = _random_crop(src, rng, shape)
         if np.asarray(img.convert("L").reduce(4)).std() >= 14:
             break
@@ -345,7 +411,7 @@ def base_image(spec: MiniDiscSpec, kind: str, index: int, sources: SourcePool) -
               if rng.random() < p] or [pick(rng, ("second", "shapes", "emoji", "text"))]
     for name in chosen:
         if name == "second":
-            img = _add_second_source(img, rng, sources)
+            img = _add_second_source(img, rng, sources, spec, role)
         elif name == "shapes":
             img = _add_shapes(img, rng)
         elif name == "emoji":
@@ -537,6 +603,9 @@ def _matching_problem(root: Path, spec: MiniDiscSpec) -> str | None:
         return str(e)
     if manifest.get("complete") is not True:
         return f"'{root}' holds an incomplete (interrupted?) mini-DISC build"
+    if manifest.get("format_version") != FORMAT_VERSION:
+        return (f"'{root}' holds a mini-DISC of format version {manifest.get('format_version')}, this isc builds "
+                f"version {FORMAT_VERSION}")
     if manifest.get("spec") != spec.to_dict():
         theirs = manifest.get("spec") or {}
         diff = ", ".join(f"{k}: {theirs.get(k)!r} there, {v!r} asked" for k, v in spec.to_dict().items()
