@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# The README's tutorial ("Tutorial: from the first run to the matching track"), command by command, in order,
+# The tutorial (docs/tutorial.md: "from the first run to the matching track"), command by command, in order,
 # in the repository (TUTORIAL_TINY=1: in the current folder, ./outputs and ./data there). Each command's whole
 # output goes to outputs/tutorial/<time>/<step>.log; the console shows each command and the summary it ended
-# with; outputs/tutorial/<time>/numbers.md collects them with the date and the commit. The README's numbers
+# with; outputs/tutorial/<time>/numbers.md collects them with the date and the commit. The tutorial page's numbers
 # come from one run of this script on the landed code.
 #
-#   bash scripts/tutorial.sh             the README's run: make train (creates .venv), make test, every step
+#   bash scripts/tutorial.sh             the page's run: make train (creates .venv), make test, every step
 #                                        at full size (about 45 min on the 2-core CPU machine)
 #   TUTORIAL_TINY=1 bash scripts/tutorial.sh
 #                                        every command on a tiny mini-DISC, 1 epoch (a few minutes; what
 #                                        tests/test_tutorial.py runs: a command that breaks fails CI)
 #   TUTORIAL_SKIP_TESTS=1                leave out `make test` (the full run only)
 #
-# Steps 3 (DISC21) and 6 (SLURM) need what a single machine lacks and are not run, as the README says.
+# Steps 3 (DISC21) and 6 (SLURM) need what a single machine lacks and are not run, as the page says.
 # `~/my_photos` (step 2) is a folder of scikit-image's sample photos made under outputs/tutorial/<time>/home,
 # with HOME pointed there for that one command, so the command runs as written without touching your home.
 set -euo pipefail

@@ -1,4 +1,4 @@
-"""The README's tutorial is tested: its commands are scripts/tutorial.sh's, and the script runs every one of them
+"""The tutorial (docs/tutorial.md) is tested: its commands are scripts/tutorial.sh's, and the script runs every one of them
 end to end on a tiny mini-DISC (one epoch), so that a command that breaks or a flag that is renamed fails CI."""
 
 from __future__ import annotations
@@ -13,28 +13,27 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "scripts" / "tutorial.sh"
-# README commands that the script runs in another form, and the form
+# tutorial commands that the script runs in another form, and the form
 IN_THE_SCRIPT_AS = {"make train": 'make -C "$REPO" train', "make test": 'make -C "$REPO" test'}
-# README commands that need what a single machine lacks (the README says so next to them)
+# tutorial commands that need what a single machine lacks (the page says so next to them)
 NOT_RUN = {"isc-train dataset=disc21 dataset.root=/data/DISC21 trainer=gpu",
            "isc-eval  dataset=disc21 dataset.root=/data/DISC21 ckpt_path=$CKPT",
            "isc-train experiment=lyakaap_stage1 trainer=gpu"}
 
 
 def tutorial_commands() -> list[str]:
-    """The command lines of the bash blocks of the README's tutorial section, without their `# …` comments."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Tutorial:"):readme.index("\n## ", readme.index("## Tutorial:") + 1)]
+    """The command lines of the bash blocks of the tutorial (docs/tutorial.md), without their `# …` comments."""
+    section = (ROOT / "docs" / "tutorial.md").read_text(encoding="utf-8")
     lines = [line for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S) for line in block.splitlines()]
     return [c for c in (line.split("  #")[0].strip() for line in lines if not line.lstrip().startswith("#")) if c]
 
 
-def test_the_readme_tutorial_is_what_the_script_runs():
+def test_the_tutorial_page_is_what_the_script_runs():
     commands = tutorial_commands()
     assert len(commands) >= 15 and NOT_RUN <= set(commands)
     script = SCRIPT.read_text(encoding="utf-8")
     missing = [c for c in commands if c not in NOT_RUN and IN_THE_SCRIPT_AS.get(c, c) not in script]
-    assert not missing, f"README tutorial commands that scripts/tutorial.sh does not run: {missing}"
+    assert not missing, f"docs/tutorial.md commands that scripts/tutorial.sh does not run: {missing}"
 
 
 @pytest.mark.slow
