@@ -21,7 +21,9 @@ setup: $(STAMP) ## create .venv and install isc with its dev tools (torch <= 2.1
 train: $(STAMP) ## set up, build the mini-DISC if missing, train the default experiment; ends with µAP and the run's paths (ARGS=overrides)
 	$(BIN)/isc-train $(ARGS)
 
-test: $(STAMP) ## run the whole test suite
+test: $(STAMP) ## lint and format check (ruff), then the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n 2 --durations=10 $(ARGS)
 
 test-fast: $(STAMP) ## the tests not marked slow

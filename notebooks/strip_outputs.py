@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 
 NOTEBOOKS = Path(__file__).resolve().parent
-VOLATILE_METADATA = ("execution", "collapsed", "scrolled")   # per-cell keys that Jupyter adds when running
+VOLATILE_METADATA = ("execution", "collapsed", "scrolled")  # per-cell keys that Jupyter adds when running
 
 
 def problems(notebook) -> list[str]:

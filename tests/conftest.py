@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from isc.config import config_dir
+from isc_research.config import config_dir
 
 CONF = config_dir()
 
@@ -44,7 +44,9 @@ def smoke_cfg(data_dir, tmp_path):
     """A composed `debug=smoke` training config writing into this test's tmp_path."""
 
     def make(*overrides: str) -> DictConfig:
-        cfg = compose_config("train", ["debug=smoke", f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path / 'run'}", *overrides])
+        cfg = compose_config(
+            "train", ["debug=smoke", f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path / 'run'}", *overrides]
+        )
         OmegaConf.resolve(cfg)
         return cfg
 
@@ -67,8 +69,8 @@ def one_torch_thread():
 def extra_class_images(tmp_path_factory) -> Path:
     """A folder standing in for ImageNet's train folder (data.extra_classes.root): 8 images shipped inside
     installed packages, shrunk to 96 px, in two class sub-folders as ImageNet's are."""
-    from isc.data.mini_disc import embedded_source_images
-    from isc.images import fit_long_side, load_image
+    from isc_research.data.mini_disc import embedded_source_images
+    from isc_research.images import fit_long_side, load_image
 
     folder = tmp_path_factory.mktemp("extra_classes")
     sources = embedded_source_images()[:8]

@@ -1,11 +1,11 @@
-"""isc.analysis against hand-computed cases and plain-loop references."""
+"""isc_research.analysis against hand-computed cases and plain-loop references."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from isc.analysis import (
+from isc_research.analysis import (
     FalsePositive,
     MissedMatch,
     QueryEdits,
@@ -18,19 +18,21 @@ from isc.analysis import (
     read_query_edits,
     score_histograms,
 )
-from isc.formats import FormatError
-from isc.metric import GroundTruth, Predictions, evaluate
+from isc_research.formats import FormatError
+from isc_research.metric import GroundTruth, Predictions, evaluate
 
 # Q1→R1, Q2→R2, Q3→R3 (never predicted), Q4 a distractor.
 GT = GroundTruth.from_pairs(["Q1", "Q2", "Q3", "Q4"], {"Q1": "R1", "Q2": "R2", "Q3": "R3"})
-PREDS = Predictions.from_rows([
-    ("Q1", "R1", 0.9),   # match
-    ("Q4", "R5", 0.8),   # distractor
-    ("Q2", "R1", 0.7),   # wrong reference, outranks Q2's true pair
-    ("Q2", "R2", 0.6),   # match, 2nd of its query
-    ("Q1", "R9", 0.5),
-    ("Q4", "R2", 0.6),   # ties with (Q2, R2): the non-match goes first
-])
+PREDS = Predictions.from_rows(
+    [
+        ("Q1", "R1", 0.9),  # match
+        ("Q4", "R5", 0.8),  # distractor
+        ("Q2", "R1", 0.7),  # wrong reference, outranks Q2's true pair
+        ("Q2", "R2", 0.6),  # match, 2nd of its query
+        ("Q1", "R9", 0.5),
+        ("Q4", "R2", 0.6),  # ties with (Q2, R2): the non-match goes first
+    ]
+)
 EDITS = {
     "Q1": QueryEdits("Q1", "R1", ("crop",), None),
     "Q2": QueryEdits("Q2", "R2", ("crop", "jpeg"), None),
@@ -72,7 +74,10 @@ def test_missed_matches_orders_absent_pairs_by_their_most_confident_wrong_candid
     gt = GroundTruth.from_pairs(["A", "B", "C"], {"A": "RA", "B": "RB", "C": "RC"})
     preds = Predictions.from_rows([("A", "X", 0.2), ("B", "Y", 0.7), ("B", "Z", 0.1)])
     assert [(m.query_id, m.top_reference_id, m.top_score) for m in missed_matches(gt, preds, 5)] == [
-        ("B", "Y", 0.7), ("A", "X", 0.2), ("C", None, None)]
+        ("B", "Y", 0.7),
+        ("A", "X", 0.2),
+        ("C", None, None),
+    ]
 
 
 def test_rank_in_query_counts_ties_against_the_pair():
@@ -84,8 +89,8 @@ def test_rank_in_query_counts_ties_against_the_pair():
 def test_score_histograms_share_edges():
     edges, matches, others = score_histograms(GT, PREDS, np.array([0.4, 0.6, 0.8, 1.0]))
     assert edges.tolist() == [0.4, 0.6, 0.8, 1.0]
-    assert matches.tolist() == [0, 1, 1]        # .6, .9
-    assert others.tolist() == [1, 2, 1]         # .5 | .6 .7 | .8
+    assert matches.tolist() == [0, 1, 1]  # .6, .9
+    assert others.tolist() == [1, 2, 1]  # .5 | .6 .7 | .8
     edges, matches, others = score_histograms(GT, PREDS, 4)
     assert len(edges) == 5 and edges[0] == 0.5 and edges[-1] == 0.9
     assert matches.sum() + others.sum() == len(PREDS)
@@ -97,19 +102,31 @@ def test_edit_groups():
 
 
 def test_breakdown_by_hand():
-    rows = {r.group: r for r in breakdown(GT, PREDS, {**edit_groups(EDITS), "distractor only": {"Q4"},
-                                                       "unknown ids": {"Q9"}})}
+    rows = {
+        r.group: r
+        for r in breakdown(GT, PREDS, {**edit_groups(EDITS), "distractor only": {"Q4"}, "unknown ids": {"Q9"}})
+    }
     # crop = {Q1, Q2}: .9 ✓, .7 ✗, .6 ✓, .5 ✗ → µAP (1 + 2/3) / 2; Q1 first in its query, Q2 second
     assert rows["crop"].uAP == pytest.approx((1 + 2 / 3) / 2, abs=1e-12)
     assert (rows["crop"].n_queries, rows["crop"].n_matched, rows["crop"].recall, rows["crop"].recall_at_rank1) == (
-        2, 2, 1.0, 0.5)
+        2,
+        2,
+        1.0,
+        0.5,
+    )
     # jpeg = {Q2, Q4}: .8 ✗, .7 ✗, .6 ✗ (tie first), .6 ✓ → 1/4
     assert rows["jpeg"].uAP == pytest.approx(0.25, abs=1e-12)
     assert (rows["jpeg"].n_queries, rows["jpeg"].n_matched, rows["jpeg"].recall_at_rank1) == (2, 1, 0.0)
     # blur = {Q3}: never predicted
     assert (rows["blur"].recall, rows["blur"].recall_at_rank1, rows["blur"].uAP) == (0.0, 0.0, 0.0)
-    assert rows["distractor only"].to_dict() == {"group": "distractor only", "n_queries": 1, "n_matched": 0,
-                                                 "recall": None, "recall_at_rank1": None, "uAP": None}
+    assert rows["distractor only"].to_dict() == {
+        "group": "distractor only",
+        "n_queries": 1,
+        "n_matched": 0,
+        "recall": None,
+        "recall_at_rank1": None,
+        "uAP": None,
+    }
     assert rows["unknown ids"].n_queries == 0
 
 
@@ -140,8 +157,10 @@ def test_random_breakdown_and_false_positives_against_plain_loops():
     gt = GroundTruth.from_pairs(queries, truth)
     rows = {(q, f"R{int(r):02d}"): float(np.round(rng.random(), 1)) for q in queries for r in rng.integers(0, 30, 4)}
     preds = Predictions.from_rows([(q, r, s) for (q, r), s in rows.items()])
-    edits = {q: QueryEdits(q, "", tuple(rng.choice(["a", "b", "c"], rng.integers(1, 3), replace=False).tolist()), None)
-             for q in queries}
+    edits = {
+        q: QueryEdits(q, "", tuple(rng.choice(["a", "b", "c"], rng.integers(1, 3), replace=False).tolist()), None)
+        for q in queries
+    }
     for group in breakdown(gt, preds, edit_groups(edits)):
         members = {q for q, e in edits.items() if group.group in e.edits}
         matched = {q: r for q, r in truth.items() if q in members}
@@ -158,21 +177,32 @@ def test_random_breakdown_and_false_positives_against_plain_loops():
 
 def test_read_query_edits(tmp_path):
     path = tmp_path / "query_edits.csv"
-    path.write_text("query_id,source,edits,overlay_box\nQ00000,R000275,meme|overlay_text,\n"
-                    "Q00002,distractor:4,overlay_onto_background,96 86 247 194\n")
+    path.write_text(
+        "query_id,source,edits,overlay_box\nQ00000,R000275,meme|overlay_text,\n"
+        "Q00002,distractor:4,overlay_onto_background,96 86 247 194\n"
+    )
     assert read_query_edits(path) == {
         "Q00000": QueryEdits("Q00000", "R000275", ("meme", "overlay_text"), None),
         "Q00002": QueryEdits("Q00002", "distractor:4", ("overlay_onto_background",), (96, 86, 247, 194)),
     }
 
 
-@pytest.mark.parametrize("text, message", [
-    ("query_id,edits\nQ1,crop\n", r"query_edits.csv:1: expected the header"),
-    ("query_id,source,edits,overlay_box\nQ1,R1,crop,\nQ2,R2,crop\n", r"query_edits.csv:3: expected 4 fields"),
-    ("query_id,source,edits,overlay_box\nQ1,R1,crop,\nQ1,R1,blur,\n", r"query_edits.csv:3: query 'Q1' is listed twice"),
-    ("query_id,source,edits,overlay_box\nQ1,R1,crop,1 2 x 4\n", r"query_edits.csv:2: overlay_box must be 4 integers"),
-    ("query_id,source,edits,overlay_box\nQ1,R1,,\n", r"query_edits.csv:2: empty query_id or edits"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("query_id,edits\nQ1,crop\n", r"query_edits.csv:1: expected the header"),
+        ("query_id,source,edits,overlay_box\nQ1,R1,crop,\nQ2,R2,crop\n", r"query_edits.csv:3: expected 4 fields"),
+        (
+            "query_id,source,edits,overlay_box\nQ1,R1,crop,\nQ1,R1,blur,\n",
+            r"query_edits.csv:3: query 'Q1' is listed twice",
+        ),
+        (
+            "query_id,source,edits,overlay_box\nQ1,R1,crop,1 2 x 4\n",
+            r"query_edits.csv:2: overlay_box must be 4 integers",
+        ),
+        ("query_id,source,edits,overlay_box\nQ1,R1,,\n", r"query_edits.csv:2: empty query_id or edits"),
+    ],
+)
 def test_read_query_edits_errors_name_the_line(tmp_path, text, message):
     path = tmp_path / "query_edits.csv"
     path.write_text(text)

@@ -12,13 +12,13 @@ from hydra.utils import instantiate
 from PIL import Image, ImageFilter, ImageFont
 
 import augly.image.functional as AF
-from isc.augment import ops
-from isc.augment.augly_compat import _multiline_size, meme_format, perspective_transform
-from isc.augment.compose import Context, PolicyView
-from isc.augment.grid import save_new
-from isc.augment.mixup import BatchMix, cutmix_box
-from isc.data.datasets import TrainingViews
-from isc.data.records import ImageRecord
+from isc_research.augment import ops
+from isc_research.augment.augly_compat import _multiline_size, meme_format, perspective_transform
+from isc_research.augment.compose import Context, PolicyView
+from isc_research.augment.grid import save_new
+from isc_research.augment.mixup import BatchMix, cutmix_box
+from isc_research.data.datasets import TrainingViews
+from isc_research.data.records import ImageRecord
 from tests.conftest import CONF, compose_config
 
 POLICIES = sorted(p.stem for p in (CONF / "augmentation").glob("*.yaml"))
@@ -92,12 +92,15 @@ def test_views_in_dataloader_workers_repeat_with_the_same_seed(tmp_path):
         _gradient(100 + 10 * i, 80).save(path)
         paths.append(path)
     records = [ImageRecord(str(i), "training", p) for i, p in enumerate(paths)]
-    dataset = TrainingViews(records, instantiate(compose_config("train", ["augmentation=lyakaap_v98",
-                                                                          f"data.train_size={SIZE}"]).augmentation))
+    dataset = TrainingViews(
+        records,
+        instantiate(compose_config("train", ["augmentation=lyakaap_v98", f"data.train_size={SIZE}"]).augmentation),
+    )
 
     def epoch(seed: int) -> torch.Tensor:
-        loader = torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=2,
-                                             generator=torch.Generator().manual_seed(seed))
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=3, num_workers=2, generator=torch.Generator().manual_seed(seed)
+        )
         return torch.cat([batch["views"] for batch in loader])
 
     assert torch.equal(epoch(5), epoch(5))
@@ -111,8 +114,15 @@ def test_overlay_policies_draw_other_images():
         calls.append(1)
         return Image.new("RGB", (50, 50), (0, 0, 255))
 
-    cfg = compose_config("train", ["augmentation=s_square", f"data.train_size={SIZE}", "augmentation.p.overlay=1.0",
-                                   "augmentation.intensity=1.0"])
+    cfg = compose_config(
+        "train",
+        [
+            "augmentation=s_square",
+            f"data.train_size={SIZE}",
+            "augmentation.p.overlay=1.0",
+            "augmentation.intensity=1.0",
+        ],
+    )
     _, query = instantiate(cfg.augmentation)
     assert query.needs_other_images
     torch.manual_seed(0)
@@ -221,8 +231,10 @@ def test_colour_jitter_applies_all_four_in_random_order():
 def test_pixelize_pad_jpeg_paste_equal_augly():
     image, top = _gradient(), _gradient(60, 90).convert("RGBA")
     assert np.array_equal(np.asarray(ops.pixelize(image, 0.3)), np.asarray(AF.pixelization(image, ratio=0.3)))
-    assert np.array_equal(np.asarray(ops.pad(image, 0.1, 0.2, (1, 2, 3))),
-                          np.asarray(AF.pad(image, w_factor=0.1, h_factor=0.2, color=(1, 2, 3))))
+    assert np.array_equal(
+        np.asarray(ops.pad(image, 0.1, 0.2, (1, 2, 3))),
+        np.asarray(AF.pad(image, w_factor=0.1, h_factor=0.2, color=(1, 2, 3))),
+    )
     assert np.array_equal(np.asarray(ops.jpeg(image, 20)), np.asarray(AF.encoding_quality(image, quality=20)))
     expected = AF.overlay_image(image, overlay=top, opacity=0.6, overlay_size=0.5, x_pos=0.2, y_pos=0.3).convert("RGB")
     assert np.array_equal(np.asarray(ops.paste(image, top, 0.5, 0.6, 0.2, 0.3)), np.asarray(expected))
@@ -260,8 +272,16 @@ def test_shuffle_pixels_moves_only_the_chosen_fraction():
 
 def test_text_draws_and_fits_inside():
     image = Image.new("RGB", (120, 60), (255, 255, 255))
-    out = ops.text(image, np.random.default_rng(1), lines=(1, 1), glyphs=(40, 40), font_size=(0.5, 0.5), x=(0.5, 0.5),
-                   y=(0.1, 0.1), fit=True)
+    out = ops.text(
+        image,
+        np.random.default_rng(1),
+        lines=(1, 1),
+        glyphs=(40, 40),
+        font_size=(0.5, 0.5),
+        x=(0.5, 0.5),
+        y=(0.1, 0.1),
+        fit=True,
+    )
     changed = (np.asarray(out) != 255).any(axis=2)
     assert changed.sum() > 20
     assert not changed[:, :55].any()  # nothing left of the start position
@@ -317,8 +337,12 @@ def test_batch_mix_rejects_bad_parameters():
 # ----------------------------------------------------------------------------------------- isc-show-augs
 
 
-SMOKE_DATASET = ["dataset.build.n_references=24", "dataset.build.n_training=48", "dataset.build.n_queries=16",
-                 "dataset.build.image_size=96"]  # the debug=smoke mini-DISC, shared with the other tests
+SMOKE_DATASET = [
+    "dataset.build.n_references=24",
+    "dataset.build.n_training=48",
+    "dataset.build.n_queries=16",
+    "dataset.build.image_size=96",
+]  # the debug=smoke mini-DISC, shared with the other tests
 
 
 def test_show_augs_writes_a_grid_and_never_overwrites(data_dir, tmp_path):
@@ -326,9 +350,19 @@ def test_show_augs_writes_a_grid_and_never_overwrites(data_dir, tmp_path):
     import sys
 
     out = tmp_path / "grid.png"
-    cmd = [sys.executable, "-m", "isc.cli.show_augs", "augmentation=lyakaap_v98", f"paths.data_dir={data_dir}",
-           f"paths.output_dir={tmp_path / 'run'}", *SMOKE_DATASET, "show.n_images=3", "show.draws=2", "show.cell=64",
-           f"show.out={out}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "isc_research.cli.show_augs",
+        "augmentation=lyakaap_v98",
+        f"paths.data_dir={data_dir}",
+        f"paths.output_dir={tmp_path / 'run'}",
+        *SMOKE_DATASET,
+        "show.n_images=3",
+        "show.draws=2",
+        "show.cell=64",
+        f"show.out={out}",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     grid = Image.open(out)
@@ -340,11 +374,15 @@ def test_show_augs_writes_a_grid_and_never_overwrites(data_dir, tmp_path):
 
 
 def test_module_mixes_views_but_not_extra_negatives():
-    from isc.module import training_inputs
+    from isc_research.module import training_inputs
 
     images = torch.arange(6, dtype=torch.float32)[:, None, None, None].expand(6, 3, 4, 4).clone()
-    batch = {"views": images[:4].reshape(2, 2, 3, 4, 4), "label": torch.tensor([0, 1]),  # 4 views of 2 images
-             "negatives": images[4:].reshape(2, 1, 3, 4, 4), "negative_label": torch.tensor([[100], [101]])}
+    batch = {
+        "views": images[:4].reshape(2, 2, 3, 4, 4),
+        "label": torch.tensor([0, 1]),  # 4 views of 2 images
+        "negatives": images[4:].reshape(2, 1, 3, 4, 4),
+        "negative_label": torch.tensor([[100], [101]]),
+    }
     torch.manual_seed(0)
     mixed, pairs = training_inputs(batch, BatchMix(prob=1.0, switch_prob=0.0))
     assert torch.equal(pairs[4:], torch.tensor([[100, -1], [101, -1]])) and torch.equal(mixed[4:], images[4:])
@@ -357,7 +395,7 @@ def test_sscd_mixup_trains_end_to_end(smoke_cfg, monkeypatch):
     """batch_mix=sscd reaches every training batch: the loss gets the mixed images' two labels."""
     import math
 
-    from isc.train import train
+    from isc_research.train import train
 
     mixed = []
     call = BatchMix.__call__
@@ -368,8 +406,16 @@ def test_sscd_mixup_trains_end_to_end(smoke_cfg, monkeypatch):
         return out, pairs
 
     monkeypatch.setattr(BatchMix, "__call__", counting)
-    metrics = train(smoke_cfg("augmentation=sscd_advanced", "batch_mix=sscd", "batch_mix.prob=0.5",
-                              "loss=infonce_entropy", "trainer.max_epochs=1", "validate_before_training=false"))
+    metrics = train(
+        smoke_cfg(
+            "augmentation=sscd_advanced",
+            "batch_mix=sscd",
+            "batch_mix.prob=0.5",
+            "loss=infonce_entropy",
+            "trainer.max_epochs=1",
+            "validate_before_training=false",
+        )
+    )
     assert math.isfinite(metrics["train/loss"]) and "val/uAP" in metrics
     assert len(mixed) >= 2 and sum(mixed) > 0  # every step mixed its batch (the smoke epoch has several)
 

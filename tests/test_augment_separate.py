@@ -1,4 +1,4 @@
-"""The "separate" retriever's aug_ver 18 policy (isc.augment.separate): view 1 is exactly resize + flip +
+"""The "separate" retriever's aug_ver 18 policy (isc_research.augment.separate): view 1 is exactly resize + flip +
 grey; each step of view 2 with its probability forced to 1 does what the source's step does. The configured
 probabilities and magnitudes are checked against the source table by tests/test_recipe_sources.py."""
 
@@ -11,8 +11,8 @@ import pytest
 from hydra.utils import instantiate
 from PIL import Image, ImageOps
 
-from isc.augment import ops, separate
-from isc.augment.compose import Context
+from isc_research.augment import ops, separate
+from isc_research.augment.compose import Context
 from tests.conftest import compose_config
 
 SIZE = 48
@@ -25,8 +25,25 @@ def _config(**overrides) -> dict:
 
 def _quiet(**overrides) -> dict:
     """Every random step of view 2 off, so that a test turns on the one it checks."""
-    off = {k: 0.0 for k in ("hflip_p", "vflip_p", "turn90_p", "affine_p", "emoji_p", "text_p", "invert_p", "cartoon_p",
-                            "posterize_p", "solarize_p", "jitter_p", "grayscale_p", "blur_p", "overlay_rotate45_p")}
+    off = {
+        k: 0.0
+        for k in (
+            "hflip_p",
+            "vflip_p",
+            "turn90_p",
+            "affine_p",
+            "emoji_p",
+            "text_p",
+            "invert_p",
+            "cartoon_p",
+            "posterize_p",
+            "solarize_p",
+            "jitter_p",
+            "grayscale_p",
+            "blur_p",
+            "overlay_rotate45_p",
+        )
+    }
     return _config(**{**off, **overrides})
 
 
@@ -78,8 +95,16 @@ def test_crop_branch_is_a_bicubic_random_resized_crop():
 @pytest.mark.parametrize("black", [True, False])
 def test_overlay_pastes_the_image_into_a_box_of_a_black_or_other_canvas(black):
     img, other = _image(), Image.new("RGB", (30, 70), (10, 200, 30))
-    out = np.asarray(_view2(_quiet(branch_weights=[0, 1, 0] if black else [0, 0, 1], overlay_scale=[0.25, 0.25],
-                                   overlay_ratio=[1.0, 1.0]), img, seed=5, other=other))
+    out = np.asarray(
+        _view2(
+            _quiet(
+                branch_weights=[0, 1, 0] if black else [0, 0, 1], overlay_scale=[0.25, 0.25], overlay_ratio=[1.0, 1.0]
+            ),
+            img,
+            seed=5,
+            other=other,
+        )
+    )
     background = (0, 0, 0) if black else (10, 200, 30)
     is_background = (out == background).all(-1)
     ys, xs = np.nonzero(~is_background)
@@ -90,8 +115,16 @@ def test_overlay_pastes_the_image_into_a_box_of_a_black_or_other_canvas(black):
 def test_rotate45_turns_the_image_and_keeps_the_square_inside():
     halves = np.zeros((64, 64, 3), np.uint8)
     halves[:, 32:] = 255  # left black, right white: the edge between them turns into the diagonal
-    draw = partial(separate.onto_canvas, Image.fromarray(halves), np.random.default_rng(0), Context(), size=SIZE,
-                   scale=(1.0, 1.0), ratio=(1, 1), black=True)
+    draw = partial(
+        separate.onto_canvas,
+        Image.fromarray(halves),
+        np.random.default_rng(0),
+        Context(),
+        size=SIZE,
+        scale=(1.0, 1.0),
+        ratio=(1, 1),
+        black=True,
+    )
     turned, straight = np.asarray(draw(rotate45_p=1.0))[..., 0], np.asarray(draw(rotate45_p=0.0))[..., 0]
     assert np.array_equal(straight, np.asarray(Image.fromarray(halves).resize((SIZE, SIZE), Image.BICUBIC))[..., 0])
     below, above = np.tril_indices(SIZE, -3), np.triu_indices(SIZE, 3)  # off the resampled diagonal
@@ -107,17 +140,29 @@ def test_after_steps_flip_turn_rotate_and_shear():
     assert (rotated[0, 0] == 0).all() and np.array_equal(rotated[centre, centre], np.asarray(img)[centre, centre])
     sheared = np.asarray(separate.shear(img, np.random.default_rng(2), None, degrees=45.0))
     assert not np.array_equal(sheared, np.asarray(img)) and (sheared == 0).all(-1).any()  # black wedges
-    out = _view2(_quiet(branch_weights=[1, 0, 0], hflip_p=1.0, vflip_p=1.0, crop_scale=[1.0, 1.0],
-                        crop_ratio=[1.0, 1.0]), img, seed=0)
+    out = _view2(
+        _quiet(branch_weights=[1, 0, 0], hflip_p=1.0, vflip_p=1.0, crop_scale=[1.0, 1.0], crop_ratio=[1.0, 1.0]),
+        img,
+        seed=0,
+    )
     assert np.array_equal(np.asarray(out), np.asarray(img)[::-1, ::-1])  # both flips of the full crop
 
 
 def test_emoji_patch_is_an_opaque_box_of_the_drawn_area():
     grey = Image.new("RGB", (SIZE, SIZE), (128, 128, 128))
     for seed in range(5):
-        out = np.asarray(separate.emoji_patch(grey, np.random.default_rng(seed), None, crop_scale=(0.08, 0.5),
-                                              crop_ratio=(0.5, 2.0), box_scale=(0.08, 0.5), box_ratio=(0.5, 2.0),
-                                              opacity=(1.0, 1.0)))
+        out = np.asarray(
+            separate.emoji_patch(
+                grey,
+                np.random.default_rng(seed),
+                None,
+                crop_scale=(0.08, 0.5),
+                crop_ratio=(0.5, 2.0),
+                box_scale=(0.08, 0.5),
+                box_ratio=(0.5, 2.0),
+                opacity=(1.0, 1.0),
+            )
+        )
         changed = (out != 128).any(-1)
         ys, xs = np.nonzero(changed)
         box_area = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
@@ -127,8 +172,9 @@ def test_emoji_patch_is_an_opaque_box_of_the_drawn_area():
 
 def test_text_uses_the_sources_characters_and_changes_pixels():
     grey = Image.new("RGB", (SIZE * 2, SIZE * 2), (128, 128, 128))
-    out = separate.text_line(grey, np.random.default_rng(1), None, glyphs=(20, 20), font_size=(0.2, 0.2), x=(0.0, 0.0),
-                             y=(0.3, 0.3))
+    out = separate.text_line(
+        grey, np.random.default_rng(1), None, glyphs=(20, 20), font_size=(0.2, 0.2), x=(0.0, 0.0), y=(0.3, 0.3)
+    )
     assert (np.asarray(out) != 128).any()
     assert set(separate.TEXT_ALPHABET) == set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ")
 
@@ -167,12 +213,16 @@ def test_stage2_view2_runs_every_branch_and_is_grey():
     view1, view2 = instantiate(cfg.augmentation)
     assert view2.needs_other_images and not view1.needs_other_images
     for seed in range(9):
-        out = np.asarray(view2.augment(_image(seed=seed), np.random.default_rng(seed), Context(lambda: _image(70, 90, 9))))
+        out = np.asarray(
+            view2.augment(_image(seed=seed), np.random.default_rng(seed), Context(lambda: _image(70, 90, 9)))
+        )
         assert out.shape == (SIZE, SIZE, 3)
         assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
 
 
-@pytest.mark.parametrize("factory", [separate.albumentations_1_0_3_pixel_ops, separate.albumentations_1_0_3_spatial_ops])
+@pytest.mark.parametrize(
+    "factory", [separate.albumentations_1_0_3_pixel_ops, separate.albumentations_1_0_3_spatial_ops]
+)
 def test_albumentations_ops_at_the_sources_defaults_run(factory):
     img = _image(SIZE, SIZE)
     for name in factory():
@@ -186,9 +236,19 @@ def test_albumentations_ops_at_the_sources_defaults_run(factory):
 
 def test_stage2_overlay_is_translucent_and_returns_its_centre():
     white = Image.new("RGB", (40, 40), (255, 255, 255))
-    out, centre = separate.overlay_stage2(white, np.random.default_rng(0), Context(), size=SIZE, scale=(0.25, 0.25),
-                                          ratio=(1.0, 1.0), opacity=(0.5, 0.5), crop_p=0.0, crop_scale=(1, 1),
-                                          crop_ratio=(1, 1), black=True)
+    out, centre = separate.overlay_stage2(
+        white,
+        np.random.default_rng(0),
+        Context(),
+        size=SIZE,
+        scale=(0.25, 0.25),
+        ratio=(1.0, 1.0),
+        opacity=(0.5, 0.5),
+        crop_p=0.0,
+        crop_scale=(1, 1),
+        crop_ratio=(1, 1),
+        black=True,
+    )
     a = np.asarray(out)[..., 0]
     ys, xs = np.nonzero(a)
     assert set(np.unique(a)) == {0, 127}  # white at opacity 0.5 on black
@@ -199,7 +259,17 @@ def test_opaque_emoji_keeps_clear_of_the_overlay_centre():
     grey = Image.new("RGB", (SIZE, SIZE), (128, 128, 128))
     centre = (SIZE // 2, SIZE // 2)
     for seed in range(10):
-        out = np.asarray(separate.emoji_patch(grey, np.random.default_rng(seed), None, crop_scale=(0.08, 0.5),
-                                              crop_ratio=(0.5, 2.0), box_scale=(0.08, 0.5), box_ratio=(0.5, 2.0),
-                                              opacity=(1.0, 1.0), avoid=centre))
+        out = np.asarray(
+            separate.emoji_patch(
+                grey,
+                np.random.default_rng(seed),
+                None,
+                crop_scale=(0.08, 0.5),
+                crop_ratio=(0.5, 2.0),
+                box_scale=(0.08, 0.5),
+                box_ratio=(0.5, 2.0),
+                opacity=(1.0, 1.0),
+                avoid=centre,
+            )
+        )
         assert (out[centre[1], centre[0]] == 128).all()

@@ -11,7 +11,7 @@ import pdqhash
 import pytest
 from PIL import Image, ImageEnhance
 
-from isc.baselines import BaselineExtractor, GreyThumbnail, PDQ, PHash
+from isc_research.baselines import BaselineExtractor, GreyThumbnail, PDQ, PHash
 
 
 def photo(seed: int, size=(120, 90)) -> Image.Image:

@@ -13,10 +13,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from isc.config import check_optimized_metric
-from isc.losses.build import build_loss
-from isc.model import DescriptorModel
-from isc.postprocess import build_chain, build_chains
+from isc_research.config import check_optimized_metric
+from isc_research.losses.build import build_loss
+from isc_research.model import DescriptorModel
+from isc_research.postprocess import build_chain, build_chains
 from tests.conftest import CONF, compose_config
 
 SMALL_BACKBONES = {"test_resnet", "mobilenetv3_small_050"}
@@ -25,8 +25,20 @@ OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / gro
 
 
 def test_groups_found():
-    assert {"augmentation", "backbone", "callbacks", "dataset", "debug", "hparams_search", "logger", "loss", "optimizer",
-            "paths", "scheduler", "trainer"} <= set(GROUPS)
+    assert {
+        "augmentation",
+        "backbone",
+        "callbacks",
+        "dataset",
+        "debug",
+        "hparams_search",
+        "logger",
+        "loss",
+        "optimizer",
+        "paths",
+        "scheduler",
+        "trainer",
+    } <= set(GROUPS)
 
 
 EVAL_GROUPS = {"eval_grid": "eval_grid={}", "postprocess": "+postprocess={}"}  # isc-eval's groups
@@ -36,14 +48,18 @@ MATCH_GROUPS = ("verifier", "query_crops")  # isc-match's groups (instantiated i
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_instantiates(group, option, tmp_path):
     choice = EVAL_GROUPS.get(group, "{}={}".replace("{}", group, 1)).format(option)
-    cfg = compose_config("eval" if group in EVAL_GROUPS else "match" if group in MATCH_GROUPS else "train",
-                         [choice, f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path}"])
+    cfg = compose_config(
+        "eval" if group in EVAL_GROUPS else "match" if group in MATCH_GROUPS else "train",
+        [choice, f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path}"],
+    )
     if group not in ("experiment", "debug", "hparams_search"):  # these are @package _global_ overlays
         assert cfg[group] is not None
     if group == "eval_grid":
         assert [chain.name for chain in build_chains(cfg.eval_grid.chains)] == list(cfg.eval_grid.chains)
     elif group == "query_crops" and OmegaConf.is_missing(cfg.query_crops, "ckpt_path"):
-        assert cfg.query_crops._target_  # a trained detector: instantiated from a checkpoint in tests/test_detect_train.py
+        assert (
+            cfg.query_crops._target_
+        )  # a trained detector: instantiated from a checkpoint in tests/test_detect_train.py
     elif group == "postprocess":
         chain = build_chain(option, cfg.postprocess)
         assert chain.metric in ("l2", "ip") and len(chain.steps) == len(cfg.postprocess.steps)
@@ -60,7 +76,7 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
         mixed, pairs = instantiate(cfg.batch_mix)(images, labels)
         assert mixed.shape == images.shape and pairs.shape == (8, 2) and torch.equal(pairs[:, 0], labels)
     elif group == "loss":
-        loss, _ = build_loss(cfg.loss, num_classes=4)  # as isc.train does: num_classes null = training images
+        loss, _ = build_loss(cfg.loss, num_classes=4)  # as isc_research.train does: num_classes null = training images
         embeddings = torch.nn.functional.normalize(torch.randn(8, cfg.model.embedding_dim, requires_grad=True), dim=1)
         out = loss(embeddings, torch.arange(4).repeat_interleave(2))
         assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
@@ -73,7 +89,7 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
             scheduler.step(1.0) if plateau else scheduler.step()  # plateau: the epoch loss
         assert optimizer.param_groups[0]["lr"] >= 0
     elif group == "backbone":
-        from isc.train import model_arguments
+        from isc_research.train import model_arguments
 
         arguments = {**model_arguments(cfg), "pretrained": False, "embedding_dim": 16}
         if option in SMALL_BACKBONES:  # real weights, real forward pass
@@ -97,7 +113,7 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
         # GPU configs are built for the CPU here when there is no GPU (the rest of the node as configured)
         cpu = {} if torch.cuda.is_available() else {"accelerator": "cpu"}
         node = OmegaConf.to_container(cfg.trainer)
-        node.pop("total_batch")  # isc's, not Lightning's: isc.scaling turns it into accumulate_grad_batches
+        node.pop("total_batch")  # isc's, not Lightning's: isc_research.scaling turns it into accumulate_grad_batches
         trainer = instantiate(node, logger=False, enable_checkpointing=False, callbacks=[], **cpu)
         assert trainer.max_epochs == cfg.trainer.max_epochs and trainer.num_nodes == cfg.trainer.get("num_nodes", 1)
         from lightning.pytorch.callbacks import Callback
@@ -112,7 +128,7 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
     elif group == "debug":
         assert cfg.backbone.name == "test_resnet" and cfg.trainer.max_epochs <= 2
     elif group == "verifier" and option == "pairwise":  # needs a trained checkpoint: tests/test_verifier_train.py
-        assert cfg.verifier._target_ == "isc.verifier.PairwiseVerifier.from_checkpoint"
+        assert cfg.verifier._target_ == "isc_research.verifier.PairwiseVerifier.from_checkpoint"
         assert OmegaConf.is_missing(cfg.verifier, "ckpt_path")
     elif group == "dataset":
         assert cfg.dataset.kind == option
@@ -145,27 +161,43 @@ def test_optimized_metric_is_checked_before_training():
 def test_wheel_ships_the_configs(tmp_path):
     """A plain (non-editable) install must find conf/ (lightning-hydra-template issue #525)."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(CONF.parent)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(CONF.parent),
+        ],
         check=True,
     )
     (wheel,) = tmp_path.glob("isc_research-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    expected = {f"isc/conf/{p.relative_to(CONF).as_posix()}" for p in CONF.rglob("*.yaml")}
+    expected = {f"isc_research/conf/{p.relative_to(CONF).as_posix()}" for p in CONF.rglob("*.yaml")}
     assert expected <= set(names)
 
 
-@pytest.mark.parametrize("experiment,loss,lr,changed", [
-    ("cpu_visionforce", "VisionForceLoss", 3.5e-4, {}),
-    ("cpu_arcface", "ArcFaceLoss", 1e-3, {"margin": 0.1}),
-    ("cpu_barlow_twins", "BarlowTwinsLoss", 1e-3, {"projector_dims": [512, 512]}),
-])
+@pytest.mark.parametrize(
+    "experiment,loss,lr,changed",
+    [
+        ("cpu_visionforce", "VisionForceLoss", 3.5e-4, {}),
+        ("cpu_arcface", "ArcFaceLoss", 1e-3, {"margin": 0.1}),
+        ("cpu_barlow_twins", "BarlowTwinsLoss", 1e-3, {"projector_dims": [512, 512]}),
+    ],
+)
 def test_cpu_loss_experiments_select_their_loss_and_keep_the_recipe_values(experiment, loss, lr, changed, tmp_path):
     """`experiment=cpu_<loss>` selects the loss and overrides the optimizer and only the loss values it names
     (each commented with its measurement); the loss's other recipe values stay."""
     cfg = compose_config("train", [f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
     plain = compose_config("train", [f"loss={experiment.removeprefix('cpu_')}", f"paths.output_dir={tmp_path}"])
     differing = {k: OmegaConf.to_object(cfg.loss)[k] for k in cfg.loss if cfg.loss[k] != plain.loss.get(k)}
-    assert cfg.loss._target_ == f"isc.losses.{loss}" and differing == changed and set(cfg.loss) == set(plain.loss)
+    assert (
+        cfg.loss._target_ == f"isc_research.losses.{loss}" and differing == changed and set(cfg.loss) == set(plain.loss)
+    )
     assert cfg.optimizer._target_ == "torch.optim.AdamW" and cfg.optimizer.lr == pytest.approx(lr)
     assert cfg.trainer.max_epochs == plain.trainer.max_epochs == 48
     assert cfg.trainer.gradient_clip_val == (1.0 if experiment == "cpu_arcface" else None)

@@ -12,14 +12,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from isc.train import train
+from isc_research.train import train
 
 pytestmark = pytest.mark.slow
 
 # test_efficientnet_gn normalises with GroupNorm: no BatchNorm statistics, which on CPU (no SyncBatchNorm) would be
 # each process's own; 15 queries + 24 references = 39 validation images: the DistributedSampler pads one.
-SAME = ("backbone.name=test_efficientnet_gn", "dataset.build.n_queries=15", "trainer.check_val_every_n_epoch=1",
-        "data.eval_batch_size=8")
+SAME = (
+    "backbone.name=test_efficientnet_gn",
+    "dataset.build.n_queries=15",
+    "trainer.check_val_every_n_epoch=1",
+    "data.eval_batch_size=8",
+)
 
 
 def step_losses(run: Path) -> pd.Series:
@@ -29,9 +33,19 @@ def step_losses(run: Path) -> pd.Series:
 
 def test_two_processes_train_like_one_process_on_the_global_batch(smoke_cfg, data_dir, tmp_path):
     logs = tmp_path / "logs"
-    command = [sys.executable, "-m", "isc.cli.train", "debug=smoke", f"paths.data_dir={data_dir}",
-               f"paths.log_dir={logs}", "trainer=ddp_sim", "trainer.devices=2", "trainer.strategy=ddp",
-               "data.batch_size=4", *SAME]  # debug=smoke pins one process: ask for two again
+    command = [
+        sys.executable,
+        "-m",
+        "isc_research.cli.train",
+        "debug=smoke",
+        f"paths.data_dir={data_dir}",
+        f"paths.log_dir={logs}",
+        "trainer=ddp_sim",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "data.batch_size=4",
+        *SAME,
+    ]  # debug=smoke pins one process: ask for two again
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

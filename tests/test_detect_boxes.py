@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from isc.data.edits import COMPOSITING_EDITS, EDIT_NAMES, GEOMETRIC_EDITS, PHOTOMETRIC_EDITS, make_query
-from isc.detect.boxes import box_iou, box_recall, clip_box, read_overlay_boxes
-from isc.detect.synthetic import draw_edit_names, synthetic_overlay
+from isc_research.data.edits import COMPOSITING_EDITS, EDIT_NAMES, GEOMETRIC_EDITS, PHOTOMETRIC_EDITS, make_query
+from isc_research.detect.boxes import box_iou, box_recall, clip_box, read_overlay_boxes
+from isc_research.detect.synthetic import draw_edit_names, synthetic_overlay
 
 
 def _pasted_region(make) -> tuple[np.ndarray, object]:
@@ -52,8 +52,9 @@ def test_recorded_box_is_the_pasted_content_after_the_final_resize(name):
         names = ["hflip", name] if seed % 2 else [name]
 
         def make(fill):
-            q, _, box = make_query(Image.new("RGB", (w, h), fill), np.random.default_rng(seed), background,
-                                   max_side=300, names=names)
+            q, _, box = make_query(
+                Image.new("RGB", (w, h), fill), np.random.default_rng(seed), background, max_side=300, names=names
+            )
             return q, box
 
         pasted, box = _pasted_region(make)
@@ -61,22 +62,34 @@ def test_recorded_box_is_the_pasted_content_after_the_final_resize(name):
         # the final downscale blurs the edges by at most one pixel
         assert all(abs(a - b) <= 1 for a, b in zip(_bbox(pasted), box)), (seed, _bbox(pasted), box)
         x0, y0, x1, y1 = box
-        assert pasted[y0 + 1:y1 - 1, x0 + 1:x1 - 1].all()
+        assert pasted[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1].all()
 
 
 def test_make_query_rejects_unknown_edit_names():
     with pytest.raises(ValueError, match="unknown edit names.*'sharpen'"):
-        make_query(Image.new("RGB", (64, 64)), np.random.default_rng(0), lambda j: Image.new("RGB", (64, 64)), 96,
-                   names=["sharpen"])
+        make_query(
+            Image.new("RGB", (64, 64)),
+            np.random.default_rng(0),
+            lambda j: Image.new("RGB", (64, 64)),
+            96,
+            names=["sharpen"],
+        )
 
 
 def test_synthetic_boxes_are_inside_and_cover_the_pasted_pixels():
     background = lambda j: Image.new("RGB", (320, 240), (0, 200, 0))  # noqa: E731
     positives = 0
     for seed in range(12):
+
         def make(fill):
-            s = synthetic_overlay(Image.new("RGB", (200, 150), fill), np.random.default_rng(seed), background,
-                                  p_overlay=0.7, max_side=256, max_photometric=0)
+            s = synthetic_overlay(
+                Image.new("RGB", (200, 150), fill),
+                np.random.default_rng(seed),
+                background,
+                p_overlay=0.7,
+                max_side=256,
+                max_photometric=0,
+            )
             return s.image, s.box
 
         pasted, box = _pasted_region(make)
@@ -86,8 +99,8 @@ def test_synthetic_boxes_are_inside_and_cover_the_pasted_pixels():
         x0, y0, x1, y1 = box
         height, width = pasted.shape
         assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
-        assert not pasted[:, :max(0, x0 - 1)].any() and not pasted[:, x1 + 1:].any()  # nothing pasted outside
-        assert not pasted[:max(0, y0 - 1)].any() and not pasted[y1 + 1:].any()
+        assert not pasted[:, : max(0, x0 - 1)].any() and not pasted[:, x1 + 1 :].any()  # nothing pasted outside
+        assert not pasted[: max(0, y0 - 1)].any() and not pasted[y1 + 1 :].any()
         assert pasted[y0:y1, x0:x1].mean() > 0.5  # the box is mostly pasted content (rotations leave corners)
     assert positives >= 5
 
@@ -129,11 +142,11 @@ def test_box_iou_hand_computed():
 def test_box_recall_hand_computed():
     truth = [(0, 0, 100, 100), (0, 0, 100, 100), (50, 50, 150, 150), None, None]
     detections = [
-        [((0, 0, 90, 100), 0.9)],                            # IoU 0.9, confident: found
+        [((0, 0, 90, 100), 0.9)],  # IoU 0.9, confident: found
         [((0, 0, 100, 40), 0.95), ((0, 0, 100, 100), 0.3)],  # top box wrong (IoU 0.4); right one below 0.5
-        [((50, 50, 150, 150), 0.6)],                         # found
-        [((0, 0, 10, 10), 0.7)],                             # a false positive
-        [((0, 0, 10, 10), 0.2)],                             # below the confidence: not counted
+        [((50, 50, 150, 150), 0.6)],  # found
+        [((0, 0, 10, 10), 0.7)],  # a false positive
+        [((0, 0, 10, 10), 0.2)],  # below the confidence: not counted
     ]
     stats = box_recall(truth, detections, min_confidence=0.5)
     assert stats["recall"] == pytest.approx(2 / 3)

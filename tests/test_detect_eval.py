@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from isc.baselines import GreyThumbnail
-from isc.data.datasets import crop_fraction
-from isc.data.disc import load_disc
-from isc.evaluate import evaluate_checkpoint
-from isc.extract import read_descriptors
+from isc_research.baselines import GreyThumbnail
+from isc_research.data.datasets import crop_fraction
+from isc_research.data.disc import load_disc
+from isc_research.evaluate import evaluate_checkpoint
+from isc_research.extract import read_descriptors
 from tests.test_evaluate import eval_cfg
 
 
@@ -32,8 +32,12 @@ class StubDetector:
 
 
 def _stub(*more):
-    return ["baseline=thumbnail", "eval.query_crop.detector_ckpt=stub.ckpt",
-            "eval.query_crop.detector._target_=tests.test_detect_eval.StubDetector", *more]
+    return [
+        "baseline=thumbnail",
+        "eval.query_crop.detector_ckpt=stub.ckpt",
+        "eval.query_crop.detector._target_=tests.test_detect_eval.StubDetector",
+        *more,
+    ]
 
 
 def test_confident_queries_are_replaced_by_their_crop(data_dir, tmp_path):
@@ -61,7 +65,9 @@ def test_confident_queries_are_replaced_by_their_crop(data_dir, tmp_path):
     thumb = GreyThumbnail()
     for i, q in enumerate(ids):
         image = Image.open(data.queries[i].path).convert("RGB")
-        want = thumb(crop_fraction(image, (0, 0, (image.width // 2) / image.width, 1))) if landscape[q] else thumb(image)
+        want = (
+            thumb(crop_fraction(image, (0, 0, (image.width // 2) / image.width, 1))) if landscape[q] else thumb(image)
+        )
         np.testing.assert_allclose(vectors[i], want.numpy(), atol=1e-6)
         if landscape[q]:
             assert not np.allclose(vectors[i], plain[i], atol=1e-3)
@@ -84,7 +90,9 @@ def test_cached_descriptors_are_not_reused_across_crops(data_dir, tmp_path):
     cache = f"eval.descriptor_dir={tmp_path / 'cache'}"
     cached = tmp_path / "cache" / "thumbnail" / "query.h5"
     plain = evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "a", "baseline=thumbnail", cache))
-    cropped = evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "b", cache, *_stub("eval.query_crop.min_confidence=0.5")))
+    cropped = evaluate_checkpoint(
+        eval_cfg(data_dir, tmp_path / "b", cache, *_stub("eval.query_crop.min_confidence=0.5"))
+    )
     assert cropped["query_crop"]["n_replaced"] > 0
     data = load_disc(eval_cfg(data_dir, tmp_path / "x").dataset)
     images = [Image.open(q.path).convert("RGB") for q in data.queries]

@@ -12,10 +12,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from isc.detect import OverlayDetector, build_detector, read_overlay_boxes
-from isc.detect.synthetic import SyntheticOverlays
-from isc.data.disc import resolve_root
-from isc.data.records import ImageRecord
+from isc_research.detect import OverlayDetector, build_detector, read_overlay_boxes
+from isc_research.detect.synthetic import SyntheticOverlays
+from isc_research.data.disc import resolve_root
+from isc_research.data.records import ImageRecord
 from tests.conftest import compose_config
 
 from tests.test_evaluate import SMOKE_DATASET  # the session's smoke mini-DISC (16 queries)
@@ -25,22 +25,35 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def detector_overrides(data_dir, out, *overrides) -> list[str]:
-    return [f"paths.data_dir={data_dir}", f"paths.output_dir={out}", *SMOKE_DATASET, "data.samples_per_epoch=4",
-            "data.num_workers=0", "data.max_side=96", "data.val_batch_size=8", "detector.min_size=64",
-            "detector.max_size=128", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-            "trainer.log_every_n_steps=1", "torch_threads=1", *overrides]
+    return [
+        f"paths.data_dir={data_dir}",
+        f"paths.output_dir={out}",
+        *SMOKE_DATASET,
+        "data.samples_per_epoch=4",
+        "data.num_workers=0",
+        "data.max_side=96",
+        "data.val_batch_size=8",
+        "detector.min_size=64",
+        "detector.max_size=128",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",
+        "torch_threads=1",
+        *overrides,
+    ]
 
 
 def detector_cfg(data_dir, out, *overrides):
-    cfg = compose_config("train_detector", detector_overrides(data_dir, out, "data.batch_size=2",
-                                                              "trainer.accelerator=cpu", *overrides))
+    cfg = compose_config(
+        "train_detector", detector_overrides(data_dir, out, "data.batch_size=2", "trainer.accelerator=cpu", *overrides)
+    )
     OmegaConf.resolve(cfg)
     return cfg
 
 
 @pytest.mark.slow
 def test_smoke_training_writes_a_checkpoint_that_detects(data_dir, tmp_path):
-    from isc.detect.train import train_detector
+    from isc_research.detect.train import train_detector
 
     # box_score_thresh 0: the checkpoint's model keeps every box, so that detect() has boxes to return
     metrics = train_detector(detector_cfg(data_dir, tmp_path / "run", "detector.box_score_thresh=0.0"))
@@ -51,8 +64,16 @@ def test_smoke_training_writes_a_checkpoint_that_detects(data_dir, tmp_path):
     assert n_boxes >= 1 and (metrics["val/n_boxes"], metrics["val/n_without_box"]) == (n_boxes, 16 - n_boxes)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["checkpoint"] == metrics["checkpoint"]
 
-    cfg = compose_config("eval", ["+query_crops=detector", f"query_crops.ckpt_path={metrics['checkpoint']}",
-                                  "query_crops.min_confidence=0.0", "query_crops.device=cpu", "query_crops.max_boxes=3"])
+    cfg = compose_config(
+        "eval",
+        [
+            "+query_crops=detector",
+            f"query_crops.ckpt_path={metrics['checkpoint']}",
+            "query_crops.min_confidence=0.0",
+            "query_crops.device=cpu",
+            "query_crops.max_boxes=3",
+        ],
+    )
     detector = instantiate(cfg.query_crops)
     assert isinstance(detector, OverlayDetector) and detector.name.startswith("detector:")
     image = Image.new("RGB", (150, 90), (20, 120, 200))
@@ -70,14 +91,26 @@ def test_smoke_training_writes_a_checkpoint_that_detects(data_dir, tmp_path):
 
 
 def test_checkpoint_round_trip_gives_the_same_detections(tmp_path):
-    arguments = {"arch": "fasterrcnn_mobilenet_v3_small_fpn", "weights": None, "weights_backbone": None,
-                 "min_size": 64, "max_size": 128, "box_score_thresh": 0.0, "box_detections_per_img": 4,
-                 "representation_size": 32}
+    arguments = {
+        "arch": "fasterrcnn_mobilenet_v3_small_fpn",
+        "weights": None,
+        "weights_backbone": None,
+        "min_size": 64,
+        "max_size": 128,
+        "box_score_thresh": 0.0,
+        "box_detections_per_img": 4,
+        "representation_size": 32,
+    }
     torch.manual_seed(0)
     model = build_detector(**arguments)
     path = tmp_path / "d.ckpt"
-    torch.save({"hyper_parameters": {"model": arguments},
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    torch.save(
+        {
+            "hyper_parameters": {"model": arguments},
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        },
+        path,
+    )
     image = Image.effect_noise((120, 80), 60).convert("RGB")
     direct = OverlayDetector(model, min_confidence=0.0, max_boxes=4, device="cpu").detect(image)
     loaded = OverlayDetector.from_checkpoint(path, min_confidence=0.0, device="cpu", max_boxes=4).detect(image)
@@ -122,11 +155,15 @@ def test_synthetic_dataset_items_and_errors(tmp_path):
 
 
 def test_init_from_loads_the_weights_of_an_earlier_run(tmp_path):
-    from isc.detect.model import DetectorModule
-    from isc.detect.train import initialise_detector
+    from isc_research.detect.model import DetectorModule
+    from isc_research.detect.train import initialise_detector
 
-    arguments = {"arch": "fasterrcnn_mobilenet_v3_small_fpn", "min_size": 64, "max_size": 128,
-                 "representation_size": 32}
+    arguments = {
+        "arch": "fasterrcnn_mobilenet_v3_small_fpn",
+        "min_size": 64,
+        "max_size": 128,
+        "representation_size": 32,
+    }
     optimizer = functools.partial(torch.optim.AdamW, lr=1e-3)  # as the `optimizer` group instantiates it
     torch.manual_seed(0)
     earlier = DetectorModule(model=arguments, optimizer=optimizer)

@@ -24,9 +24,17 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 BLOCK = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.S | re.M)
 TITLE = re.compile(r'title="([^"]+)"')
 CONFIG_OF = {"isc-train": "train", "isc-eval": "eval", "isc-match": "match", "isc-show-augs": "show_augs"}
-EXPECTED_FILES = {"my_isc/losses.py", "my_isc/augment.py", "my_isc/postprocess.py", "my_isc/verifiers.py",
-                  "conf/loss/align_uniform.yaml", "conf/augmentation/crop_gray.yaml", "conf/postprocess/centre.yaml",
-                  "conf/eval_grid/centre.yaml", "conf/verifier/histogram.yaml"}
+EXPECTED_FILES = {
+    "my_isc/losses.py",
+    "my_isc/augment.py",
+    "my_isc/postprocess.py",
+    "my_isc/verifiers.py",
+    "conf/loss/align_uniform.yaml",
+    "conf/augmentation/crop_gray.yaml",
+    "conf/postprocess/centre.yaml",
+    "conf/eval_grid/centre.yaml",
+    "conf/verifier/histogram.yaml",
+}
 
 
 def doc_blocks() -> list[tuple[str, str | None, str]]:
@@ -89,8 +97,8 @@ def test_every_command_line_composes_with_the_project_configs(project):
 
 
 def test_loss_trains_one_step(project):
-    from isc.losses.build import build_loss
-    from isc.train import build_module
+    from isc_research.losses.build import build_loss
+    from isc_research.train import build_module
 
     cfg = composed(project, "loss=align_uniform", "debug=smoke")
     loss, callbacks = build_loss(cfg.loss, num_classes=4)
@@ -119,8 +127,8 @@ def test_loss_trains_one_step(project):
 
 
 def test_policy_makes_views_of_the_configured_size(project):
-    from isc.augment.policies import IMAGENET_MEAN, IMAGENET_STD
-    from isc.train import build_datamodule
+    from isc_research.augment.policies import IMAGENET_MEAN, IMAGENET_STD
+    from isc_research.train import build_datamodule
 
     cfg = composed(project, "augmentation=crop_gray", "debug=smoke", "augmentation.grayscale_p=1.0")
     policy = build_datamodule(cfg).train_transform  # as isc-train instantiates it
@@ -139,14 +147,22 @@ def test_postprocess_step_runs_in_isc_eval(project, data_dir, tmp_path, one_torc
     """The page's isc-eval command on the tiny mini-DISC, with a classical baseline for the checkpoint."""
     import json
 
-    from isc.evaluate import evaluate_checkpoint
-    from isc.extract import read_descriptors
-    from isc.formats import read_descriptor_submission
+    from isc_research.evaluate import evaluate_checkpoint
+    from isc_research.extract import read_descriptors
+    from isc_research.formats import read_descriptor_submission
     from tests.test_evaluate import SMOKE_DATASET
 
-    cfg = composed(project, "eval_grid=centre", "ckpt_path=null", "baseline=thumbnail", f"paths.data_dir={data_dir}",
-                   f"paths.output_dir={tmp_path / 'eval'}", "eval.num_workers=0", "eval.report.enabled=false",
-                   *SMOKE_DATASET)
+    cfg = composed(
+        project,
+        "eval_grid=centre",
+        "ckpt_path=null",
+        "baseline=thumbnail",
+        f"paths.data_dir={data_dir}",
+        f"paths.output_dir={tmp_path / 'eval'}",
+        "eval.num_workers=0",
+        "eval.report.enabled=false",
+        *SMOKE_DATASET,
+    )
     summary = evaluate_checkpoint(cfg)
     out = tmp_path / "eval"
     assert summary["primary_chain"] == "centre" and summary["chains"]["centre"]["steps"] == "centre → l2"
@@ -163,7 +179,7 @@ def test_postprocess_step_runs_in_isc_eval(project, data_dir, tmp_path, one_torc
 
 
 def test_verifier_scores_pairs(project):
-    from isc.match.verifiers import check_verifier
+    from isc_research.match.verifiers import check_verifier
 
     cfg = composed(project, "verifier=histogram")
     verifier = instantiate(cfg.verifier)  # as isc-match builds it, then checks the convention
@@ -175,15 +191,17 @@ def test_verifier_scores_pairs(project):
     reddish[..., 0] = np.maximum(reddish[..., 0], 200)
     bluish = reddish[..., ::-1].copy()  # the same picture with red and blue swapped
     photo = Image.fromarray(reddish)
-    scores = verifier.score_pairs([photo, photo, photo], [photo, photo.transpose(Image.FLIP_LEFT_RIGHT),
-                                                          Image.fromarray(bluish)])
+    scores = verifier.score_pairs(
+        [photo, photo, photo], [photo, photo.transpose(Image.FLIP_LEFT_RIGHT), Image.fromarray(bluish)]
+    )
     assert scores.shape == (3,)
     assert scores[0] == pytest.approx(1.0) and scores[1] == pytest.approx(1.0, abs=0.02)  # colours kept by a flip
     assert scores[2] < 0.2
 
 
-# docs/architecture.md: every module path it names exists, every dotted name (`isc.trainer.build_trainer`) imports,
-# and its tables list every package and module under isc/ (a renamed or moved name fails here).
+# docs/architecture.md: every module path it names exists, every dotted name (`isc_research.trainer.build_trainer`)
+# imports,
+# and its tables list every package and module under isc_research/ (a renamed or moved name fails here).
 ARCHITECTURE = DOC.parent / "architecture.md"
 ROOT = DOC.parents[1]
 
@@ -209,14 +227,20 @@ def test_verifier_runs_in_isc_match(project, data_dir, tmp_path, one_torch_threa
     verifier's score of each pair in candidates.csv is the histogram intersection of the two images."""
     import csv
 
-    from isc.data.disc import load_disc
-    from isc.match.pipeline import match
+    from isc_research.data.disc import load_disc
+    from isc_research.match.pipeline import match
     from my_isc.verifiers import HistogramVerifier
     from tests.test_evaluate import SMOKE_DATASET, save_checkpoint
 
     checkpoint = save_checkpoint(tmp_path / "model.ckpt")
-    cfg = composed(project, "verifier=histogram", f"ckpt_path={checkpoint}", f"paths.data_dir={data_dir}",
-                   f"paths.output_dir={tmp_path / 'match'}", *SMOKE_DATASET)
+    cfg = composed(
+        project,
+        "verifier=histogram",
+        f"ckpt_path={checkpoint}",
+        f"paths.data_dir={data_dir}",
+        f"paths.output_dir={tmp_path / 'match'}",
+        *SMOKE_DATASET,
+    )
     match(cfg)
     with open(tmp_path / "match" / "candidates.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -231,10 +255,14 @@ def test_verifier_runs_in_isc_match(project, data_dir, tmp_path, one_torch_threa
 
 def test_architecture_names_exist():
     text = ARCHITECTURE.read_text(encoding="utf-8")
-    for path in set(re.findall(r"\b(isc/[\w/.]+)", text)):
+    for path in set(re.findall(r"\b(isc_research/[\w/.]+)", text)):
         assert (ROOT / path.rstrip(".")).exists(), f"docs/architecture.md names {path}, which does not exist"
-    dotted = set(re.findall(r"\b(isc(?:\.[A-Za-z_]\w*)+)", text))
-    assert {"isc.trainer.build_trainer", "isc.metric.evaluate", "isc.runs.recorded_run"} <= dotted
+    dotted = set(re.findall(r"\b(isc_research(?:\.[A-Za-z_]\w*)+)", text))
+    assert {
+        "isc_research.trainer.build_trainer",
+        "isc_research.metric.evaluate",
+        "isc_research.runs.recorded_run",
+    } <= dotted
     for name in sorted(dotted):
         try:
             resolve(name)
@@ -244,8 +272,8 @@ def test_architecture_names_exist():
 
 def test_architecture_lists_every_package_and_module():
     text = ARCHITECTURE.read_text(encoding="utf-8")
-    listed = set(re.findall(r"^\| `(isc/[\w/.]+)` \|", text, re.M))
-    packages = {f"isc/{p.name}/" for p in (ROOT / "isc").iterdir() if (p / "__init__.py").is_file()}
-    modules = {f"isc/{p.name}" for p in (ROOT / "isc").glob("*.py") if p.name != "__init__.py"}
+    listed = set(re.findall(r"^\| `(isc_research/[\w/.]+)` \|", text, re.M))
+    packages = {f"isc_research/{p.name}/" for p in (ROOT / "isc_research").iterdir() if (p / "__init__.py").is_file()}
+    modules = {f"isc_research/{p.name}" for p in (ROOT / "isc_research").glob("*.py") if p.name != "__init__.py"}
     assert listed == packages | modules
     assert "```mermaid" in text

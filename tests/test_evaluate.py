@@ -14,18 +14,26 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
 
-from isc.augment import eval_transform
-from isc.cli.score import main as score_main
-from isc.data.disc import load_disc
-from isc.data.records import ImageRecord
-from isc.evaluate import evaluate_checkpoint
-from isc.augment.policies import ToNormalisedTensor
-from isc.extract import (EvalTransform, ModelExtractor, _fingerprint, aspect_buckets, extract_to_hdf5,
-                         plan_batches, read_descriptors, view_shapes)
-from isc.formats import read_descriptor_submission, read_predictions
-from isc.metric import evaluate
-from isc.model import DescriptorModel
-from isc.search import global_candidates
+from isc_research.augment import eval_transform
+from isc_research.cli.score import main as score_main
+from isc_research.data.disc import load_disc
+from isc_research.data.records import ImageRecord
+from isc_research.evaluate import evaluate_checkpoint
+from isc_research.augment.policies import ToNormalisedTensor
+from isc_research.extract import (
+    EvalTransform,
+    ModelExtractor,
+    _fingerprint,
+    aspect_buckets,
+    extract_to_hdf5,
+    plan_batches,
+    read_descriptors,
+    view_shapes,
+)
+from isc_research.formats import read_descriptor_submission, read_predictions
+from isc_research.metric import evaluate
+from isc_research.model import DescriptorModel
+from isc_research.search import global_candidates
 from tests.conftest import compose_config
 
 SMOKE = OmegaConf.load(Path(__file__).parents[1] / "conf" / "debug" / "smoke.yaml")
@@ -37,15 +45,28 @@ def save_checkpoint(path: Path, seed: int = 0, eval_size: int = 48) -> Path:
     """A checkpoint in isc-train's layout (model hyper-parameters, config, 'model.'-prefixed weights)."""
     torch.manual_seed(seed)
     model = DescriptorModel(**MODEL_ARGS)
-    torch.save({"hyper_parameters": {"model": MODEL_ARGS, "config": {"data": {"eval_size": eval_size}}},
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    torch.save(
+        {
+            "hyper_parameters": {"model": MODEL_ARGS, "config": {"data": {"eval_size": eval_size}}},
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        },
+        path,
+    )
     return path
 
 
 def eval_cfg(data_dir: Path, out: Path, *overrides: str):
-    return compose_config("eval", [f"paths.data_dir={data_dir}", f"paths.output_dir={out}", "eval.num_workers=0",
-                                   "torch_threads=1",
-                                   *SMOKE_DATASET, *overrides])
+    return compose_config(
+        "eval",
+        [
+            f"paths.data_dir={data_dir}",
+            f"paths.output_dir={out}",
+            "eval.num_workers=0",
+            "torch_threads=1",
+            *SMOKE_DATASET,
+            *overrides,
+        ],
+    )
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -75,8 +96,10 @@ def test_eval_transform_square_keep_aspect_and_scales():
 def test_tta_descriptor_is_the_normalised_sum_of_all_views():
     torch.manual_seed(0)
     model = DescriptorModel(**MODEL_ARGS).eval()
-    images = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (40 + 10 * i, 50, 3), dtype=np.uint8))
-              for i in range(2)]
+    images = [
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40 + 10 * i, 50, 3), dtype=np.uint8))
+        for i in range(2)
+    ]
     for resize in ("square", "keep_aspect"):
         transform = EvalTransform(32, resize, [1.0, 0.75])
         extractor = ModelExtractor(model, transform, flip=True)
@@ -108,7 +131,7 @@ def test_bf16_extraction_is_close_to_fp32_and_is_fingerprinted_apart():
 
 
 def test_eval_precision_reaches_the_extractors(ckpt, tmp_path, data_dir):
-    from isc.extract import build_extractors
+    from isc_research.extract import build_extractors
 
     for value in ("32", "bf16", "16"):
         (extractor,) = build_extractors(eval_cfg(data_dir, tmp_path, f"ckpt_path={ckpt}", f"eval.precision={value}"))
@@ -208,11 +231,23 @@ PUSH_AWAY_K20 = [f"eval_grid.chains.{c}.steps.push_away.k=20" for c in ("push_aw
 
 def test_ablation_grid_end_to_end(ckpt, tmp_path, data_dir, capsys):
     out = tmp_path / "eval"
-    cfg = eval_cfg(data_dir, out, f"ckpt_path={ckpt}", "eval_grid=ablation",
-                   *PUSH_AWAY_K20)  # the tiny set has 48 training images
+    cfg = eval_cfg(
+        data_dir, out, f"ckpt_path={ckpt}", "eval_grid=ablation", *PUSH_AWAY_K20
+    )  # the tiny set has 48 training images
     summary = evaluate_checkpoint(cfg)
-    names = ["raw", "pca", "pcaw", "neg_emb", "neg_emb_no_dba", "stretch", "push_away", "push_away_notebook",
-             "score_norm", "score_norm_l2", "sscd"]
+    names = [
+        "raw",
+        "pca",
+        "pcaw",
+        "neg_emb",
+        "neg_emb_no_dba",
+        "stretch",
+        "push_away",
+        "push_away_notebook",
+        "score_norm",
+        "score_norm_l2",
+        "sscd",
+    ]
     assert list(summary["chains"]) == names and summary["primary_chain"] == "raw"
     for name in ("metrics.json", "predictions.csv", "descriptors.h5", "pr_curve.png", "ablation.csv", "ablation.md"):
         assert (out / name).is_file(), name
@@ -252,23 +287,38 @@ def test_ablation_grid_end_to_end(ckpt, tmp_path, data_dir, capsys):
 
 def test_submissions_for_every_l2_chain_and_none_for_inner_product(ckpt, tmp_path, data_dir, capsys):
     out = tmp_path / "eval"
-    cfg = eval_cfg(data_dir, out, f"ckpt_path={ckpt}", "eval_grid=ablation", "eval.write_submissions=all",
-                   *PUSH_AWAY_K20, "eval.candidates=knn", "eval.k=3")
+    cfg = eval_cfg(
+        data_dir,
+        out,
+        f"ckpt_path={ckpt}",
+        "eval_grid=ablation",
+        "eval.write_submissions=all",
+        *PUSH_AWAY_K20,
+        "eval.candidates=knn",
+        "eval.k=3",
+    )
     summary = evaluate_checkpoint(cfg)
     assert not (out / "chains" / "score_norm" / "descriptors.h5").exists()  # ip: the L2 scorer cannot use it
     gt = load_disc(cfg.dataset).root / "ground_truth.csv"
     for name in ("score_norm_l2", "push_away"):
         capsys.readouterr()
-        assert score_main(["--gt", str(gt), "--descriptors", str(out / "chains" / name / "descriptors.h5"),
-                           "--knn", "3"]) == 0
+        assert (
+            score_main(["--gt", str(gt), "--descriptors", str(out / "chains" / name / "descriptors.h5"), "--knn", "3"])
+            == 0
+        )
         assert json.loads(capsys.readouterr().out)["uAP"] == pytest.approx(summary["chains"][name]["uAP"], abs=1e-5)
     assert summary["chains"]["raw"]["n_predictions"] == 3 * 16
 
 
 def test_ensemble_grid(tmp_path, data_dir):
     a, b = save_checkpoint(tmp_path / "a.ckpt", 0), save_checkpoint(tmp_path / "b.ckpt", 1)
-    cfg = eval_cfg(data_dir, tmp_path / "ens", f"ckpt_path=[{a},{b}]", "eval_grid=ensemble",
-                   "eval_grid.chains.ensemble.steps.pcaw.dim=40")
+    cfg = eval_cfg(
+        data_dir,
+        tmp_path / "ens",
+        f"ckpt_path=[{a},{b}]",
+        "eval_grid=ensemble",
+        "eval_grid.chains.ensemble.steps.pcaw.dim=40",
+    )
     chains = evaluate_checkpoint(cfg)["chains"]
     assert [chains[n]["dims"] for n in ("model0", "model1", "concat", "ensemble")] == [32, 32, 64, 40]
     single = evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "single", f"ckpt_path={a}"))
@@ -298,8 +348,21 @@ def test_configuration_errors(tmp_path, data_dir, ckpt):
 
 def _aspect_images(folder: Path) -> list[ImageRecord]:
     """JPEGs of a few aspect ratios in shuffled order (wide, tall, near-square; some sizes repeated)."""
-    sizes = [(90, 60), (60, 90), (91, 60), (88, 60), (70, 66), (60, 90), (90, 60), (92, 61), (60, 120), (75, 60),
-             (90, 60), (61, 92), (120, 60)]
+    sizes = [
+        (90, 60),
+        (60, 90),
+        (91, 60),
+        (88, 60),
+        (70, 66),
+        (60, 90),
+        (90, 60),
+        (92, 61),
+        (60, 120),
+        (75, 60),
+        (90, 60),
+        (61, 92),
+        (120, 60),
+    ]
     records = []
     for i, (w, h) in enumerate(sizes):
         path = folder / f"A{i:02d}.jpg"
@@ -320,8 +383,20 @@ class CountingModel(torch.nn.Module):
 
 def test_aspect_buckets_group_whole_batches_by_ratio_deterministically():
     # landscape ratios 1.0 … 3.0, portrait 1.25, 1.5, 1.5, one unreadable header; batches of 2
-    sizes = [(100, 100), (110, 100), (120, 100), (130, 100), (150, 100), (160, 100), (200, 100), (300, 100),
-             (100, 125), (100, 150), (100, 150), (0, 0)]
+    sizes = [
+        (100, 100),
+        (110, 100),
+        (120, 100),
+        (130, 100),
+        (150, 100),
+        (160, 100),
+        (200, 100),
+        (300, 100),
+        (100, 125),
+        (100, 150),
+        (100, 150),
+        (0, 0),
+    ]
     narrow = aspect_buckets(sizes, 2, 0.15)  # no two runs within 0.15: one shape per run, its median ratio
     np.testing.assert_allclose(narrow[:8], [1.05, 1.05, 1.25, 1.25, 1.55, 1.55, 2.5, 2.5])
     np.testing.assert_allclose(narrow[8:11], [1 / 1.375, 1 / 1.375, 1 / 1.5])  # portrait: width / height < 1
@@ -408,8 +483,10 @@ def test_keep_aspect_batches_by_shape_keep_ids_and_equal_one_image_per_forward(t
     with torch.no_grad():  # one image per forward, views normalised one by one, each of its planned shape
         expected = []
         for i, r in enumerate(records):
-            views = [ToNormalisedTensor()(v)[None]
-                     for v in transform(Image.open(r.path), aspect=None if aspects is None else aspects[i])]
+            views = [
+                ToNormalisedTensor()(v)[None]
+                for v in transform(Image.open(r.path), aspect=None if aspects is None else aspects[i])
+            ]
             assert tuple(tuple(v.shape[2:]) for v in views) == shapes[i]
             total = sum(model(v) + model(torch.flip(v, dims=[-1])) for v in views)
             expected.append(F.normalize(total, dim=-1)[0].numpy())
@@ -423,7 +500,8 @@ def test_keep_aspect_batches_by_shape_keep_ids_and_equal_one_image_per_forward(t
     assert len(partial) == len(set(partial))  # at most one partial batch per shape
     # the batch size sets the bucketed shapes, so it is part of the cache key then (and only then)
     assert (_fingerprint(extractor, records, False, 4) != _fingerprint(extractor, records, False, 3)) == (
-        aspect_step is not None)
+        aspect_step is not None
+    )
     if aspect_step is None:
         assert len(set(shapes)) == 8
     else:  # 9 landscape, 4 portrait images in batches of 4: 4 batches, the last of each orientation partial

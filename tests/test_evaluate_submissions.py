@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from isc.formats import (
+from isc_research.formats import (
     DescriptorSubmission,
     FormatError,
     read_descriptor_submission,
@@ -16,7 +16,7 @@ from isc.formats import (
     write_descriptor_submission,
     write_predictions,
 )
-from isc.metric import Predictions
+from isc_research.metric import Predictions
 
 QIDS = np.array(["Q00000", "Q00001", "Q00002"])
 RIDS = np.array(["R000000", "R000001", "R000002", "R000003"])
@@ -24,8 +24,9 @@ RIDS = np.array(["R000000", "R000001", "R000002", "R000003"])
 
 def submission(dim: int = 8) -> DescriptorSubmission:
     rng = np.random.default_rng(0)
-    return DescriptorSubmission(QIDS, rng.normal(size=(3, dim)).astype(np.float32),
-                                RIDS, rng.normal(size=(4, dim)).astype(np.float32))
+    return DescriptorSubmission(
+        QIDS, rng.normal(size=(3, dim)).astype(np.float32), RIDS, rng.normal(size=(4, dim)).astype(np.float32)
+    )
 
 
 def raw_h5(path: Path, sub: DescriptorSubmission) -> Path:
@@ -67,12 +68,21 @@ def _inf(sub):
         (lambda: submission(257), {}, ("257 dimensions", "maximum 256")),
         (lambda: _nan(submission()), {}, ("'query'", "NaN or inf", "row 1")),
         (lambda: _inf(submission()), {}, ("'reference'", "NaN or inf", "row 2")),
-        (lambda: _with(submission(), query_ids=np.array(["Q00000", "Q00000", "Q00002"])), {},
-         ("query_ids contains duplicates", "Q00000")),
-        (lambda: _with(submission(), reference_ids=np.array(["R000000", "R000001", "R000002", "R999999"])),
-         {"known_reference_ids": RIDS}, ("reference_ids has 1 id(s) that are not in the dataset", "R999999")),
-        (lambda: _with(submission(), query_ids=np.array(["Q00000", "Q00001", "Q77777"])),
-         {"known_query_ids": QIDS}, ("query_ids has 1 id(s)", "Q77777")),
+        (
+            lambda: _with(submission(), query_ids=np.array(["Q00000", "Q00000", "Q00002"])),
+            {},
+            ("query_ids contains duplicates", "Q00000"),
+        ),
+        (
+            lambda: _with(submission(), reference_ids=np.array(["R000000", "R000001", "R000002", "R999999"])),
+            {"known_reference_ids": RIDS},
+            ("reference_ids has 1 id(s) that are not in the dataset", "R999999"),
+        ),
+        (
+            lambda: _with(submission(), query_ids=np.array(["Q00000", "Q00001", "Q77777"])),
+            {"known_query_ids": QIDS},
+            ("query_ids has 1 id(s)", "Q77777"),
+        ),
     ],
 )
 def test_descriptor_submission_errors_on_write_and_read(tmp_path, make, known, words):
@@ -100,16 +110,18 @@ def test_matching_submission_round_trip_and_errors(tmp_path):
     np.testing.assert_allclose(back.scores, np.round(preds.scores, 6))
     assert back.query_ids.tolist() == preds.query_ids.tolist()
 
-    extra = Predictions(np.r_[preds.query_ids, ["Q00009"]], np.r_[preds.reference_ids, ["R000000"]],
-                        np.r_[preds.scores, [0.5]])
+    extra = Predictions(
+        np.r_[preds.query_ids, ["Q00009"]], np.r_[preds.reference_ids, ["R000000"]], np.r_[preds.scores, [0.5]]
+    )
     with pytest.raises(FormatError, match="query_ids has 1 id.*'Q00009'"):
         write_predictions(tmp_path / "x.csv", extra, known_query_ids=QIDS)
     write_predictions(tmp_path / "x.csv", extra)
     with pytest.raises(FormatError, match=r"x.csv: query_ids has 1 id.*'Q00009'"):
         read_predictions(tmp_path / "x.csv", known_query_ids=QIDS)
 
-    dup = Predictions(np.r_[preds.query_ids, ["Q00000"]], np.r_[preds.reference_ids, ["R000001"]],
-                      np.r_[preds.scores, [0.1]])
+    dup = Predictions(
+        np.r_[preds.query_ids, ["Q00000"]], np.r_[preds.reference_ids, ["R000001"]], np.r_[preds.scores, [0.1]]
+    )
     with pytest.raises(FormatError, match="duplicates"):
         write_predictions(tmp_path / "d.csv", dup)
     (tmp_path / "d.csv").write_text("query_id,reference_id,score\nQ1,R1,0.5\nQ1,R1,0.4\n")
@@ -119,8 +131,7 @@ def test_matching_submission_round_trip_and_errors(tmp_path):
 
 def test_matching_submission_row_limit_on_write(tmp_path):
     """(Reading a 500,001-row file is covered in test_formats.)"""
-    many = Predictions(np.array([f"Q{i:06d}" for i in range(500_001)]), np.full(500_001, "R000000"),
-                       np.zeros(500_001))
+    many = Predictions(np.array([f"Q{i:06d}" for i in range(500_001)]), np.full(500_001, "R000000"), np.zeros(500_001))
     with pytest.raises(FormatError, match="more than 500000 prediction rows"):
         write_predictions(tmp_path / "big.csv", many)
     assert not (tmp_path / "big.csv").exists()

@@ -18,17 +18,19 @@ from tests.conftest import import_extra
 import_extra("onnxruntime", "export")
 import_extra("onnx", "export")
 
-from isc.cli.export import main  # noqa: E402
-from isc.checkpoints import load_checkpoint  # noqa: E402
-from isc.export import load_onnx, load_torchscript, onnx_descriptors  # noqa: E402
-from isc.extract import EvalTransform, ModelExtractor  # noqa: E402
-from isc.model import DescriptorModel  # noqa: E402
+from isc_research.cli.export import main  # noqa: E402
+from isc_research.checkpoints import load_checkpoint  # noqa: E402
+from isc_research.export import load_onnx, load_torchscript, onnx_descriptors  # noqa: E402
+from isc_research.extract import EvalTransform, ModelExtractor  # noqa: E402
+from isc_research.model import DescriptorModel  # noqa: E402
 
 TINY = {"backbone": "test_resnet", "embedding_dim": 32, "gem_p": 3.0}
 VARIANTS = {
     "test_resnet": (TINY, 48),
     "test_resnet_bn_neck_grey_gem_eval_p": (
-        {**TINY, "neck": "linear_bn", "grayscale_input": True, "gem_eval_p": 4.0}, 40),
+        {**TINY, "neck": "linear_bn", "grayscale_input": True, "gem_eval_p": 4.0},
+        40,
+    ),
     "mobilenetv3_small_050": ({"backbone": "mobilenetv3_small_050", "embedding_dim": 64, "gem_p": 3.0}, 64),
 }
 
@@ -43,8 +45,13 @@ def save_checkpoint(path: Path, model_args: dict, eval_size: int) -> Path:
         bn = model.projection[1]
         bn.running_mean.uniform_(-0.5, 0.5)
         bn.running_var.uniform_(0.5, 2.0)
-    torch.save({"hyper_parameters": {"model": model_args, "config": {"data": {"eval_size": eval_size}}},
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    torch.save(
+        {
+            "hyper_parameters": {"model": model_args, "config": {"data": {"eval_size": eval_size}}},
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        },
+        path,
+    )
     return path
 
 
@@ -70,9 +77,12 @@ def test_exports_give_the_checkpoint_descriptors(variant, tmp_path, capsys):
     assert (got_script - expected).abs().max() < 1e-5
     assert (got_onnx - expected).abs().max() < 1e-5
     assert torch.allclose(got_onnx.norm(dim=1), torch.ones(5, dtype=torch.float64), atol=1e-5)
-    for meta in (script_meta, onnx_meta,
-                 json.loads((tmp_path / "out" / "m.onnx.json").read_text()),
-                 json.loads((tmp_path / "out" / "m.torchscript.pt.json").read_text())):
+    for meta in (
+        script_meta,
+        onnx_meta,
+        json.loads((tmp_path / "out" / "m.onnx.json").read_text()),
+        json.loads((tmp_path / "out" / "m.torchscript.pt.json").read_text()),
+    ):
         assert meta["input"]["shape"] == ["batch", 3, size, size]
         assert meta["input"]["mean"] == [0.485, 0.456, 0.406] and meta["input"]["std"] == [0.229, 0.224, 0.225]
         assert meta["output"]["shape"] == ["batch", model_args["embedding_dim"]] and meta["output"]["l2_normalised"]
@@ -118,13 +128,32 @@ def test_refuses_to_overwrite_and_names_bad_input(tmp_path, capsys):
     capsys.readouterr()
     assert main([str(ckpt), "--out", str(tmp_path / "o"), "--format", "torchscript"]) == 2
     assert "already exist" in capsys.readouterr().err and (tmp_path / "o" / "m.torchscript.pt").read_bytes() == before
-    assert main([str(ckpt), "--out", str(tmp_path / "o"), "--format", "torchscript", "--overwrite", "--name", "x",
-                 "--size", "32"]) == 0
+    assert (
+        main(
+            [
+                str(ckpt),
+                "--out",
+                str(tmp_path / "o"),
+                "--format",
+                "torchscript",
+                "--overwrite",
+                "--name",
+                "x",
+                "--size",
+                "32",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "o" / "export.json").read_text())["size"] == 32
     assert main([str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    torch.save({"hyper_parameters": {"model": TINY, "config": {}},
-                "state_dict": {f"model.{k}": v for k, v in DescriptorModel(**TINY).state_dict().items()}},
-               tmp_path / "nosize.ckpt")
+    torch.save(
+        {
+            "hyper_parameters": {"model": TINY, "config": {}},
+            "state_dict": {f"model.{k}": v for k, v in DescriptorModel(**TINY).state_dict().items()},
+        },
+        tmp_path / "nosize.ckpt",
+    )
     assert main([str(tmp_path / "nosize.ckpt"), "--out", str(tmp_path / "o2")]) == 2
     assert "--size" in capsys.readouterr().err

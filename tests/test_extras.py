@@ -1,4 +1,5 @@
-"""Optional tools are pyproject extras (isc/extras.py): the table matches pyproject.toml, and each feature whose
+"""Optional tools are pyproject extras (isc_research/extras.py): the table matches pyproject.toml, and each feature
+whose
 tool is missing stops with the extra to install (a missing tool is simulated); the tests' CI=1 guard."""
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from isc import extras
-from isc.config import config_dir
-from isc.extras import EXTRAS, MissingExtra, check_hydra_plugins, require
+from isc_research import extras
+from isc_research.config import config_dir
+from isc_research.extras import EXTRAS, MissingExtra, check_hydra_plugins, require
 from tests.conftest import compose_config, import_extra
 
 PYPROJECT = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
@@ -25,7 +26,7 @@ def _name(requirement: str) -> str:
 
 
 def hide(monkeypatch, *modules: str) -> None:
-    """Make isc.extras see `modules` as not installed."""
+    """Make isc_research.extras see `modules` as not installed."""
     installed = extras._installed
     monkeypatch.setattr(extras, "_installed", lambda module: module not in modules and installed(module))
 
@@ -33,7 +34,7 @@ def hide(monkeypatch, *modules: str) -> None:
 def test_each_extra_installs_the_module_it_is_named_for():
     providers = importlib.metadata.packages_distributions()
     for module, extra in EXTRAS.items():
-        assert extra in OPTIONAL, f"isc/extras.py names the extra {extra!r}, which pyproject.toml lacks"
+        assert extra in OPTIONAL, f"isc_research/extras.py names the extra {extra!r}, which pyproject.toml lacks"
         distributions = {d.lower().replace("_", "-") for d in providers.get(module.split(".")[0], [])}
         if module.startswith("hydra_plugins."):  # a namespace package shared by the plugins: match the plugin
             distributions = {d for d in distributions if d.replace("-", "_").endswith(module.split(".")[1])}
@@ -47,7 +48,7 @@ def test_each_extra_installs_the_module_it_is_named_for():
 def test_require_names_the_extra(monkeypatch):
     require("pdqhash", "baseline=pdq")  # installed here: nothing happens
     hide(monkeypatch, "pdqhash", "imagehash", "onnx")
-    from isc.baselines import PDQ, PHash
+    from isc_research.baselines import PDQ, PHash
 
     with pytest.raises(MissingExtra, match=r"baseline=pdq needs .*pip install 'isc-research\[hashes\]'"):
         PDQ()
@@ -56,7 +57,7 @@ def test_require_names_the_extra(monkeypatch):
 
 
 def test_export_stops_before_writing_without_onnx(monkeypatch, tmp_path, capsys):
-    from isc.cli.export import main
+    from isc_research.cli.export import main
 
     hide(monkeypatch, "onnx")
     assert main([str(tmp_path / "m.ckpt"), "--out", str(tmp_path / "o"), "--format", "torchscript", "onnx"]) == 2
@@ -64,11 +65,12 @@ def test_export_stops_before_writing_without_onnx(monkeypatch, tmp_path, capsys)
 
 
 def test_a_logger_without_its_package_names_the_extra(monkeypatch, tmp_path):
-    from isc.train import build_trainer
+    from isc_research.train import build_trainer
 
     hide(monkeypatch, "wandb")
-    cfg = compose_config("train", ["logger=wandb", "debug=smoke", f"paths.output_dir={tmp_path}",
-                                   f"paths.data_dir={tmp_path}"])
+    cfg = compose_config(
+        "train", ["logger=wandb", "debug=smoke", f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path}"]
+    )
     with pytest.raises(MissingExtra, match=r"logger=wandb .*isc-research\[wandb\]"):
         build_trainer(cfg, tmp_path)
 
@@ -76,15 +78,19 @@ def test_a_logger_without_its_package_names_the_extra(monkeypatch, tmp_path):
 def test_hydra_plugin_choices_are_checked_before_hydra_composes(monkeypatch, capsys):
     check_hydra_plugins(["hparams_search=uap_optuna", "hydra/launcher=slurm"], config_dir())  # installed here
     hide(monkeypatch, "hydra_plugins.hydra_optuna_sweeper", "hydra_plugins.hydra_submitit_launcher")
-    check_hydra_plugins(["optimizer.lr=0.1", "hparams_search=null", "logger=csv", "~callbacks.lr_monitor"], config_dir())
+    check_hydra_plugins(
+        ["optimizer.lr=0.1", "hparams_search=null", "logger=csv", "~callbacks.lr_monitor"], config_dir()
+    )
     with pytest.raises(MissingExtra, match=r"`hparams_search=uap_optuna` .*isc-research\[sweep\]"):
-        check_hydra_plugins(["debug=smoke", "hparams_search=uap_optuna"], config_dir())  # its file overrides /hydra/sweeper
+        check_hydra_plugins(
+            ["debug=smoke", "hparams_search=uap_optuna"], config_dir()
+        )  # its file overrides /hydra/sweeper
     with pytest.raises(MissingExtra, match=r"isc-research\[sweep\]"):
         check_hydra_plugins(["hydra/sweeper=optuna"], config_dir())
     with pytest.raises(MissingExtra, match=r"`hydra/launcher=slurm` .*isc-research\[slurm\]"):
         check_hydra_plugins(["-m", "hydra/launcher=slurm"], config_dir())
 
-    from isc.cli.train import main
+    from isc_research.cli.train import main
 
     monkeypatch.setattr(sys, "argv", ["isc-train", "hparams_search=uap_optuna"])
     with pytest.raises(SystemExit) as stop:

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from isc.formats import (
+from isc_research.formats import (
     DescriptorSubmission,
     FormatError,
     read_descriptor_submission,
@@ -20,7 +20,7 @@ from isc.formats import (
     write_ground_truth,
     write_predictions,
 )
-from isc.metric import GroundTruth, Predictions
+from isc_research.metric import GroundTruth, Predictions
 from tests.call_count import python_calls
 
 GT_HEADER = "query_id,reference_id\n"

@@ -1,4 +1,4 @@
-"""isc.images: every odd image flavour loads as 8-bit RGB; every broken file raises ImageLoadError."""
+"""isc_research.images: every odd image flavour loads as 8-bit RGB; every broken file raises ImageLoadError."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from isc.images import ImageLoadError, image_size, load_image, to_rgb
+from isc_research.images import ImageLoadError, image_size, load_image, to_rgb
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 
@@ -36,8 +36,9 @@ def _close(px, colour, tol: int = 24) -> bool:
     return bool(np.all(np.abs(np.asarray(px, int) - np.asarray(colour)) <= tol))
 
 
-@pytest.mark.parametrize("fmt,ext", [("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp"),
-                                     ("TIFF", "tif")])
+@pytest.mark.parametrize(
+    "fmt,ext", [("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp"), ("TIFF", "tif")]
+)
 def test_common_formats_load_as_rgb(tmp_path, fmt, ext):
     path = tmp_path / f"img.{ext}"
     _two_colour().save(path, fmt)
@@ -138,8 +139,13 @@ def test_broken_files_raise_with_file_name(tmp_path, case):
         load_image(path)
     msg = str(info.value)
     assert path.name in msg and info.value.path == str(path)
-    assert {"empty": "empty", "truncated": "truncated", "random": "recognised", "missing": "does not exist",
-            "directory": "not a regular file"}[case] in msg
+    assert {
+        "empty": "empty",
+        "truncated": "truncated",
+        "random": "recognised",
+        "missing": "does not exist",
+        "directory": "not a regular file",
+    }[case] in msg
     assert isinstance(info.value, ValueError)
 
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from isc.callbacks import ModelAcceleration
-from isc.callbacks.figures import HardPair, hardest_pairs, hardest_pairs_image, pr_curve_image
-from isc.metric import GroundTruth, Predictions, evaluate
-from isc.module import CopyDetectionModule
-from isc.train import train
+from isc_research.callbacks import ModelAcceleration
+from isc_research.callbacks.figures import HardPair, hardest_pairs, hardest_pairs_image, pr_curve_image
+from isc_research.metric import GroundTruth, Predictions, evaluate
+from isc_research.module import CopyDetectionModule
+from isc_research.train import train
 
 
 @pytest.mark.slow
@@ -37,8 +37,11 @@ def test_every_logger_gets_metrics_config_and_figures(smoke_cfg, monkeypatch):
     assert list(wandb_run.glob("*.wandb"))
     # named by epoch, as the checkpoints: before training, and after epoch 0 (the run's only epoch)
     assert sorted(p.name for p in (run / "figures").iterdir()) == [
-        "val_hardest_pairs_epoch000.png", "val_hardest_pairs_init.png", "val_pr_curve_epoch000.png",
-        "val_pr_curve_init.png"]
+        "val_hardest_pairs_epoch000.png",
+        "val_hardest_pairs_init.png",
+        "val_pr_curve_epoch000.png",
+        "val_pr_curve_init.png",
+    ]
 
 
 def test_pr_curve_and_hardest_pairs_images(tmp_path):
@@ -46,15 +49,26 @@ def test_pr_curve_and_hardest_pairs_images(tmp_path):
 
     gt = GroundTruth.from_pairs(["q1", "q2", "q3", "q4"], {"q1": "r1", "q2": "r2", "q4": "r1"})
     # −squared L2 scores, as the in-loop evaluation's: similarity = 1 + score / 2
-    predictions = Predictions.from_rows([("q1", "r1", -0.1), ("q3", "r2", -0.2), ("q2", "r1", -0.3),
-                                         ("q2", "r2", -0.5), ("q1", "r2", -1.0)])
+    predictions = Predictions.from_rows(
+        [("q1", "r1", -0.1), ("q3", "r2", -0.2), ("q2", "r1", -0.3), ("q2", "r2", -0.5), ("q1", "r2", -1.0)]
+    )
     pairs = hardest_pairs(gt, predictions, n=4)
     # the 2 most confident false positives (pooled rank), then the missed matches: q4's absent pair first,
     # then q2's true pair (outranked by r1 in its query)
-    assert pairs == [HardPair("false positive", "q3", "r2", 0.9, 2), HardPair("false positive", "q2", "r1", 0.85, 3),
-                     HardPair("missed", "q4", "r1", None, None), HardPair("missed", "q2", "r2", 0.75, 2)]
-    colours = {"q1": (255, 0, 0), "q2": (0, 255, 0), "q3": (0, 0, 255), "q4": (9, 9, 9), "r1": (255, 255, 0),
-               "r2": (0, 255, 255)}
+    assert pairs == [
+        HardPair("false positive", "q3", "r2", 0.9, 2),
+        HardPair("false positive", "q2", "r1", 0.85, 3),
+        HardPair("missed", "q4", "r1", None, None),
+        HardPair("missed", "q2", "r2", 0.75, 2),
+    ]
+    colours = {
+        "q1": (255, 0, 0),
+        "q2": (0, 255, 0),
+        "q3": (0, 0, 255),
+        "q4": (9, 9, 9),
+        "r1": (255, 255, 0),
+        "r2": (0, 255, 255),
+    }
     paths = {}
     for name, colour in colours.items():
         paths[name] = tmp_path / f"{name}.png"
@@ -64,7 +78,7 @@ def test_pr_curve_and_hardest_pairs_images(tmp_path):
     # framed red for a false positive, orange for a miss; query left, reference middle, caption text right
     assert [tuple(strip[24 * i, 0]) for i in range(4)] == [(210, 40, 40)] * 2 + [(230, 140, 20)] * 2
     assert tuple(strip[4 + 8, 4 + 8]) == colours["q3"] and tuple(strip[24 + 12, 20 + 8]) == colours["r1"]
-    caption = strip[4:20, 2 * 16 + 12:]
+    caption = strip[4:20, 2 * 16 + 12 :]
     assert (caption < 100).any() and (caption == 255).mean() > 0.5  # dark text on white
     import matplotlib
 
@@ -79,8 +93,9 @@ def test_pr_curve_and_hardest_pairs_images(tmp_path):
 
 
 def test_gpu_speed_settings_keep_checkpoint_keys():
-    module = CopyDetectionModule({"backbone": "test_resnet", "embedding_dim": 8}, torch.nn.Identity(),
-                                 optimizer=torch.optim.SGD)
+    module = CopyDetectionModule(
+        {"backbone": "test_resnet", "embedding_dim": 8}, torch.nn.Identity(), optimizer=torch.optim.SGD
+    )
     keys = list(module.state_dict())
     ModelAcceleration(channels_last=True, compile={"dynamic": False}).setup(None, module, "fit")
     conv = next(m for m in module.model.modules() if isinstance(m, torch.nn.Conv2d))

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from isc.losses import NTXentLoss
+from isc_research.losses import NTXentLoss
 
 
 def naive_ntxent(z: torch.Tensor, labels: list[int], tau: float) -> float:

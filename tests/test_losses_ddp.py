@@ -14,8 +14,14 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from isc.losses import (ArcFaceLoss, BarlowTwinsLoss, ContrastiveXBMLoss, InfoNCEEntropyLoss, NTXentLoss,
-                        VisionForceLoss)
+from isc_research.losses import (
+    ArcFaceLoss,
+    BarlowTwinsLoss,
+    ContrastiveXBMLoss,
+    InfoNCEEntropyLoss,
+    NTXentLoss,
+    VisionForceLoss,
+)
 
 IN_DIM, DIM, IMAGES, STEPS = 12, 8, 6, 3
 
@@ -35,8 +41,16 @@ def make_loss(name: str) -> nn.Module:
     }[name]().double()
 
 
-CASES = ["ntxent", "infonce_entropy", "contrastive_xbm", "contrastive_xbm_delayed", "arcface", "barlow_twins",
-         "visionforce", "ntxent_mixup"]
+CASES = [
+    "ntxent",
+    "infonce_entropy",
+    "contrastive_xbm",
+    "contrastive_xbm_delayed",
+    "arcface",
+    "barlow_twins",
+    "visionforce",
+    "ntxent_mixup",
+]
 
 
 class Model(nn.Module):
@@ -80,8 +94,12 @@ def run(case: str, rank: int = 0, world: int = 1) -> list[dict]:
         out = model(x[part], labels[part])
         out["loss"].backward()
         core = model.module if world > 1 else model
-        records.append({"loss": out["loss"].item(),
-                        "grads": {k: p.grad.clone() for k, p in core.named_parameters() if p.grad is not None}})
+        records.append(
+            {
+                "loss": out["loss"].item(),
+                "grads": {k: p.grad.clone() for k, p in core.named_parameters() if p.grad is not None},
+            }
+        )
         optimizer.step()
     core = model.module if world > 1 else model
     records.append({"state": {k: v.clone() for k, v in core.state_dict().items()}})
@@ -120,8 +138,14 @@ def test_two_processes_match_one_process_on_the_global_batch(case, ddp_results):
             assert got[step]["loss"] == pytest.approx(reference[step]["loss"], rel=1e-9, abs=1e-12), (rank, step)
             assert got[step]["grads"].keys() == reference[step]["grads"].keys()
             for name, grad in reference[step]["grads"].items():
-                torch.testing.assert_close(got[step]["grads"][name], grad, rtol=1e-8, atol=1e-12,
-                                           msg=f"{case} rank {rank} step {step}: gradient of {name}")
+                torch.testing.assert_close(
+                    got[step]["grads"][name],
+                    grad,
+                    rtol=1e-8,
+                    atol=1e-12,
+                    msg=f"{case} rank {rank} step {step}: gradient of {name}",
+                )
         for name, value in reference[-1]["state"].items():  # parameters after 3 updates, memory bank, pointers
-            torch.testing.assert_close(got[-1]["state"][name], value, rtol=1e-8, atol=1e-12,
-                                       msg=f"{case} rank {rank}: state {name}")
+            torch.testing.assert_close(
+                got[-1]["state"][name], value, rtol=1e-8, atol=1e-12, msg=f"{case} rank {rank}: state {name}"
+            )

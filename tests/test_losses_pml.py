@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from isc.losses import ContrastiveXBMLoss
+from isc_research.losses import ContrastiveXBMLoss
 from tests.conftest import import_extra
 
 pml_losses = import_extra("pytorch_metric_learning.losses", "dev")
@@ -18,8 +18,10 @@ def test_matches_pml_cross_batch_memory(pos_margin, neg_margin):
     dim, memory_size = 8, 40
     ours = ContrastiveXBMLoss(dim, pos_margin=pos_margin, neg_margin=neg_margin, memory_size=memory_size).double()
     theirs = pml_losses.CrossBatchMemory(
-        pml_losses.ContrastiveLoss(pos_margin=pos_margin, neg_margin=neg_margin), embedding_size=dim,
-        memory_size=memory_size)
+        pml_losses.ContrastiveLoss(pos_margin=pos_margin, neg_margin=neg_margin),
+        embedding_size=dim,
+        memory_size=memory_size,
+    )
     generator = torch.Generator().manual_seed(0)
     for step in range(6):  # 16 embeddings a step: the memory wraps in step 3
         raw = torch.randn(16, dim, generator=generator, dtype=torch.float64)

@@ -9,10 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from isc.losses import (ArcFaceLoss, BarlowTwinsLoss, ContrastiveXBMLoss, InfoNCEEntropyLoss, NTXentLoss,
-                        VisionForceLoss, positive_mask)
-from isc.losses.labels import single_labels
-from isc.losses.visionforce import batch_hard_soft_margin_triplet, soft_cross_entropy
+from isc_research.losses import (
+    ArcFaceLoss,
+    BarlowTwinsLoss,
+    ContrastiveXBMLoss,
+    InfoNCEEntropyLoss,
+    NTXentLoss,
+    VisionForceLoss,
+    positive_mask,
+)
+from isc_research.losses.labels import single_labels
+from isc_research.losses.visionforce import batch_hard_soft_margin_triplet, soft_cross_entropy
 
 
 def shares(a, b) -> bool:
@@ -34,12 +41,17 @@ def distance(u, v) -> float:
 
 # ---------------------------------------------------------------- labels
 
+
 def test_positive_mask_shares_any_label_and_ignores_padding():
     labels = torch.tensor([[0, -1], [1, 0], [2, -1], [-1, 2], [3, 1]])
     rows = labels.tolist()
     expected = [[shares(a, b) for b in rows] for a in rows]
     assert positive_mask(labels).tolist() == expected
-    assert positive_mask(torch.tensor([5, 6, 5])).tolist() == [[True, False, True], [False, True, False], [True, False, True]]
+    assert positive_mask(torch.tensor([5, 6, 5])).tolist() == [
+        [True, False, True],
+        [False, True, False],
+        [True, False, True],
+    ]
 
 
 def test_labels_are_validated():
@@ -53,6 +65,7 @@ def test_labels_are_validated():
 
 
 # ---------------------------------------------------------------- InfoNCE family
+
 
 def naive_infonce(z, labels, tau):
     n, rows = len(labels), []
@@ -93,6 +106,7 @@ def test_ntxent_and_infonce_entropy_match_naive_loops(labels):
 
 
 # ---------------------------------------------------------------- contrastive + memory
+
 
 def avg_nonzero(values):
     nonzero = [v for v in values if v > 0]
@@ -194,6 +208,7 @@ def test_contrastive_gradient_is_finite_for_identical_views():
 
 # ---------------------------------------------------------------- ArcFace
 
+
 def naive_arcface(z, labels, weights, s, m):
     total = 0.0
     for i, y in enumerate(labels):
@@ -232,6 +247,7 @@ def test_arcface_active_classes_and_set_classes():
 
 # ---------------------------------------------------------------- Barlow Twins
 
+
 def naive_barlow(a, b, lam):
     n, d = len(a), len(a[0])
 
@@ -246,7 +262,9 @@ def naive_barlow(a, b, lam):
 
     sa, sb = standardise(a), standardise(b)
     c = [[sum(sa[i][k] * sb[j][k] for k in range(n)) / n for j in range(d)] for i in range(d)]
-    return sum((1 - c[i][i]) ** 2 for i in range(d)) + lam * sum(c[i][j] ** 2 for i in range(d) for j in range(d) if i != j)
+    return sum((1 - c[i][i]) ** 2 for i in range(d)) + lam * sum(
+        c[i][j] ** 2 for i in range(d) for j in range(d) if i != j
+    )
 
 
 def test_barlow_twins_matches_naive_loop_and_pairs_views_by_label():
@@ -263,6 +281,7 @@ def test_barlow_twins_matches_naive_loop_and_pairs_views_by_label():
 
 
 # ---------------------------------------------------------------- VisionForce
+
 
 def test_visionforce_terms_match_naive_loops():
     z, labels = unit(8, 5, seed=8), [0, 0, 1, 1, 2, 2, 3, 3]
@@ -299,6 +318,7 @@ def test_visionforce_descriptor_classifier_can_fit_unit_descriptors():
     """The descriptor is L2-normalised; unscaled, its linear classifier starts with logits within ±0.6 and
     barely learns (the bug that kept ce_descriptor at log(1500) on the mini-DISC). 32 images × 2 noisy
     views, only the loss's parameters train, 50 SGD steps."""
+
     def fitted_ce(scale):
         torch.manual_seed(0)
         z = F.normalize(torch.randn(32, 128), dim=1).repeat_interleave(2, 0)

@@ -9,19 +9,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from isc.callbacks import ArcFaceDrip
-from isc.cli.export_backbone import export_backbone
-from isc.data.sampling import ClassStage, EpochSampler
-from isc.losses import ArcFaceLoss, BarlowTwinsLoss
-from isc.losses.build import build_loss
-from isc.model import DescriptorModel
-from isc.module import CopyDetectionModule, training_inputs
-from isc.optim import parameter_groups
-from isc.train import build_datamodule, build_module, train
+from isc_research.callbacks import ArcFaceDrip
+from isc_research.cli.export_backbone import export_backbone
+from isc_research.data.sampling import ClassStage, EpochSampler
+from isc_research.losses import ArcFaceLoss, BarlowTwinsLoss
+from isc_research.losses.build import build_loss
+from isc_research.model import DescriptorModel
+from isc_research.module import CopyDetectionModule, training_inputs
+from isc_research.optim import parameter_groups
+from isc_research.train import build_datamodule, build_module, train
 
 # training only: no µAP evaluation (last.ckpt is still written after every epoch)
-NO_EVAL = ("validate_before_training=false", "callbacks.retrieval_evaluation=null", "callbacks.model_checkpoint=null",
-           "trainer.limit_val_batches=0")
+NO_EVAL = (
+    "validate_before_training=false",
+    "callbacks.retrieval_evaluation=null",
+    "callbacks.model_checkpoint=null",
+    "trainer.limit_val_batches=0",
+)
 FAST = (*NO_EVAL, "trainer.max_epochs=1")
 
 
@@ -39,9 +43,17 @@ def test_memory_bank_survives_checkpoint_and_resume(smoke_cfg):
     assert int(first["loss.iteration"]) == steps and int(first["loss.filled"]) == steps * 16
     assert int(first["loss.pointer"]) == steps * 16 and first["loss.memory"][: steps * 16].norm(dim=1).min() > 0.99
 
-    longer = run.parent / "longer"  # a finished run is continued in a new folder (isc.runs)
-    train(smoke_cfg("loss=contrastive_xbm", "loss.memory_size=500", *NO_EVAL, "trainer.max_epochs=2",
-                    f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"paths.output_dir={longer}"))
+    longer = run.parent / "longer"  # a finished run is continued in a new folder (isc_research.runs)
+    train(
+        smoke_cfg(
+            "loss=contrastive_xbm",
+            "loss.memory_size=500",
+            *NO_EVAL,
+            "trainer.max_epochs=2",
+            f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+            f"paths.output_dir={longer}",
+        )
+    )
     second = checkpoint_state(longer)
     assert int(second["loss.iteration"]) == 2 * steps and int(second["loss.filled"]) == 2 * steps * 16
     # the resumed run appended after the restored rows instead of refilling from slot 0
@@ -50,8 +62,9 @@ def test_memory_bank_survives_checkpoint_and_resume(smoke_cfg):
 
 
 def test_memory_start_as_a_fraction_is_fixed_from_the_run_length(smoke_cfg):
-    cfg = smoke_cfg("loss=contrastive_xbm", "loss.memory_size=500", "loss.start_iteration=0.75", *NO_EVAL,
-                    "trainer.max_epochs=2")
+    cfg = smoke_cfg(
+        "loss=contrastive_xbm", "loss.memory_size=500", "loss.start_iteration=0.75", *NO_EVAL, "trainer.max_epochs=2"
+    )
     train(cfg)
     state = checkpoint_state(Path(cfg.paths.output_dir))
     steps = 2 * (48 // 8)  # 12 batches; the memory joins after round(0.75 × 12) = 9 of them
@@ -79,8 +92,12 @@ def test_drip_initialises_class_weights_from_image_embeddings(smoke_cfg):
     running = {k: v.clone() for k, v in module.model.state_dict().items() if "running" in k or "num_batches" in k}
     assert running, "the test backbone must have BatchNorm layers"
     centres = drip.class_centres(datamodule, module, datamodule.data.training[3:7])
-    images = torch.stack([datamodule.plain_transform(__import__("PIL.Image").Image.open(r.path).convert("RGB"))
-                          for r in datamodule.data.training[3:7]])
+    images = torch.stack(
+        [
+            datamodule.plain_transform(__import__("PIL.Image").Image.open(r.path).convert("RGB"))
+            for r in datamodule.data.training[3:7]
+        ]
+    )
     # BatchNorm on batch statistics, as the training step that the centres must match (not the running ones,
     # which at a fresh run's stage 0 are still the initial (0, 1)); the running statistics stay untouched
     for key, value in module.model.state_dict().items():

@@ -11,15 +11,15 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from isc.cli.score import main as score_main
-from isc.data.disc import load_disc
-from isc.formats import FormatError, read_ground_truth, read_predictions, write_predictions
-from isc.match.candidates import view_candidates
-from isc.match.pipeline import match
-from isc.match.views import ViewDescriptors, embed_views
-from isc.extract import EvalTransform, ModelExtractor
-from isc.metric import Predictions
-from isc.model import DescriptorModel
+from isc_research.cli.score import main as score_main
+from isc_research.data.disc import load_disc
+from isc_research.formats import FormatError, read_ground_truth, read_predictions, write_predictions
+from isc_research.match.candidates import view_candidates
+from isc_research.match.pipeline import match
+from isc_research.match.views import ViewDescriptors, embed_views
+from isc_research.extract import EvalTransform, ModelExtractor
+from isc_research.metric import Predictions
+from isc_research.model import DescriptorModel
 from tests.conftest import compose_config
 from tests.test_evaluate import MODEL_ARGS, SMOKE_DATASET, save_checkpoint
 
@@ -59,16 +59,30 @@ def run(tmp_path, data_dir):
     ckpt = save_checkpoint(tmp_path / "a.ckpt")
 
     def make(*overrides: str):
-        return compose_config("match", [f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path / 'out'}",
-                                        "torch_threads=1", f"ckpt_path={ckpt}", *SMOKE_DATASET, *overrides])
+        return compose_config(
+            "match",
+            [
+                f"paths.data_dir={data_dir}",
+                f"paths.output_dir={tmp_path / 'out'}",
+                "torch_threads=1",
+                f"ckpt_path={ckpt}",
+                *SMOKE_DATASET,
+                *overrides,
+            ],
+        )
 
     return make
 
 
 @pytest.mark.slow
 def test_match_end_to_end_with_sift_and_crops(run, tmp_path, capsys):
-    cfg = run("query_crops=grid", "query_crops@reference_crops=center", "verify.views=both", "fusion.pairs=top2_mean",
-              "results_per_query=null")
+    cfg = run(
+        "query_crops=grid",
+        "query_crops@reference_crops=center",
+        "verify.views=both",
+        "fusion.pairs=top2_mean",
+        "results_per_query=null",
+    )
     m = match(cfg)
     assert "candidates_uAP" in m
     assert m["verification"]["verifier"] == "sift-inliers-homography"
@@ -78,8 +92,11 @@ def test_match_end_to_end_with_sift_and_crops(run, tmp_path, capsys):
     out = tmp_path / "out"
     assert json.loads((out / "metrics.json").read_text())["uAP"] == m["uAP"]
     data = load_disc(cfg.dataset)
-    preds = read_predictions(out / "predictions.csv", known_query_ids=[r.id for r in data.queries],
-                             known_reference_ids=[r.id for r in data.references])
+    preds = read_predictions(
+        out / "predictions.csv",
+        known_query_ids=[r.id for r in data.queries],
+        known_reference_ids=[r.id for r in data.references],
+    )
     assert len(preds) == m["candidates"]["pairs"] and (np.diff(preds.scores) <= 0).all()
     # every candidate pair is in the file (results_per_query=null): the candidate recall is its share of the truth
     gt = read_ground_truth(data.root / "ground_truth.csv")
@@ -89,21 +106,34 @@ def test_match_end_to_end_with_sift_and_crops(run, tmp_path, capsys):
     assert score_main(["--gt", str(data.root / "ground_truth.csv"), "--predictions", str(out / "predictions.csv")]) == 0
     assert json.loads(capsys.readouterr().out)["uAP"] == pytest.approx(m["uAP"], abs=1e-5)
     # the descriptor-only µAP is isc-eval's raw chain on the whole images
-    from isc.evaluate import evaluate_checkpoint
+    from isc_research.evaluate import evaluate_checkpoint
+
     raw = evaluate_checkpoint(compose_config("eval", [*cfg_overrides(cfg), f"paths.output_dir={tmp_path / 'eval'}"]))
     assert m["descriptor_uAP"] == pytest.approx(raw["uAP"], abs=1e-9)
 
 
 def cfg_overrides(cfg) -> list[str]:
-    return [f"paths.data_dir={cfg.paths.data_dir}", f"ckpt_path={cfg.ckpt_path}", "torch_threads=1",
-            "eval.num_workers=0", *SMOKE_DATASET]
+    return [
+        f"paths.data_dir={cfg.paths.data_dir}",
+        f"ckpt_path={cfg.ckpt_path}",
+        "torch_threads=1",
+        "eval.num_workers=0",
+        *SMOKE_DATASET,
+    ]
 
 
 def test_a_pluggable_verifier_and_crop_provider(run, tmp_path):
     # verifier=none has only a _target_: replace it (a YAML in conf/verifier/ does the same)
-    cfg = run("verifier=none", "verifier._target_=tests.test_match.ThumbnailVerifier", "+verifier.side=4",
-              "query_crops._target_=tests.test_match.CornerCrops", "fusion.combine=verifier",
-              "results_per_query=2", "max_rows=20", "verify.batch_pairs=7")
+    cfg = run(
+        "verifier=none",
+        "verifier._target_=tests.test_match.ThumbnailVerifier",
+        "+verifier.side=4",
+        "query_crops._target_=tests.test_match.CornerCrops",
+        "fusion.combine=verifier",
+        "results_per_query=2",
+        "max_rows=20",
+        "verify.batch_pairs=7",
+    )
     m = match(cfg)
     assert m["setup"]["verifier"] == "thumbnail-l1" and m["setup"]["query_crops"] == "corner"
     assert m["candidates"]["query_views"] == 32
@@ -154,7 +184,7 @@ def test_an_ensemble_decodes_and_crops_each_image_once(run, tmp_path):
 
 def test_configuration_errors_come_before_any_work(run):
     with pytest.raises(TypeError, match="must have score_pairs"):
-        match(run("verifier=none", "verifier._target_=isc.match.crops.NoCrops"))
+        match(run("verifier=none", "verifier._target_=isc_research.match.crops.NoCrops"))
     with pytest.raises(ValueError, match="verify.views must be one of"):
         match(run("verify.views=crops"))
     with pytest.raises(ValueError, match="fusion.vote_over must be models or views"):
@@ -163,8 +193,10 @@ def test_configuration_errors_come_before_any_work(run):
         match(run("eval.resize=keep_aspect", "eval.aspect_step=0.125"))
 
 
-@pytest.mark.parametrize("group, options", [("verifier", ["none", "sift", "orb"]),
-                                            ("query_crops", ["none", "grid", "center", "d2lv_reference"])])
+@pytest.mark.parametrize(
+    "group, options",
+    [("verifier", ["none", "sift", "orb"]), ("query_crops", ["none", "grid", "center", "d2lv_reference"])],
+)
 def test_every_config_of_the_groups_instantiates(group, options):
     for option in options:
         obj = instantiate(compose_config("match", [f"{group}={option}"])[group])
@@ -174,11 +206,19 @@ def test_every_config_of_the_groups_instantiates(group, options):
 
 def test_view_candidates_match_a_plain_loop():
     rng = np.random.default_rng(0)
-    q = ViewDescriptors(np.array([0, 0, 1, 2, 2]), np.zeros((5, 4), np.int64),
-                        np.array([True, False, True, True, False]), rng.normal(size=(5, 8)).astype(np.float32))
+    q = ViewDescriptors(
+        np.array([0, 0, 1, 2, 2]),
+        np.zeros((5, 4), np.int64),
+        np.array([True, False, True, True, False]),
+        rng.normal(size=(5, 8)).astype(np.float32),
+    )
     r_owner = np.array([0, 0, 0, 1, 2, 2, 3, 4, 4, 5])
-    r = ViewDescriptors(r_owner, np.zeros((10, 4), np.int64), np.r_[True, np.diff(r_owner) != 0],
-                        rng.normal(size=(10, 8)).astype(np.float32))
+    r = ViewDescriptors(
+        r_owner,
+        np.zeros((10, 4), np.int64),
+        np.r_[True, np.diff(r_owner) != 0],
+        rng.normal(size=(10, 8)).astype(np.float32),
+    )
     k, k_crops, penalty = 3, 2, 0.05
     hits = view_candidates(q, r, k=k, k_crops=k_crops, crop_penalty=penalty)
     qn = q.vectors / np.linalg.norm(q.vectors, axis=1, keepdims=True)
@@ -215,8 +255,19 @@ def test_a_classical_baseline_instead_of_a_checkpoint(run, tmp_path):
     (a list of vectors, not isc-eval's shape groups), and its descriptor-only µAP is isc-eval's for the baseline."""
     cfg = run("ckpt_path=null", "baseline=thumbnail", "verifier=none", "query_crops=none")
     m = match(cfg)
-    from isc.evaluate import evaluate_checkpoint
-    raw = evaluate_checkpoint(compose_config("eval", [f"paths.data_dir={cfg.paths.data_dir}", "baseline=thumbnail",
-                                                      "torch_threads=1", "eval.num_workers=0", *SMOKE_DATASET,
-                                                      f"paths.output_dir={tmp_path / 'eval'}"]))
+    from isc_research.evaluate import evaluate_checkpoint
+
+    raw = evaluate_checkpoint(
+        compose_config(
+            "eval",
+            [
+                f"paths.data_dir={cfg.paths.data_dir}",
+                "baseline=thumbnail",
+                "torch_threads=1",
+                "eval.num_workers=0",
+                *SMOKE_DATASET,
+                f"paths.output_dir={tmp_path / 'eval'}",
+            ],
+        )
+    )
     assert m["descriptor_uAP"] == pytest.approx(raw["uAP"], abs=1e-9)

@@ -10,18 +10,18 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from isc.data.disc import load_disc
-from isc.detect.inference import OverlayDetector
-from isc.detect.model import build_detector
-from isc.extract import build_extractors
-from isc.extract import EvalTransform, ModelExtractor, read_descriptors
-from isc.match.candidates import view_candidates
-from isc.match.crops import CropSet, FractionCrops, NoCrops, Rotations, View, check_views
-from isc.match.fusion import voted
-from isc.match.pipeline import match
-from isc.match.proposals import SelectiveSearch, nms
-from isc.match.views import ViewDescriptors, embed_views
-from isc.model import DescriptorModel
+from isc_research.data.disc import load_disc
+from isc_research.detect.inference import OverlayDetector
+from isc_research.detect.model import build_detector
+from isc_research.extract import build_extractors
+from isc_research.extract import EvalTransform, ModelExtractor, read_descriptors
+from isc_research.match.candidates import view_candidates
+from isc_research.match.crops import CropSet, FractionCrops, NoCrops, Rotations, View, check_views
+from isc_research.match.fusion import voted
+from isc_research.match.pipeline import match
+from isc_research.match.proposals import SelectiveSearch, nms
+from isc_research.match.views import ViewDescriptors, embed_views
+from isc_research.model import DescriptorModel
 from tests.conftest import compose_config
 from tests.test_evaluate import MODEL_ARGS, SMOKE_DATASET, save_checkpoint
 
@@ -37,8 +37,13 @@ def test_d2lv_query_crop_boxes_are_center_py_s():
     provider = instantiate(cfg.query_crops)
     crops = provider.providers[1]
     image = Image.new("RGB", (600, 300))
-    assert crops.crops(image) == [(150, 75, 450, 225), (100, 50, 300, 150), (300, 50, 500, 150),
-                                  (100, 150, 300, 250), (300, 150, 500, 250)]
+    assert crops.crops(image) == [
+        (150, 75, 450, 225),
+        (100, 50, 300, 150),
+        (300, 50, 500, 150),
+        (100, 150, 300, 250),
+        (300, 150, 500, 250),
+    ]
     views = provider.crops(image)
     assert [v.rotation for v in views[:3]] == [90, 180, 270] and all(v.box == (0, 0, 600, 300) for v in views[:3])
     assert provider.min_side == 200 and all(min(v.box[2] - v.box[0], v.box[3] - v.box[1]) >= 200 for v in views)
@@ -52,8 +57,13 @@ def test_d2lv_reference_dividing_crops_are_dividing_py_s():
     provider = instantiate(compose_config("match", ["query_crops@reference_crops=d2lv_reference"]).reference_crops)
     boxes = provider.crops(Image.new("RGB", (300, 601)))
     assert len(boxes) == 18
-    assert boxes[:5] == [(0, 0, 150, 300), (150, 0, 300, 300), (0, 300, 150, 601), (150, 300, 300, 601),
-                         (75, 150, 225, 450)]
+    assert boxes[:5] == [
+        (0, 0, 150, 300),
+        (150, 0, 300, 300),
+        (0, 300, 150, 601),
+        (150, 300, 300, 601),
+        (75, 150, 225, 450),
+    ]
     assert boxes[5:8] == [(0, 0, 100, 200), (100, 0, 200, 200), (200, 0, 300, 200)]
     assert boxes[13] == (200, 400, 300, 601) and boxes[14] == (50, 100, 150, 300)
 
@@ -93,9 +103,10 @@ def test_rotated_views_are_embedded_rotated(data_dir, tmp_path):
 
 def test_selective_search_finds_the_pasted_rectangles_and_applies_d2lv_filters():
     image = Image.new("RGB", (200, 160), (40, 120, 40))
-    image.paste((230, 20, 20), (20, 30, 90, 110))     # 70×80 red block: 5,600 px
-    image.paste((20, 20, 230), (120, 40, 180, 100))   # 60×60 blue block: 3,600 px
+    image.paste((230, 20, 20), (20, 30, 90, 110))  # 70×80 red block: 5,600 px
+    image.paste((20, 20, 230), (120, 40, 180, 100))  # 60×60 blue block: 3,600 px
     image.paste((250, 250, 250), (100, 130, 190, 140))  # 90×10 white bar: aspect 9 > 2, 900 px
+
     def near(box, boxes):  # σ = 0.9 smoothing moves a segment's border by about a pixel
         return any(max(abs(a - b) for a, b in zip(box, other)) <= 2 for other in boxes)
 
@@ -111,8 +122,14 @@ def test_selective_search_finds_the_pasted_rectangles_and_applies_d2lv_filters()
 
 
 def test_detector_crops_are_unpenalised_above_a_strict_threshold_and_relax_the_network():
-    arguments = {"arch": "fasterrcnn_mobilenet_v3_small_fpn", "min_size": 64, "max_size": 128,
-                 "box_score_thresh": 0.5, "box_detections_per_img": 4, "representation_size": 32}
+    arguments = {
+        "arch": "fasterrcnn_mobilenet_v3_small_fpn",
+        "min_size": 64,
+        "max_size": 128,
+        "box_score_thresh": 0.5,
+        "box_detections_per_img": 4,
+        "representation_size": 32,
+    }
     torch.manual_seed(0)
     detector = OverlayDetector(build_detector(**arguments), min_confidence=0.01, max_boxes=20, device="cpu")
     assert detector.model.roi_heads.score_thresh == 0.01 and detector.model.roi_heads.detections_per_img == 20
@@ -125,12 +142,21 @@ def test_detector_crops_are_unpenalised_above_a_strict_threshold_and_relax_the_n
 
 def test_view_candidates_inner_product_penalty_flags_and_crops_vs_whole():
     rng = np.random.default_rng(1)
-    q = ViewDescriptors(np.array([0, 0, 0]), np.zeros((3, 4), np.int64), np.array([True, False, False]),
-                        rng.normal(size=(3, 6)).astype(np.float32), np.zeros(3, np.int64),
-                        np.array([False, True, False]))
+    q = ViewDescriptors(
+        np.array([0, 0, 0]),
+        np.zeros((3, 4), np.int64),
+        np.array([True, False, False]),
+        rng.normal(size=(3, 6)).astype(np.float32),
+        np.zeros(3, np.int64),
+        np.array([False, True, False]),
+    )
     r_owner = np.array([0, 0, 1, 1, 2])
-    r = ViewDescriptors(r_owner, np.zeros((5, 4), np.int64), np.array([True, False, True, False, True]),
-                        rng.normal(size=(5, 6)).astype(np.float32))
+    r = ViewDescriptors(
+        r_owner,
+        np.zeros((5, 4), np.int64),
+        np.array([True, False, True, False, True]),
+        rng.normal(size=(5, 6)).astype(np.float32),
+    )
     hits = view_candidates(q, r, k=3, k_crops=3, crop_penalty=0.05, metric="ip")
     ip = q.vectors.astype(np.float64) @ r.vectors.T.astype(np.float64)
     for qv, ref, score in zip(hits.query_view, hits.reference, hits.score):
@@ -139,8 +165,14 @@ def test_view_candidates_inner_product_penalty_flags_and_crops_vs_whole():
     assert (~r.whole[hits.reference_view[hits.query_view > 0]]).any()  # crops found reference crops …
     split = view_candidates(q, r, k=3, k_crops=3, metric="ip", crops_vs_crops=False)
     assert r.whole[split.reference_view[split.query_view > 0]].all()  # … unless crops_vs_crops is false
-    same = lambda e: {(int(a), int(b), round(float(c), 5)) for a, b, c, v in  # noqa: E731
-                      zip(e.reference, e.reference_view, e.score, e.query_view) if v == 0}
+
+    def same(e):
+        return {
+            (int(a), int(b), round(float(c), 5))
+            for a, b, c, v in zip(e.reference, e.reference_view, e.score, e.query_view)
+            if v == 0
+        }
+
     assert same(split) == same(view_candidates(q, r, k=3, k_crops=3, metric="ip"))  # whole queries: unchanged
     with pytest.raises(ValueError, match="cosine or ip"):
         view_candidates(q, r, k=1, k_crops=1, metric="l2")
@@ -156,18 +188,34 @@ def test_voted_counts_distinct_sources_per_key():
 def run(tmp_path, data_dir):
     def make(*overrides: str, ckpts=None):
         ckpts = ckpts or [save_checkpoint(tmp_path / "a.ckpt")]
-        return compose_config("match", [f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path / 'out'}",
-                                        "torch_threads=1", f"ckpt_path=[{','.join(map(str, ckpts))}]",
-                                        *SMOKE_DATASET, "verifier=none", "fusion.combine=descriptor",
-                                        "results_per_query=null", "candidates.max_per_query=null", *overrides])
+        return compose_config(
+            "match",
+            [
+                f"paths.data_dir={data_dir}",
+                f"paths.output_dir={tmp_path / 'out'}",
+                "torch_threads=1",
+                f"ckpt_path=[{','.join(map(str, ckpts))}]",
+                *SMOKE_DATASET,
+                "verifier=none",
+                "fusion.combine=descriptor",
+                "results_per_query=null",
+                "candidates.max_per_query=null",
+                *overrides,
+            ],
+        )
+
     return make
 
 
 def test_score_normalisation_per_model_ranks_candidates(run, tmp_path):
     """postprocess=score_norm (mean of the top 3, factor 2): each candidate's score is q·r − 2·mean_top3(q·t)
     with the model's own training descriptors, as isc-eval's chain computes it."""
-    cfg = run("postprocess@candidates.postprocess=score_norm", "candidates.postprocess.steps.score_norm.n=3",
-              "candidates.postprocess.steps.score_norm.reduction=mean", "candidates.k=3")
+    cfg = run(
+        "postprocess@candidates.postprocess=score_norm",
+        "candidates.postprocess.steps.score_norm.n=3",
+        "candidates.postprocess.steps.score_norm.reduction=mean",
+        "candidates.k=3",
+    )
     m = match(cfg)
     assert m["setup"]["postprocess"] == "score_norm(2·mean@3, ip)"
     data = load_disc(cfg.dataset)
@@ -196,8 +244,9 @@ def test_sizes_are_fused_like_models_with_votes_inside_a_size(run, tmp_path):
     at48 = match(run("eval.size=48", "fusion.pairs=max", "overwrite=true"))
     assert single["candidates"]["pairs"] >= max(at40["candidates"]["pairs"], at48["candidates"]["pairs"])
     two = [save_checkpoint(tmp_path / "a.ckpt"), save_checkpoint(tmp_path / "b.ckpt", seed=1)]
-    both = match(run("eval.size=[40,48]", "fusion.min_votes=2", "fusion.vote_per=query_view", "overwrite=true",
-                     ckpts=two))
+    both = match(
+        run("eval.size=[40,48]", "fusion.min_votes=2", "fusion.vote_per=query_view", "overwrite=true", ckpts=two)
+    )
     assert both["candidates"]["pairs"] > 0 and both["setup"]["models"] == 2
 
 
@@ -210,23 +259,24 @@ def test_reference_crops_of_listed_references_are_not_searched(run, tmp_path):
     assert m["candidates"]["reference_views"] == len(refs)  # whole references only
     listed.write_text("R_not_there\n")
     with pytest.raises(ValueError, match="not references of this dataset"):
-        match(run("query_crops@reference_crops=grid", f"candidates.skip_reference_crops_of={listed}",
-                  "overwrite=true"))
+        match(run("query_crops@reference_crops=grid", f"candidates.skip_reference_crops_of={listed}", "overwrite=true"))
 
 
 def test_merge_predictions_of_another_run_keeps_the_higher_score_per_pair(run, tmp_path):
     """D²LV's "choice 2": this run's rows and another predictions.csv merged by max per pair, then max_rows."""
-    from isc.formats import read_predictions
+    from isc_research.formats import read_predictions
 
     first = match(run("max_rows=30"))
     mine = read_predictions(tmp_path / "out" / "predictions.csv")
     q0, r0, s0 = mine.query_ids[5], mine.reference_ids[5], mine.scores[5]
     refs = sorted({r.id for r in load_disc(run().dataset).references} - {str(x) for x in mine.reference_ids[:1]})
     other = tmp_path / "other.csv"
-    other.write_text("query_id,reference_id,score\n"
-                     f"{q0},{r0},{s0 + 10}\n"  # a pair of this run, scored higher: its score wins
-                     f"{mine.query_ids[0]},{mine.reference_ids[0]},{mine.scores[0] - 10}\n"  # lower: ignored
-                     f"{mine.query_ids[0]},{refs[0]},99\n")  # a new pair
+    other.write_text(
+        "query_id,reference_id,score\n"
+        f"{q0},{r0},{s0 + 10}\n"  # a pair of this run, scored higher: its score wins
+        f"{mine.query_ids[0]},{mine.reference_ids[0]},{mine.scores[0] - 10}\n"  # lower: ignored
+        f"{mine.query_ids[0]},{refs[0]},99\n"
+    )  # a new pair
     merged = match(run("max_rows=30", f"merge_predictions={other}", "overwrite=true"))
     preds = read_predictions(tmp_path / "out" / "predictions.csv")
     rows = {(q, r): s for q, r, s in zip(preds.query_ids, preds.reference_ids, preds.scores)}

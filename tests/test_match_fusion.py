@@ -1,4 +1,5 @@
-"""Matching-track fusion rules (isc.match.fusion) against hand-computed cases and plain-loop references, and the
+"""Matching-track fusion rules (isc_research.match.fusion) against hand-computed cases and plain-loop references, and
+the
 crop providers' boxes."""
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from isc.match.crops import CenterCrops, GridCrops, NoCrops, View, check_views
-from isc.match.fusion import best_entry, combine, fuse_pairs
+from isc_research.match.crops import CenterCrops, GridCrops, NoCrops, View, check_views
+from isc_research.match.fusion import best_entry, combine, fuse_pairs
 
 # pair 7: 0.9, 0.5, 0.7 (sources 0, 1, 1); pair 3: 0.2 (source 0); pair 5: 0.4, 0.6 (sources 2, 2)
 KEYS = np.array([7, 3, 7, 5, 7, 5])
@@ -18,12 +19,15 @@ SCORES = np.array([0.9, 0.2, 0.5, 0.4, 0.7, 0.6])
 SOURCES = np.array([0, 0, 1, 2, 1, 2])
 
 
-@pytest.mark.parametrize("rule, expected", [
-    ("max", [0.2, 0.6, 0.9]),
-    ("sum", [0.2, 1.0, 2.1]),             # imgFp: sum over branches
-    ("top2_mean", [0.2, 0.5, 0.8]),       # D²LV: mean of the two best; a single score is kept
-    ("mean", [0.2, 0.5, 0.7]),
-])
+@pytest.mark.parametrize(
+    "rule, expected",
+    [
+        ("max", [0.2, 0.6, 0.9]),
+        ("sum", [0.2, 1.0, 2.1]),  # imgFp: sum over branches
+        ("top2_mean", [0.2, 0.5, 0.8]),  # D²LV: mean of the two best; a single score is kept
+        ("mean", [0.2, 0.5, 0.7]),
+    ],
+)
 def test_pair_rules_hand_computed(rule, expected):
     keys, fused, votes = fuse_pairs(KEYS, SCORES, rule)
     assert keys.tolist() == [3, 5, 7]

@@ -1,4 +1,4 @@
-"""Local-feature verification (isc.match.local): a true edited copy outranks unrelated images, mirror handling,
+"""Local-feature verification (isc_research.match.local): a true edited copy outranks unrelated images, mirror handling,
 the keypoint cache, imgFp's match counting."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from isc.data.edits import EDITS, EditContext
-from isc.match.local import LocalFeatureVerifier
+from isc_research.data.edits import EDITS, EditContext
+from isc_research.match.local import LocalFeatureVerifier
 
 
 def photo(name: str, side: int = 256) -> Image.Image:
@@ -29,13 +29,16 @@ def images():
     return source, copies, unrelated
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"feature": "sift"},
-    {"feature": "sift", "score": "matches"},      # imgFp: count of ratio-test matches (RECIPES §7)
-    {"feature": "sift", "model": "affine"},
-    {"feature": "sift", "score": "contained_inliers"},
-    {"feature": "orb", "n_features": 1000},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"feature": "sift"},
+        {"feature": "sift", "score": "matches"},  # imgFp: count of ratio-test matches (RECIPES §7)
+        {"feature": "sift", "model": "affine"},
+        {"feature": "sift", "score": "contained_inliers"},
+        {"feature": "orb", "n_features": 1000},
+    ],
+)
 def test_an_edited_copy_outranks_unrelated_images(images, kwargs):
     source, copies, unrelated = images
     verifier = LocalFeatureVerifier(**kwargs)
@@ -49,7 +52,8 @@ def test_mirrored_copies_need_mirror_matching(images):
     source, copies, _ = images
     flipped = copies["hflip"]
     assert LocalFeatureVerifier(mirror=True).pair_score(flipped, source) > 5 * max(
-        1.0, LocalFeatureVerifier(mirror=False).pair_score(flipped, source))
+        1.0, LocalFeatureVerifier(mirror=False).pair_score(flipped, source)
+    )
 
 
 def test_keypoints_are_cached_by_content_and_scores_are_deterministic(images):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import isc.metric as metric_module
-from isc.metric import GroundTruth, Metrics, Predictions, check_duplicates, evaluate, precision_recall
+import isc_research.metric as metric_module
+from isc_research.metric import GroundTruth, Metrics, Predictions, check_duplicates, evaluate, precision_recall
 from tests.call_count import python_calls
 
 
@@ -260,7 +260,8 @@ def test_matches_naive_reference_on_random_cases() -> None:
 
 
 def test_matches_sklearn_average_precision_without_ties() -> None:
-    from sklearn import metrics as sklearn_metrics  # scikit-learn: a core dependency (isc.verifier.metrics)
+    from sklearn import metrics as sklearn_metrics  # scikit-learn: a core dependency (isc_research.verifier.metrics)
+
     rng = np.random.default_rng(7)
     checked = 0
     for _ in range(200):

@@ -12,11 +12,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from isc.cli.make_dataset import main as make_dataset
-from isc.data import mini_disc as md
-from isc.data.edits import EDIT_NAMES, EDITS, EditContext, make_query
-from isc.data.mini_disc import (
-    MiniDiscError, MiniDiscSpec, SourcePool, base_image, build_mini_disc, embedded_source_images, ensure_mini_disc,
+from isc_research.cli.make_dataset import main as make_dataset
+from isc_research.data import mini_disc as md
+from isc_research.data.edits import EDIT_NAMES, EDITS, EditContext, make_query
+from isc_research.data.mini_disc import (
+    MiniDiscError,
+    MiniDiscSpec,
+    SourcePool,
+    base_image,
+    build_mini_disc,
+    embedded_source_images,
+    ensure_mini_disc,
     read_manifest,
 )
 
@@ -52,8 +58,11 @@ def _pixels(path: Path) -> np.ndarray:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-            and p.name != "manifest.json"}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
 
 
 # ------------------------------------------------------------------------------------- layout and GT
@@ -61,7 +70,13 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def test_layout_and_naming(tiny):
     assert sorted(p.name for p in tiny.iterdir()) == [
-        "ground_truth.csv", "manifest.json", "query", "query_edits.csv", "reference", "training"]
+        "ground_truth.csv",
+        "manifest.json",
+        "query",
+        "query_edits.csv",
+        "reference",
+        "training",
+    ]
     for sub, prefix, n, digits in (("reference", "R", 12, 6), ("training", "T", 20, 6), ("query", "Q", 10, 5)):
         names = sorted(p.name for p in (tiny / sub).iterdir())
         assert names == [f"{prefix}{i:0{digits}d}.jpg" for i in range(n)]
@@ -93,8 +108,13 @@ def test_match_fraction(wide):
     rows = _rows(wide / "ground_truth.csv")
     frac = sum(bool(r["reference_id"]) for r in rows) / len(rows)
     assert abs(frac - WIDE.match_fraction) <= 1 / len(rows)
-    assert read_manifest(wide)["counts"] == {"references": 30, "training": 4, "queries": 60,
-                                             "matched_queries": 15, "distractor_queries": 45}
+    assert read_manifest(wide)["counts"] == {
+        "references": 30,
+        "training": 4,
+        "queries": 60,
+        "matched_queries": 15,
+        "distractor_queries": 45,
+    }
 
 
 def test_query_edits_csv(wide):
@@ -134,8 +154,7 @@ def test_references_training_and_distractors_are_distinct(tiny):
 
     refs = {digest(base_image(TINY, "reference", i, sources)) for i in range(TINY.n_references)}
     assert len(refs) == TINY.n_references
-    for kind, n in (("training", TINY.n_training), ("distractor", TINY.n_queries - TINY.n_matched),
-                    ("background", 8)):
+    for kind, n in (("training", TINY.n_training), ("distractor", TINY.n_queries - TINY.n_matched), ("background", 8)):
         assert not refs & {digest(base_image(TINY, kind, i, sources)) for i in range(n)}, kind
     # and the files on disk: no training image decodes to the pixels of a reference image
     ref_px = {hashlib.sha1(_pixels(p).tobytes()).hexdigest() for p in (tiny / "reference").iterdir()}
@@ -181,7 +200,7 @@ def test_source_regions_are_disjoint_and_differ_between_seeds():
                 share = (x1 - x0) * (y1 - y0) / (size[0] * size[1])
                 assert dict(md.ROLE_SHARES)[role] * 0.85 <= share <= dict(md.ROLE_SHARES)[role] * 1.02, (size, role)
             roles = sorted(boxes)
-            assert all(_overlap(boxes[a], boxes[b]) == 0 for i, a in enumerate(roles) for b in roles[i + 1:])
+            assert all(_overlap(boxes[a], boxes[b]) == 0 for i, a in enumerate(roles) for b in roles[i + 1 :])
             layouts.add(tuple(sorted(boxes.items())))
     assert len(layouts) > 4  # another seed, another split of the photos
 
@@ -251,8 +270,12 @@ def test_spec_name_and_validation(tmp_path):
     named = MiniDiscSpec(source_dir=str(tmp_path)).name()
     assert named.startswith("r600-t1500-q400-m35-s256-seed0-v2-src") and len(named.split("-src")[1]) == 8
     assert MiniDiscSpec(source_dir=str(tmp_path)) == MiniDiscSpec(source_dir=str(tmp_path / "." / ""))
-    for bad in ({"match_fraction": 1.5}, {"n_references": 2, "n_queries": 10, "match_fraction": 0.5},
-                {"image_size": 8}, {"n_queries": 0}):
+    for bad in (
+        {"match_fraction": 1.5},
+        {"n_references": 2, "n_queries": 10, "match_fraction": 0.5},
+        {"image_size": 8},
+        {"n_queries": 0},
+    ):
         with pytest.raises(ValueError):
             MiniDiscSpec(**bad)
 
@@ -311,8 +334,7 @@ def test_leftover_tmp_folder_is_not_taken_for_a_build(tmp_path):
     root = tmp_path / "md"
     leftover = tmp_path / f".{root.name}.tmp-999999"
     (leftover / "reference").mkdir(parents=True)
-    (leftover / "manifest.json").write_text(json.dumps({"format": md.FORMAT, "spec": TINY.to_dict(),
-                                                        "complete": True}))
+    (leftover / "manifest.json").write_text(json.dumps({"format": md.FORMAT, "spec": TINY.to_dict(), "complete": True}))
     assert ensure_mini_disc(root, TINY, workers=1, progress=False) == root.absolute()
     assert read_manifest(root)["complete"] is True and len(list((root / "query").iterdir())) == 10
     assert (leftover / "manifest.json").exists()  # someone else's leftover: untouched
@@ -357,7 +379,9 @@ def test_cli_builds_then_reuses_then_refuses(tmp_path, capsys):
     out = tmp_path / "cli"
     assert make_dataset(["--out", str(out), "--workers", "1", *TINY_ARGS]) == 0
     text = capsys.readouterr().out
-    assert "queries 10 (4 matched, 6 distractors)" in text and str(out) in text and "isc-make-dataset finished in" in text
+    assert (
+        "queries 10 (4 matched, 6 distractors)" in text and str(out) in text and "isc-make-dataset finished in" in text
+    )
     assert _rows(out / "ground_truth.csv")[0].keys() == {"query_id", "reference_id"}
 
     assert make_dataset(["--out", str(out), *TINY_ARGS]) == 0  # identical: nothing to do
@@ -395,8 +419,23 @@ def test_cli_source_dir_reports_skipped_files(tmp_path, capsys):
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
     (photos / "readme.txt").write_text("ignored: not an image extension")
     out = tmp_path / "from-photos"
-    args = ["--out", str(out), "--source", str(photos), "--references", "6", "--training", "3", "--queries", "4",
-            "--image-size", "64", "--workers", "1", "--quiet"]
+    args = [
+        "--out",
+        str(out),
+        "--source",
+        str(photos),
+        "--references",
+        "6",
+        "--training",
+        "3",
+        "--queries",
+        "4",
+        "--image-size",
+        "64",
+        "--workers",
+        "1",
+        "--quiet",
+    ]
     assert make_dataset(args) == 0
     text = capsys.readouterr().out
     assert "4 photos used" in text and "1 source files: broken.jpg" in text

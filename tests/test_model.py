@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from isc.model import DescriptorModel, GeM, create_backbone
+from isc_research.model import DescriptorModel, GeM, create_backbone
 
 
 def naive_gem(x: torch.Tensor, p: float, eps: float = 1e-6) -> torch.Tensor:
@@ -72,7 +72,7 @@ def test_last_stride_one_doubles_the_final_feature_map():
 
 
 def test_wave_block_scales_all_but_one_band_in_training_only():
-    from isc.model import WaveBlock
+    from isc_research.model import WaveBlock
 
     block = WaveBlock(band=0.3, factor=1.5)
     x = torch.ones(2, 4, 10, 6)
@@ -102,8 +102,8 @@ def test_necks_and_evaluation_gem_p():
 
 
 def test_grayscale_input_greys_normalised_images():
-    from isc.model import to_grayscale
-    from isc.augment.policies import ToNormalisedTensor
+    from isc_research.model import to_grayscale
+    from isc_research.augment.policies import ToNormalisedTensor
     from PIL import Image
     import numpy as np
 

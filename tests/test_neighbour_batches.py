@@ -1,6 +1,6 @@
 """Batches of mutually similar training images (data.neighbour_batches; the "separate" retriever, RECIPES §6):
 neighbour lists from descriptors, each global batch one anchor's neighbour group, deterministic per (seed,
-epoch), resumable, and sharded over DDP ranks like every other batch (isc.data.sampling.EpochSampler)."""
+epoch), resumable, and sharded over DDP ranks like every other batch (isc_research.data.sampling.EpochSampler)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
-from isc.data.neighbours import compute_neighbour_lists, load_neighbour_lists, neighbour_lists, save_neighbour_lists
-from isc.data.sampling import ClassStage, EpochSampler
+from isc_research.data.neighbours import (
+    compute_neighbour_lists,
+    load_neighbour_lists,
+    neighbour_lists,
+    save_neighbour_lists,
+)
+from isc_research.data.sampling import ClassStage, EpochSampler
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -34,7 +39,7 @@ def global_batches(sampler: EpochSampler, epoch: int) -> list[list[int]]:
     sampler.set_epoch(epoch)
     indices = [i for _, i in sampler]
     g = sampler.global_batch
-    return [indices[s: s + g] for s in range(0, len(indices), g)]
+    return [indices[s : s + g] for s in range(0, len(indices), g)]
 
 
 def test_neighbour_lists_are_each_images_cluster_itself_first():
@@ -94,18 +99,21 @@ def test_ddp_ranks_take_disjoint_slices_of_the_same_groups():
         sampler = EpochSampler(24, 3, seed=2, groups=groups, num_replicas=2, rank=r)
         sampler.set_epoch(3)
         idx = [i for _, i in sampler]
-        streams.append([idx[s: s + 3] for s in range(0, len(idx), 3)])
+        streams.append([idx[s : s + 3] for s in range(0, len(idx), 3)])
     for b, whole in enumerate(single):
         assert not set(streams[0][b]) & set(streams[1][b])
         assert streams[0][b] + streams[1][b] == whole
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"groups": random_groups(k=3)}, "do not fit"),
-    ({"groups": random_groups(n=19)}, "do not fit"),
-    ({"groups": random_groups(), "stage": lambda: ClassStage(10)}, "ArcFace drip"),
-    ({"groups": random_groups(), "first_anchor": 20}, "first_anchor=20"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"groups": random_groups(k=3)}, "do not fit"),
+        ({"groups": random_groups(n=19)}, "do not fit"),
+        ({"groups": random_groups(), "stage": lambda: ClassStage(10)}, "ArcFace drip"),
+        ({"groups": random_groups(), "first_anchor": 20}, "first_anchor=20"),
+    ],
+)
 def test_sampler_rejects_groups_that_cannot_make_its_batches(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EpochSampler(20, 4, **kwargs)
@@ -129,14 +137,18 @@ def test_a_run_resumed_from_another_folders_checkpoint_reads_that_runs_lists(tmp
 
     from omegaconf import OmegaConf
 
-    from isc.train import neighbour_batches
+    from isc_research.train import neighbour_batches
 
     earlier, new = tmp_path / "earlier", tmp_path / "new"
     (earlier / "checkpoints").mkdir(parents=True)
     new.mkdir()
     save_neighbour_lists(random_groups(), earlier / "neighbours.npy")
-    cfg = OmegaConf.create({"data": {"batch_size": 4, "neighbour_batches": {"enabled": True, "neighbours": None, "k": 6}},
-                            "trainer": {"devices": 1, "num_nodes": 1}})
+    cfg = OmegaConf.create(
+        {
+            "data": {"batch_size": 4, "neighbour_batches": {"enabled": True, "neighbours": None, "k": 6}},
+            "trainer": {"devices": 1, "num_nodes": 1},
+        }
+    )
     datamodule = SimpleNamespace(data=SimpleNamespace(training=list(range(20))))
     lists = neighbour_batches(cfg, None, datamodule, new, earlier / "checkpoints" / "last.ckpt")
     assert (lists == random_groups()).all() and (np.load(new / "neighbours.npy") == lists).all()
@@ -153,15 +165,23 @@ class Labels(L.Callback):
 
 
 @pytest.mark.slow
-def test_a_training_run_computes_the_lists_from_its_initial_model_and_trains_on_their_groups(smoke_cfg, monkeypatch,
-                                                                                             tmp_path):
-    from isc import train as train_module
+def test_a_training_run_computes_the_lists_from_its_initial_model_and_trains_on_their_groups(
+    smoke_cfg, monkeypatch, tmp_path
+):
+    from isc_research import train as train_module
 
     recorder = Labels()
     build = train_module.build_trainer
-    monkeypatch.setattr(train_module, "build_trainer", lambda cfg, out, callbacks: build(cfg, out, [*callbacks, recorder]))
-    cfg = smoke_cfg("data.neighbour_batches.enabled=true", "data.neighbour_batches.k=10",
-                    "data.neighbour_batches.first_anchor=40", "trainer.max_epochs=1", "validate_before_training=false")
+    monkeypatch.setattr(
+        train_module, "build_trainer", lambda cfg, out, callbacks: build(cfg, out, [*callbacks, recorder])
+    )
+    cfg = smoke_cfg(
+        "data.neighbour_batches.enabled=true",
+        "data.neighbour_batches.k=10",
+        "data.neighbour_batches.first_anchor=40",
+        "trainer.max_epochs=1",
+        "validate_before_training=false",
+    )
     train_module.train(cfg)
     lists = np.load(Path(cfg.paths.output_dir) / "neighbours.npy")
     assert lists.shape == (48, 10)

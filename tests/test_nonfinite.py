@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from isc.cli.search import main as search_main
-from isc.evaluate import evaluate_checkpoint
-from isc.finite import NonFiniteDescriptors
-from isc.index.embed import Embedder
-from isc.match.pipeline import match
-from isc.module import CopyDetectionModule
-from isc.train import train
+from isc_research.cli.search import main as search_main
+from isc_research.evaluate import evaluate_checkpoint
+from isc_research.finite import NonFiniteDescriptors
+from isc_research.index.embed import Embedder
+from isc_research.match.pipeline import match
+from isc_research.module import CopyDetectionModule
+from isc_research.train import train
 from tests.conftest import compose_config
 from tests.test_evaluate import SMOKE_DATASET, eval_cfg, save_checkpoint
 
@@ -35,14 +35,26 @@ def nan_ckpt(tmp_path) -> Path:
 
 def test_isc_eval_names_the_split_and_the_precision_fix(nan_ckpt, tmp_path, data_dir):
     cfg = eval_cfg(data_dir, tmp_path / "out", f"ckpt_path={nan_ckpt}", "eval_grid=raw")
-    with pytest.raises(NonFiniteDescriptors, match=r"descriptors \(model0 query\) are not finite.*float16 "
-                                                   r"overflow.*eval\.precision=32"):
+    with pytest.raises(
+        NonFiniteDescriptors,
+        match=r"descriptors \(model0 query\) are not finite.*float16 "
+        r"overflow.*eval\.precision=32",
+    ):
         evaluate_checkpoint(cfg)
 
 
 def test_isc_match_names_the_split(nan_ckpt, tmp_path, data_dir):
-    cfg = compose_config("match", [f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path / 'out'}",
-                                   "torch_threads=1", f"ckpt_path={nan_ckpt}", "eval.num_workers=0", *SMOKE_DATASET])
+    cfg = compose_config(
+        "match",
+        [
+            f"paths.data_dir={data_dir}",
+            f"paths.output_dir={tmp_path / 'out'}",
+            "torch_threads=1",
+            f"ckpt_path={nan_ckpt}",
+            "eval.num_workers=0",
+            *SMOKE_DATASET,
+        ],
+    )
     with pytest.raises(NonFiniteDescriptors, match=r"\(model 0 query views\) are not finite"):
         match(cfg)
 
@@ -54,8 +66,22 @@ def test_isc_search_says_it_in_one_line(nan_ckpt, tmp_path, capsys):
         Image.new("RGB", (40, 40), (60 * i, 90, 200)).save(images / f"{i}.png")
     with pytest.raises(NonFiniteDescriptors, match=r"3 of 3 descriptors \(queries\).*ran in float32 here"):
         Embedder(nan_ckpt, size=32).embed_files(sorted(images.iterdir()), progress=False, desc="queries")
-    status = search_main(["build", str(tmp_path / "index"), str(images), "--checkpoint", str(nan_ckpt),
-                          "--size", "32", "--threshold", "0.5", "--workers", "0", "--quiet"])
+    status = search_main(
+        [
+            "build",
+            str(tmp_path / "index"),
+            str(images),
+            "--checkpoint",
+            str(nan_ckpt),
+            "--size",
+            "32",
+            "--threshold",
+            "0.5",
+            "--workers",
+            "0",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and "are not finite" in err and "float16 overflow" in err, err
 

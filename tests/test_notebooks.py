@@ -35,7 +35,9 @@ def test_committed_notebook_has_no_outputs(name):
 
 def test_strip_outputs_clears_what_a_run_leaves(tmp_path):
     strip = _strip_module()
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)"), nbformat.v4.new_markdown_cell("x")])
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("print(1)"), nbformat.v4.new_markdown_cell("x")]
+    )
     notebook.cells[0].outputs = [nbformat.v4.new_output("stream", text="1\n")]
     notebook.cells[0].execution_count = 3
     notebook.cells[0].metadata["execution"] = {"iopub.status.busy": "2026-01-01"}
@@ -43,7 +45,10 @@ def test_strip_outputs_clears_what_a_run_leaves(tmp_path):
     nbformat.write(notebook, path)
     assert strip.main(["--check", str(path)]) == 1
     assert strip.problems(nbformat.read(path, as_version=4)) == [
-        "cell 0 has 1 output(s)", "cell 0 has execution_count 3", "cell 0 has metadata.execution"]
+        "cell 0 has 1 output(s)",
+        "cell 0 has execution_count 3",
+        "cell 0 has metadata.execution",
+    ]
     assert strip.main([str(path)]) == 0
     assert strip.main(["--check", str(path)]) == 0
     assert nbformat.read(path, as_version=4).cells[0].source == "print(1)"
@@ -63,11 +68,13 @@ def test_notebook_runs_on_the_tiny_mini_disc(name, data_dir, tmp_path, monkeypat
     monkeypatch.setenv("ISC_LOG_DIR", str(tmp_path / "outputs"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel is one more process on a busy CI machine
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=120, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    ).execute()
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert any(o.output_type in ("display_data", "execute_result") and "image/png" in o.get("data", {})
-               for o in outputs), "the notebook shows no figure"
+    assert any(
+        o.output_type in ("display_data", "execute_result") and "image/png" in o.get("data", {}) for o in outputs
+    ), "the notebook shows no figure"
     if name != "01_dataset_and_augmentations":
         assert (tmp_path / "outputs" / "notebooks").is_dir()

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from isc.optim import constant, linear_decay, parameter_groups, plateau, warmup_constant_cosine, warmup_cosine
+from isc_research.optim import constant, linear_decay, parameter_groups, plateau, warmup_constant_cosine, warmup_cosine
 
 
 def lrs(make, steps: int, lr: float = 1.0) -> list[float]:
@@ -32,8 +32,13 @@ def test_warmup_then_cosine():
 def test_warmup_cosine_over_its_own_horizon_is_s_squares_per_epoch_schedule():
     """sjy_test5 / smp_test19 (pl_bolts LinearWarmupCosineAnnealingLR: 4 warm-up + 100 cosine epochs from
     0.01·lr down to 0.001·lr) in a run that stops at epoch 52, long before the schedule's end."""
-    values = lrs(lambda o, total_steps: warmup_cosine(o, total_steps, warmup_fraction=0.0385, min_lr_ratio=0.001,
-                                                      start_factor=0.01, horizon=104), 52, lr=1e-3)
+    values = lrs(
+        lambda o, total_steps: warmup_cosine(
+            o, total_steps, warmup_fraction=0.0385, min_lr_ratio=0.001, start_factor=0.01, horizon=104
+        ),
+        52,
+        lr=1e-3,
+    )
     assert values[0] == pytest.approx(1e-5) and values[4] == pytest.approx(1e-3)
     for epoch in range(4, 52):  # cosine over epochs 4…104, not over the run's 52
         expected = 1e-6 + (1e-3 - 1e-6) * 0.5 * (1 + math.cos(math.pi * (epoch - 4) / 100))

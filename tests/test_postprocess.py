@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from isc.postprocess import (
+from isc_research.postprocess import (
     PCA,
     Chain,
     L2Normalize,
@@ -19,7 +19,7 @@ from isc.postprocess import (
     build_chains,
     select_models,
 )
-from isc.postprocess.neighbours import top_k
+from isc_research.postprocess.neighbours import top_k
 from tests.conftest import compose_config
 
 
@@ -105,7 +105,9 @@ def test_pca_fits_on_the_seeded_subset_d2lv_drew(data):
     assert not np.allclose(sub, PCA(dim=5, whiten=True).fit(train).transform(queries, "query"))
     other = PCA(dim=5, whiten=True, max_training=30, seed=7).fit(train).transform(queries, "query")
     assert not np.allclose(np.abs(other), np.abs(sub))
-    chain = Chain("c", [PCA(dim=5, whiten=True, max_training=30), L2Normalize(), ScoreNormalization(2.0, 3, "mean")], "ip")
+    chain = Chain(
+        "c", [PCA(dim=5, whiten=True, max_training=30), L2Normalize(), ScoreNormalization(2.0, 3, "mean")], "ip"
+    )
     chain.fit(train)
     assert len(chain.steps[2]._training) == len(train)
     assert "fit on 30" in chain.describe()
@@ -137,7 +139,7 @@ def naive_dba(train, k, power):
     for i in range(len(t)):
         sims = sorted(((float(t[i] @ t[j]), j) for j in range(len(t))), key=lambda p: -p[0])[:k]
         for s, j in sims:
-            out[i] += s ** power * t[j]
+            out[i] += s**power * t[j]
         out[i] /= np.linalg.norm(out[i])
     return out
 
@@ -147,8 +149,9 @@ def naive_negative_embedding(bank, x, k, beta, iterations, exclude_self=False):
     for _ in range(iterations):
         new = np.empty_like(x)
         for i in range(len(x)):
-            sims = sorted(((float(x[i] @ b), j) for j, b in enumerate(bank) if not (exclude_self and j == i)),
-                          key=lambda p: -p[0])[:k]
+            sims = sorted(
+                ((float(x[i] @ b), j) for j, b in enumerate(bank) if not (exclude_self and j == i)), key=lambda p: -p[0]
+            )[:k]
             v = x[i] - beta * np.mean([bank[j] for _, j in sims], axis=0)
             new[i] = v / np.linalg.norm(v)
         x = new
@@ -162,10 +165,14 @@ def test_dba_and_negative_embedding_subtraction(data, dba_k, iterations):
     bank = naive_dba(train, dba_k, 3) if dba_k else train.astype(np.float64)
     np.testing.assert_allclose(step.bank, bank, atol=1e-5)
     for role, x in (("query", queries), ("reference", refs)):  # both sides, alike (RECIPES §2.4)
-        np.testing.assert_allclose(step.transform(x, role), naive_negative_embedding(bank, x, 10, 0.35, iterations),
-                                   atol=1e-5)
-    np.testing.assert_allclose(step.transform(train, "training"),
-                               naive_negative_embedding(bank, train, 10, 0.35, iterations, exclude_self=True), atol=1e-5)
+        np.testing.assert_allclose(
+            step.transform(x, role), naive_negative_embedding(bank, x, 10, 0.35, iterations), atol=1e-5
+        )
+    np.testing.assert_allclose(
+        step.transform(train, "training"),
+        naive_negative_embedding(bank, train, 10, 0.35, iterations, exclude_self=True),
+        atol=1e-5,
+    )
 
 
 def test_push_away_moves_queries_only(data):
@@ -189,12 +196,15 @@ def test_push_away_neighbour_axis_form_is_the_notebooks(data):
     """S-square's notebooks normalise q − t_j along the neighbour axis (per coordinate over the K neighbours),
     not per vector: each coordinate of the stacked differences divided by its norm over the K rows."""
     train, queries, _ = data
-    notebook = PushAway(k=20, strength=1.8, c_neighbours=3, normalize="neighbours").fit(train).transform(queries, "query")
+    notebook = (
+        PushAway(k=20, strength=1.8, c_neighbours=3, normalize="neighbours").fit(train).transform(queries, "query")
+    )
     written = PushAway(k=20, strength=1.8, c_neighbours=3, normalize="vectors").fit(train).transform(queries, "query")
     t = train.astype(np.float64)
     for i, q in enumerate(queries.astype(np.float64)):
-        cos = sorted(((float(q @ tj / np.linalg.norm(q) / np.linalg.norm(tj)), j) for j, tj in enumerate(t)),
-                     key=lambda p: -p[0])
+        cos = sorted(
+            ((float(q @ tj / np.linalg.norm(q) / np.linalg.norm(tj)), j) for j, tj in enumerate(t)), key=lambda p: -p[0]
+        )
         diffs = np.stack([q - t[j] for _, j in cos[:20]])  # (K, d)
         d = (diffs / np.linalg.norm(diffs, axis=0, keepdims=True)).mean(axis=0)
         d /= np.linalg.norm(d)
@@ -254,7 +264,9 @@ def test_chain_fits_each_step_on_the_transformed_training_set(data):
     chain = Chain("c", [PCA(dim=6, whiten=True), L2Normalize(), Stretching(2.5, 5)]).fit(train)
     pca = PCA(dim=6, whiten=True).fit(train)
     t = L2Normalize().transform(pca.transform(train, "training"), "training")
-    expected = Stretching(2.5, 5).fit(t).transform(L2Normalize().transform(pca.transform(queries, "query"), "query"), "query")
+    expected = (
+        Stretching(2.5, 5).fit(t).transform(L2Normalize().transform(pca.transform(queries, "query"), "query"), "query")
+    )
     np.testing.assert_allclose(chain.transform(queries, "query"), expected, atol=1e-6)
     assert chain.describe() == "pcaw(6) → l2 → stretch(2.5·top5)"
 
@@ -276,8 +288,19 @@ def test_chain_rules():
 def test_every_preset_builds_and_the_metric_follows_score_norm():
     cfg = compose_config("eval", ["eval_grid=ablation"])
     chains = {c.name: c for c in build_chains(cfg.eval_grid.chains)}
-    assert list(chains) == ["raw", "pca", "pcaw", "neg_emb", "neg_emb_no_dba", "stretch", "push_away",
-                            "push_away_notebook", "score_norm", "score_norm_l2", "sscd"]
+    assert list(chains) == [
+        "raw",
+        "pca",
+        "pcaw",
+        "neg_emb",
+        "neg_emb_no_dba",
+        "stretch",
+        "push_away",
+        "push_away_notebook",
+        "score_norm",
+        "score_norm_l2",
+        "sscd",
+    ]
     assert chains["push_away"].steps[-1].normalize == "vectors"  # the write-up's form; the notebooks' next to it
     assert chains["push_away_notebook"].steps[-1].normalize == "neighbours"
     assert chains["score_norm"].metric == chains["sscd"].metric == "ip"
@@ -291,12 +314,14 @@ def test_every_preset_builds_and_the_metric_follows_score_norm():
 
 def test_build_chain_errors_name_the_chain():
     with pytest.raises(ValueError, match="chain 'x': step 1"):
-        build_chain("x", OmegaConf.create({"steps": {"a": {"_target_": "isc.postprocess.PCA", "nope": 1}}}))
-    with pytest.raises(ValueError, match="not an isc.postprocess step"):
+        build_chain("x", OmegaConf.create({"steps": {"a": {"_target_": "isc_research.postprocess.PCA", "nope": 1}}}))
+    with pytest.raises(ValueError, match="not an isc_research.postprocess step"):
         build_chain("x", OmegaConf.create({"steps": {"a": {"_target_": "builtins.dict"}}}))
     with pytest.raises(ValueError, match="eval_grid.chains is empty"):
         build_chains({})
-    off = build_chain("x", OmegaConf.create({"steps": {"a": None, "l2": {"_target_": "isc.postprocess.L2Normalize"}}}))
+    off = build_chain(
+        "x", OmegaConf.create({"steps": {"a": None, "l2": {"_target_": "isc_research.postprocess.L2Normalize"}}})
+    )
     assert off.describe() == "l2"
 
 

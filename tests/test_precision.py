@@ -14,11 +14,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from isc.finite import NonFiniteDescriptors, check_finite
-from isc.losses import (ArcFaceLoss, BarlowTwinsLoss, ContrastiveXBMLoss, InfoNCEEntropyLoss, NTXentLoss,
-                        VisionForceLoss)
-from isc.losses.arcface import arcface_logits
-from isc.model import DescriptorModel
+from isc_research.finite import NonFiniteDescriptors, check_finite
+from isc_research.losses import (
+    ArcFaceLoss,
+    BarlowTwinsLoss,
+    ContrastiveXBMLoss,
+    InfoNCEEntropyLoss,
+    NTXentLoss,
+    VisionForceLoss,
+)
+from isc_research.losses.arcface import arcface_logits
+from isc_research.model import DescriptorModel
 from tests.cuda_autocast import cuda_autocast
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -111,8 +117,9 @@ def _overflowing_effnet() -> tuple[DescriptorModel, torch.Tensor]:
     (lyakaap's head: GeM p=1, linear_bn) in eval mode at 64 px (seed 0) has feature maps above float16's
     65,504 (at 48 px its maximum was ~3e4, at 512 px ~3e7)."""
     torch.manual_seed(0)
-    model = DescriptorModel("tf_efficientnetv2_m", pretrained=False, embedding_dim=256, gem_p=1.0,
-                            neck="linear_bn").eval()
+    model = DescriptorModel(
+        "tf_efficientnetv2_m", pretrained=False, embedding_dim=256, gem_p=1.0, neck="linear_bn"
+    ).eval()
     return model, torch.randn(2, 3, 64, 64)
 
 
@@ -127,9 +134,12 @@ def test_effnetv2_fp16_overflow_is_a_precision_error_and_bf16_is_finite():
             bf16 = model(images)
     assert torch.isfinite(bf16).all()
     check_finite(bf16, "bf16 descriptors")
-    with pytest.raises(NonFiniteDescriptors, match=r"2 of 2 descriptors \(validation queries\) are not finite"
-                                                   r".*float16 overflow.*trainer\.precision=bf16-mixed"):
-        from isc.finite import TRAINING_FIX
+    with pytest.raises(
+        NonFiniteDescriptors,
+        match=r"2 of 2 descriptors \(validation queries\) are not finite"
+        r".*float16 overflow.*trainer\.precision=bf16-mixed",
+    ):
+        from isc_research.finite import TRAINING_FIX
 
         check_finite(fp16, "validation queries", TRAINING_FIX)
 
@@ -138,7 +148,10 @@ def test_check_finite_counts_the_bad_rows_and_names_the_fix():
     vectors = np.ones((5, 3), np.float32)
     check_finite(vectors, "queries")
     vectors[1, 2], vectors[3, 0] = np.nan, np.inf
-    with pytest.raises(NonFiniteDescriptors, match=r"2 of 5 descriptors \(model0 reference\) are not finite "
-                                                   r"\(NaN or inf; the first is row 1\).*eval\.precision=32"):
+    with pytest.raises(
+        NonFiniteDescriptors,
+        match=r"2 of 5 descriptors \(model0 reference\) are not finite "
+        r"\(NaN or inf; the first is row 1\).*eval\.precision=32",
+    ):
         check_finite(vectors, "model0 reference")
     assert issubclass(NonFiniteDescriptors, FloatingPointError)  # stops training like a non-finite loss

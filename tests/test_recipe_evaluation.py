@@ -13,10 +13,10 @@ import pytest
 
 import torch
 
-from isc.config import required_values
-from isc.evaluate import evaluate_checkpoint
-from isc.model import DescriptorModel
-from isc.recipes import experiment_names
+from isc_research.config import required_values
+from isc_research.evaluate import evaluate_checkpoint
+from isc_research.model import DescriptorModel
+from isc_research.recipes import experiment_names
 from tests.conftest import compose_config
 from tests.test_evaluate import SMOKE_DATASET
 
@@ -34,8 +34,13 @@ def tiny_ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
     torch.manual_seed(0)
     model = DescriptorModel(**MODEL_ARGS)
-    torch.save({"hyper_parameters": {"model": MODEL_ARGS, "config": {"data": {"eval_size": 48}}},
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    torch.save(
+        {
+            "hyper_parameters": {"model": MODEL_ARGS, "config": {"data": {"eval_size": 48}}},
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        },
+        path,
+    )
     return path
 
 
@@ -46,37 +51,60 @@ def eval_data(tmp_path_factory):
 
 def small(overrides) -> list[str]:
     """The recipe's overrides with the size replaced by 48 px (the only change; a list of sizes by [40,48])."""
-    return [o if not o.startswith("eval.size=") else "eval.size=[40,48]" if "[" in o else "eval.size=48"
-            for o in overrides]
+    return [
+        o if not o.startswith("eval.size=") else "eval.size=[40,48]" if "[" in o else "eval.size=48" for o in overrides
+    ]
 
 
 def tiny_detector(path):
     """A random overlay detector in isc-train-detector's checkpoint format (for recipes with a detector)."""
-    from isc.detect.model import build_detector
+    from isc_research.detect.model import build_detector
 
-    arguments = {"arch": "fasterrcnn_mobilenet_v3_small_fpn", "weights": None, "weights_backbone": None,
-                 "min_size": 64, "max_size": 128, "box_score_thresh": 0.01, "box_detections_per_img": 4,
-                 "representation_size": 32}
+    arguments = {
+        "arch": "fasterrcnn_mobilenet_v3_small_fpn",
+        "weights": None,
+        "weights_backbone": None,
+        "min_size": 64,
+        "max_size": 128,
+        "box_score_thresh": 0.01,
+        "box_detections_per_img": 4,
+        "representation_size": 32,
+    }
     torch.manual_seed(0)
     model = build_detector(**arguments)
-    torch.save({"hyper_parameters": {"model": arguments},
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    torch.save(
+        {
+            "hyper_parameters": {"model": arguments},
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        },
+        path,
+    )
     return str(path)
 
 
 def tiny_pca(chain) -> None:
     """PCA steps of a chain config lowered to TINY_PCA_DIM dims (the tiny checkpoint's descriptors have 32)."""
     for step in (chain.get("steps") or {}).values():
-        if step is not None and step.get("_target_") == "isc.postprocess.PCA" and step.get("dim"):
+        if step is not None and step.get("_target_") == "isc_research.postprocess.PCA" and step.get("dim"):
             step.dim = TINY_PCA_DIM
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_recipe_evaluation_runs_as_one_command(name, tiny_ckpt, eval_data, tmp_path, tmp_path_factory):
     overrides = list(compose_config("train", [f"experiment={name}"]).recipe.evaluate)
-    cfg = compose_config("eval", [f"paths.data_dir={eval_data}", f"paths.output_dir={tmp_path}", "eval.num_workers=0",
-                                  "torch_threads=1", "eval.report.enabled=false", f"ckpt_path={tiny_ckpt}",
-                                  *DATASET, *small(overrides)])
+    cfg = compose_config(
+        "eval",
+        [
+            f"paths.data_dir={eval_data}",
+            f"paths.output_dir={tmp_path}",
+            "eval.num_workers=0",
+            "torch_threads=1",
+            "eval.report.enabled=false",
+            f"ckpt_path={tiny_ckpt}",
+            *DATASET,
+            *small(overrides),
+        ],
+    )
     for chain in cfg.eval_grid.chains.values():
         tiny_pca(chain)
     if "eval.query_crop.detector_ckpt" in {key for key, _, _ in required_values(cfg)}:  # VisionForce (§4)
@@ -100,19 +128,33 @@ def test_matching_recipes_found():
 def test_matching_track_protocol_runs_as_one_command(name, eval_data, tmp_path):
     """isc-match with the recipe's `recipe.match` on three tiny checkpoints (D²LV votes over 3 backbones) and,
     where the recipe's query crops include a detector, a tiny random one (isc-train-detector's format)."""
-    from isc.match.pipeline import match
+    from isc_research.match.pipeline import match
 
     ckpts = []
     for seed in range(3):
         path = tmp_path / f"tiny{seed}.ckpt"
         torch.manual_seed(seed)
         model = DescriptorModel(**MODEL_ARGS)
-        torch.save({"hyper_parameters": {"model": MODEL_ARGS, "config": {"data": {"eval_size": 48}}},
-                    "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+        torch.save(
+            {
+                "hyper_parameters": {"model": MODEL_ARGS, "config": {"data": {"eval_size": 48}}},
+                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            },
+            path,
+        )
         ckpts.append(str(path))
     overrides = list(compose_config("train", [f"experiment={name}"]).recipe.match)
-    cfg = compose_config("match", [f"paths.data_dir={eval_data}", f"paths.output_dir={tmp_path / 'match'}",
-                                   "torch_threads=1", f"ckpt_path=[{','.join(ckpts)}]", *DATASET, *small(overrides)])
+    cfg = compose_config(
+        "match",
+        [
+            f"paths.data_dir={eval_data}",
+            f"paths.output_dir={tmp_path / 'match'}",
+            "torch_threads=1",
+            f"ckpt_path=[{','.join(ckpts)}]",
+            *DATASET,
+            *small(overrides),
+        ],
+    )
     detector = (cfg.query_crops.get("providers") or {}).get("detector")
     if detector is not None:  # D²LV's YOLO sub-queries (§5.3)
         detector.ckpt_path = tiny_detector(tmp_path / "det.ckpt")

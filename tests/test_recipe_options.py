@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 import torch
 
-from isc.data.sampling import EpochSampler
-from isc.model import DescriptorModel
+from isc_research.data.sampling import EpochSampler
+from isc_research.model import DescriptorModel
 
 
 def test_epoch_of_fixed_steps_covers_the_set_more_than_once():
@@ -40,8 +40,9 @@ def test_last_map_pools_the_stages_output_without_the_conv_head():
 
 def test_cls_pooling_takes_the_class_token():
     torch.manual_seed(0)
-    model = DescriptorModel("vit_tiny_patch16_224", embedding_dim=8, pooling="cls",
-                            backbone_kwargs={"img_size": 32}).eval()
+    model = DescriptorModel(
+        "vit_tiny_patch16_224", embedding_dim=8, pooling="cls", backbone_kwargs={"img_size": 32}
+    ).eval()
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         tokens = model.backbone.forward_features(images)
@@ -55,7 +56,7 @@ def test_visionforce_head_feeds_each_loss_term_its_source_feature():
     head's BN output (from the 8192 output), the triplet on the GeM feature; D²LV's descriptor is the wide output."""
     import torch.nn.functional as F
 
-    from isc.losses.visionforce import VisionForceLoss, batch_hard_soft_margin_triplet, soft_cross_entropy
+    from isc_research.losses.visionforce import VisionForceLoss, batch_hard_soft_margin_triplet, soft_cross_entropy
 
     torch.manual_seed(0)
     model = DescriptorModel("test_resnet", embedding_dim=8, head="visionforce", head_hidden_dim=16, head_wide_dim=24)
@@ -68,10 +69,12 @@ def test_visionforce_head_feeds_each_loss_term_its_source_feature():
     assert loss.wide_head is None and loss.wants_parts
     out = loss(parts, labels)
     wide_logits, head_logits = loss.wide_classifier(parts["wide"]), loss.descriptor_classifier(parts["head"])
-    expected = (10 * F.cross_entropy(wide_logits, labels, label_smoothing=0.1)
-                + F.cross_entropy(head_logits, labels, label_smoothing=0.1)
-                + 2 * soft_cross_entropy(head_logits, wide_logits, 2.0)
-                + batch_hard_soft_margin_triplet(parts["pooled"], labels))
+    expected = (
+        10 * F.cross_entropy(wide_logits, labels, label_smoothing=0.1)
+        + F.cross_entropy(head_logits, labels, label_smoothing=0.1)
+        + 2 * soft_cross_entropy(head_logits, wide_logits, 2.0)
+        + batch_hard_soft_margin_triplet(parts["pooled"], labels)
+    )
     assert torch.allclose(out["loss"], expected)
     with pytest.raises(ValueError, match="model.head"):
         loss(parts["descriptor"], labels)
@@ -79,10 +82,14 @@ def test_visionforce_head_feeds_each_loss_term_its_source_feature():
     d2lv = DescriptorModel("test_resnet", embedding_dim=24, head="d2lv", head_hidden_dim=16, head_wide_dim=24).eval()
     with torch.no_grad():
         assert torch.allclose(d2lv(images), F.normalize(d2lv.projection.projector(d2lv.pooled(images)), dim=-1))
-    no_head = VisionForceLoss(3, 24, hidden_dim=16, wide_dim=24, descriptor_weight=0.0, distillation_weight=0.0,
-                              model_head=True)
-    assert no_head.descriptor_classifier is None and set(no_head(d2lv.train().forward_parts(images), labels)) == \
-        {"loss", "ce_wide", "triplet"}
+    no_head = VisionForceLoss(
+        3, 24, hidden_dim=16, wide_dim=24, descriptor_weight=0.0, distillation_weight=0.0, model_head=True
+    )
+    assert no_head.descriptor_classifier is None and set(no_head(d2lv.train().forward_parts(images), labels)) == {
+        "loss",
+        "ce_wide",
+        "triplet",
+    }
     with pytest.raises(ValueError, match="head_wide_dim"):
         DescriptorModel("test_resnet", embedding_dim=8, head="d2lv", head_hidden_dim=16, head_wide_dim=24)
 
@@ -91,7 +98,7 @@ def test_arcface_view_weights_train_on_the_query_view_and_mix_every_kth_epoch():
     """S-square (RECIPES §3.1): ArcFace on the query view only; sjy_test5 every 5th epoch both views at 0.5."""
     import torch.nn.functional as F
 
-    from isc.losses.arcface import ArcFaceLoss, arcface_logits
+    from isc_research.losses.arcface import ArcFaceLoss, arcface_logits
 
     torch.manual_seed(0)
     embeddings, labels = torch.randn(6, 4), torch.tensor([0, 0, 1, 1, 2, 2])  # image by image: (reference, query)
@@ -114,14 +121,16 @@ def test_bicubic_evaluation_resize():
     from PIL import Image
     from torchvision.transforms import v2 as T
 
-    from isc.extract import EvalTransform
+    from isc_research.extract import EvalTransform
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8))
     bicubic = EvalTransform(32, "square", [1.0], "bicubic")
     resized = T.functional.resize(image, [32, 32], T.InterpolationMode.BICUBIC, antialias=True)
     assert torch.equal(bicubic(image)[0], torch.from_numpy(np.array(resized)).permute(2, 0, 1))  # uint8 CHW
     assert not torch.equal(bicubic(image)[0], EvalTransform(32)(image)[0])
-    assert bicubic.fingerprint()["interpolation"] == "bicubic" and "interpolation" not in EvalTransform(32).fingerprint()
+    assert (
+        bicubic.fingerprint()["interpolation"] == "bicubic" and "interpolation" not in EvalTransform(32).fingerprint()
+    )
     with pytest.raises(ValueError, match="eval.interpolation"):
         EvalTransform(32, interpolation="nearest")
 
@@ -131,12 +140,12 @@ def test_visionforce_loader_pads_10_and_crops_back():
     import numpy as np
     from PIL import Image, ImageOps
 
-    from isc.augment.visionforce import pad_and_crop
+    from isc_research.augment.visionforce import pad_and_crop
 
     image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8))
     padded = np.asarray(ImageOps.expand(image, border=10, fill=0))
     for seed in range(5):
         out = np.asarray(pad_and_crop(image, np.random.default_rng(seed), None, size=32, pad=10))
         assert out.shape == (32, 32, 3)
-        assert any(np.array_equal(out, padded[y:y + 32, x:x + 32]) for y in range(21) for x in range(21))
+        assert any(np.array_equal(out, padded[y : y + 32, x : x + 32]) for y in range(21) for x in range(21))
     assert pad_and_crop(image, np.random.default_rng(0), None, size=32, pad=0) is image

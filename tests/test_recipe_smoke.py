@@ -14,23 +14,27 @@ import timm
 import torch
 from omegaconf import OmegaConf
 
-from isc.config import required_values
-from isc.model import DescriptorModel
-from isc.recipes import experiment_names
-from isc.train import model_arguments, train
+from isc_research.config import required_values
+from isc_research.model import DescriptorModel
+from isc_research.recipes import experiment_names
+from isc_research.train import model_arguments, train
 from tests.conftest import compose_config
 from tests.test_experiments import SMOKE_EXTRA, tiny_neighbour_lists
 
-EXTRA = {"lyakaap_stage4": ["data.batch_size=1"],  # the recipe's 1 per GPU: the tiny mini-DISC has 3 GT pairs
-         # sjy_test5's 512-px stage resumes stage 1 (ckpt_path); a resumable EffNetV2-L checkpoint (with its Adam
-         # state, ~1.4 GB) is too big for a smoke run, so here it runs fresh: its model, loss and augmentation are
-         # stage 1's; the resume itself is tested at smoke scale in tests/test_s_square_sjy_test5_stages.py
-         "s_square_sjy_test5_stage2": ["required.ckpt_path=null"],
-         # the first drip stages' batches (50 / 25 per GPU) exceed the tiny training set: data.batch_size there;
-         # each stage's epoch is one pass over its classes (restart_each_stage), 2 of the 48 tiny images at
-         # stage 0: one step per epoch, so two epochs make the two steps
-         **{name: [*SMOKE_EXTRA.get(name, []), "trainer.max_epochs=2"]
-            for name in ("s_square_sjy_test9", "s_square_sjy_test10", "s_square_smp_test25", "s_square_smp_test26")}}
+EXTRA = {
+    "lyakaap_stage4": ["data.batch_size=1"],  # the recipe's 1 per GPU: the tiny mini-DISC has 3 GT pairs
+    # sjy_test5's 512-px stage resumes stage 1 (ckpt_path); a resumable EffNetV2-L checkpoint (with its Adam
+    # state, ~1.4 GB) is too big for a smoke run, so here it runs fresh: its model, loss and augmentation are
+    # stage 1's; the resume itself is tested at smoke scale in tests/test_s_square_sjy_test5_stages.py
+    "s_square_sjy_test5_stage2": ["required.ckpt_path=null"],
+    # the first drip stages' batches (50 / 25 per GPU) exceed the tiny training set: data.batch_size there;
+    # each stage's epoch is one pass over its classes (restart_each_stage), 2 of the 48 tiny images at
+    # stage 0: one step per epoch, so two epochs make the two steps
+    **{
+        name: [*SMOKE_EXTRA.get(name, []), "trainer.max_epochs=2"]
+        for name in ("s_square_sjy_test9", "s_square_sjy_test10", "s_square_smp_test25", "s_square_smp_test26")
+    },
+}
 
 
 @pytest.fixture(scope="session")
@@ -40,20 +44,25 @@ def recipe_required_values(tmp_path_factory) -> dict[str, str]:
     ResNet-50 backbone state dict as isc-export-backbone writes it (VisionForce / D²LV's weights_file)."""
     folder = tmp_path_factory.mktemp("recipe_required")
     torch.manual_seed(0)
-    stage1 = DescriptorModel(**model_arguments(compose_config("train", ["experiment=lyakaap_stage1",
-                                                                          "debug=recipe_smoke"])))
+    stage1 = DescriptorModel(
+        **model_arguments(compose_config("train", ["experiment=lyakaap_stage1", "debug=recipe_smoke"]))
+    )
     checkpoint = folder / "lyakaap_stage1.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in stage1.state_dict().items()}}, checkpoint)
     weights = folder / "resnet50_backbone.pth"
     torch.save(timm.create_model("resnet50", num_classes=0, global_pool="").state_dict(), weights)
     # the "separate" retriever's stage 2 starts from its stage 1 (a ViT-L), not from lyakaap's model
-    retriever = DescriptorModel(**model_arguments(compose_config("train", ["experiment=separate_retriever",
-                                                                             "debug=recipe_smoke"])))
+    retriever = DescriptorModel(
+        **model_arguments(compose_config("train", ["experiment=separate_retriever", "debug=recipe_smoke"]))
+    )
     torch.save({"state_dict": {f"model.{k}": v for k, v in retriever.state_dict().items()}}, folder / "retriever.ckpt")
-    return {"init_from": str(checkpoint), "backbone.weights_file": str(weights),
-            "separate_retriever_stage2:init_from": str(folder / "retriever.ckpt"),
-            "data.neighbour_batches.neighbours": str(tiny_neighbour_lists(folder / "neighbours.npy")),
-            "s_square_sjy_test5_stage2:ckpt_path": "null"}  # see EXTRA
+    return {
+        "init_from": str(checkpoint),
+        "backbone.weights_file": str(weights),
+        "separate_retriever_stage2:init_from": str(folder / "retriever.ckpt"),
+        "data.neighbour_batches.neighbours": str(tiny_neighbour_lists(folder / "neighbours.npy")),
+        "s_square_sjy_test5_stage2:ckpt_path": "null",
+    }  # see EXTRA
 
 
 @pytest.mark.slow
@@ -61,14 +70,33 @@ def recipe_required_values(tmp_path_factory) -> dict[str, str]:
 def test_recipe_true_smoke_run(name, data_dir, tmp_path, recipe_required_values, extra_class_images):
     recipe = compose_config("train", [f"experiment={name}"])
     required = [key for key, _, _ in required_values(recipe)]
-    cfg = compose_config("train", [f"experiment={name}", "debug=recipe_smoke", f"paths.data_dir={data_dir}",
-                                   f"paths.output_dir={tmp_path / 'run'}", *EXTRA.get(name, []),
-                                   *(f"{key}={_required_value(recipe_required_values, name, key)}" for key in required),
-                                   *_extra_classes(recipe, extra_class_images)])
+    cfg = compose_config(
+        "train",
+        [
+            f"experiment={name}",
+            "debug=recipe_smoke",
+            f"paths.data_dir={data_dir}",
+            f"paths.output_dir={tmp_path / 'run'}",
+            *EXTRA.get(name, []),
+            *(f"{key}={_required_value(recipe_required_values, name, key)}" for key in required),
+            *_extra_classes(recipe, extra_class_images),
+        ],
+    )
     # what must stay the recipe's: backbone, neck, pooling, loss, augmentation, batch mixing
-    for key in ("backbone.name", "backbone.kwargs", "model.neck", "model.gem_p", "model.gem_eval_p",
-                "model.last_stride", "model.wave_block", "model.grayscale_input", "model.embedding_dim", "loss",
-                "augmentation", "batch_mix"):
+    for key in (
+        "backbone.name",
+        "backbone.kwargs",
+        "model.neck",
+        "model.gem_p",
+        "model.gem_eval_p",
+        "model.last_stride",
+        "model.wave_block",
+        "model.grayscale_input",
+        "model.embedding_dim",
+        "loss",
+        "augmentation",
+        "batch_mix",
+    ):
         assert _unresolved(cfg, key) == _unresolved(recipe, key), key
     assert cfg.trainer.precision == "bf16-mixed" and cfg.backbone.pretrained is False
     OmegaConf.resolve(cfg)
@@ -85,13 +113,16 @@ def _required_value(values: dict[str, str], name: str, key: str) -> str:
 
 def _extra_classes(recipe, folder) -> list[str]:
     """S-square's ImageNet classes (data.extra_classes): the 8 packaged images instead."""
-    return [f"data.extra_classes.root={folder}", "data.extra_classes.count=8"] if recipe.data.extra_classes.count else []
+    return (
+        [f"data.extra_classes.root={folder}", "data.extra_classes.count=8"] if recipe.data.extra_classes.count else []
+    )
 
 
 def _unresolved(cfg, key: str):
     value = OmegaConf.select(cfg, key)
     value = OmegaConf.to_container(value, resolve=False) if OmegaConf.is_config(value) else value
     if key == "loss" and (value.get("callbacks") or {}).get("drip"):  # a stage's batch size is the data's (EXTRA)
-        value["callbacks"]["drip"]["stages"] = [{k: v for k, v in stage.items() if k != "batch_size"}
-                                                for stage in value["callbacks"]["drip"]["stages"]]
+        value["callbacks"]["drip"]["stages"] = [
+            {k: v for k, v in stage.items() if k != "batch_size"} for stage in value["callbacks"]["drip"]["stages"]
+        ]
     return value

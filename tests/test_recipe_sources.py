@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from isc.recipes import SourceRow, card_rows, experiment_names, load_table, same, sources_dir
+from isc_research.recipes import SourceRow, card_rows, experiment_names, load_table, same, sources_dir
 
 EXPERIMENTS = experiment_names()
 
@@ -18,7 +18,9 @@ EXPERIMENTS = experiment_names()
 def test_every_source_row_holds_in_the_composed_config(name):
     rows = card_rows(name)
     assert rows, name
-    wrong = [f"{r.row.key}: table {r.row.expected!r} ({r.row.verdict}), config {r.value!r}" for r in rows if not r.holds]
+    wrong = [
+        f"{r.row.key}: table {r.row.expected!r} ({r.row.verdict}), config {r.value!r}" for r in rows if not r.holds
+    ]
     assert not wrong, f"{name}: the composed config differs from its source table:\n" + "\n".join(wrong)
 
 
@@ -32,8 +34,12 @@ def test_recipe_tables_cover_model_optimiser_schedule_and_evaluation():
     for name in [n for n in EXPERIMENTS if not n.startswith("cpu_")]:
         keys = {row.key for row in load_table(name)}
         assert any(k.startswith("eval:") for k in keys), f"{name}: no evaluation rows"
-        assert {"optimizer.lr", "model.embedding_dim", "data.train_size", "trainer.max_epochs"} <= keys or \
-            {"optimizer.lr", "model.embedding_dim", "data.train_size", "trainer.max_steps"} <= keys, name
+        assert {"optimizer.lr", "model.embedding_dim", "data.train_size", "trainer.max_epochs"} <= keys or {
+            "optimizer.lr",
+            "model.embedding_dim",
+            "data.train_size",
+            "trainer.max_steps",
+        } <= keys, name
 
 
 def test_lyakaap_rows_record_what_his_code_ran_next_to_the_write_up():
@@ -45,7 +51,7 @@ def test_lyakaap_rows_record_what_his_code_ran_next_to_the_write_up():
 
 def test_a_wrong_config_value_is_caught():
     """The check can fail: change a config value under a match row and the row no longer holds."""
-    from isc import recipes
+    from isc_research import recipes
 
     cfg, eval_cfg, _ = recipes.compose_recipe("lyakaap_stage2")
     cfg.data.train_size = 256
@@ -55,24 +61,28 @@ def test_a_wrong_config_value_is_caught():
     assert not {r.row.key: r for r in card_rows("lyakaap_stage2", cfg, eval_cfg)}["eval:eval.size"].holds
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"what": "x", "key": "a", "source": 1, "cite": "", "verdict": "match"}, "citation"),
-    ({"what": "x", "key": "a", "source": 1, "cite": "c", "verdict": "stand-in", "config": 2}, "reason"),
-    ({"what": "x", "key": "a", "source": 1, "cite": "c", "verdict": "differs", "config": 2}, "known_difference"),
-    ({"what": "x", "key": "a", "source": 1, "cite": "c", "verdict": "source silent", "config": 2}, "source: null"),
-    ({"what": "x", "key": "a", "source": 1, "cite": "c", "verdict": "stand-in", "reason": "r"}, "config"),
-    ({"what": "x", "key": "a", "source": 1, "cite": "c", "verdict": "close enough"}, "verdict"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"what": "x", "key": "a", "source": 1, "cite": "", "verdict": "match"}, "citation"),
+        ({"what": "x", "key": "a", "source": 1, "cite": "c", "verdict": "stand-in", "config": 2}, "reason"),
+        ({"what": "x", "key": "a", "source": 1, "cite": "c", "verdict": "differs", "config": 2}, "known_difference"),
+        ({"what": "x", "key": "a", "source": 1, "cite": "c", "verdict": "source silent", "config": 2}, "source: null"),
+        ({"what": "x", "key": "a", "source": 1, "cite": "c", "verdict": "stand-in", "reason": "r"}, "config"),
+        ({"what": "x", "key": "a", "source": 1, "cite": "c", "verdict": "close enough"}, "verdict"),
+    ],
+)
 def test_malformed_rows_are_named(raw, message):
     with pytest.raises(ValueError, match=message):
         SourceRow(**raw).check()
 
 
 def test_unknown_table_field_names_the_file(tmp_path, monkeypatch):
-    from isc import recipes
+    from isc_research import recipes
 
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"rows": [{"what": "x", "key": "a", "source": 1, "cite": "c",
-                                                                  "verdict": "match", "sorce": 2}]}))
+    (tmp_path / "bad.yaml").write_text(
+        yaml.safe_dump({"rows": [{"what": "x", "key": "a", "source": 1, "cite": "c", "verdict": "match", "sorce": 2}]})
+    )
     monkeypatch.setattr(recipes, "sources_dir", lambda: tmp_path)
     with pytest.raises(ValueError, match=r"bad.yaml: row 0 has unknown fields \['sorce'\]"):
         load_table("bad")

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from isc.data.disc import load_disc
-from isc.extract import EvalTransform, extract_to_hdf5, read_descriptors
+from isc_research.data.disc import load_disc
+from isc_research.extract import EvalTransform, extract_to_hdf5, read_descriptors
 from tests.test_evaluate import eval_cfg
 
 ROOT = Path(__file__).parents[1]
@@ -60,7 +60,7 @@ def test_cache_is_rebuilt_when_an_image_is_replaced_in_place(tmp_path, data_dir,
     before = read_descriptors(path)[1]
     shutil.copyfile(records[7].path, records[2].path)  # image 2 replaced by image 7, same file name
     again = PixelExtractor()
-    with caplog.at_level(logging.WARNING, logger="isc.extract"):
+    with caplog.at_level(logging.WARNING, logger="isc_research.extract"):
         extract_to_hdf5(again, records, path, chunk_size=4)
     assert again.calls > 0 and "image files changed" in caplog.text
     ids, after = read_descriptors(path)
@@ -79,7 +79,7 @@ def test_cache_written_with_skipped_images_is_not_reused_in_strict_mode(tmp_path
         extract_to_hdf5(PixelExtractor(), records, path, chunk_size=4, skip_bad_images=False)
     extract_to_hdf5(PixelExtractor(), records, path, chunk_size=4, skip_bad_images=True)
     records[3].path.write_bytes(good)  # repaired: the cache must not keep it skipped
-    with caplog.at_level(logging.WARNING, logger="isc.extract"):
+    with caplog.at_level(logging.WARNING, logger="isc_research.extract"):
         extract_to_hdf5(PixelExtractor(), records, path, chunk_size=4, skip_bad_images=True)
     assert "extracting again" in caplog.text
     assert len(read_descriptors(path)[0]) == 6
@@ -95,7 +95,7 @@ def test_a_chunk_whose_write_was_lost_is_extracted_again(tmp_path, data_dir, cap
     with pytest.raises(RuntimeError, match="CRC"):
         read_descriptors(path)
     again = PixelExtractor()
-    with caplog.at_level(logging.WARNING, logger="isc.extract"):
+    with caplog.at_level(logging.WARNING, logger="isc_research.extract"):
         extract_to_hdf5(again, records, path, chunk_size=4)
     assert "1 chunk(s) flagged done fail their CRC check" in caplog.text and again.calls == 1
     np.testing.assert_array_equal(read_descriptors(path)[1], expected)
@@ -116,8 +116,8 @@ import resource, signal, sys
 from pathlib import Path
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
 resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
-from isc.data.records import ImageRecord
-from isc.extract import extract_to_hdf5
+from isc_research.data.records import ImageRecord
+from isc_research.extract import extract_to_hdf5
 from tests.test_reliability import PixelExtractor
 records = [ImageRecord(p.stem, "training", p) for p in sorted(Path(sys.argv[1]).glob("*.jpg"))]
 extract_to_hdf5(PixelExtractor(), records, sys.argv[2], chunk_size=4)
@@ -128,8 +128,13 @@ extract_to_hdf5(PixelExtractor(), records, sys.argv[2], chunk_size=4)
 def test_a_full_disk_fails_the_run_and_the_rerun_gives_the_right_vectors(tmp_path, data_dir):
     records = _records(data_dir, tmp_path, n=24, copy_to=tmp_path / "images")  # 24 × 768 × 4 B = 72 kB > 60 kB
     path = tmp_path / "cache.h5"
-    run = subprocess.run([sys.executable, "-c", FILL_DISK, str(tmp_path / "images"), str(path)], capture_output=True,
-                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", FILL_DISK, str(tmp_path / "images"), str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     assert run.returncode != 0
     assert "disk full?" in run.stderr and path.name in run.stderr
     extract_to_hdf5(PixelExtractor(), records, path, chunk_size=4)  # space freed: the same command again
@@ -143,25 +148,39 @@ def _disc21_copy(data_dir, tmp_path) -> tuple[Path, list[str]]:
     source = load_disc(eval_cfg(data_dir, tmp_path).dataset).root
     root = tmp_path / "disc"
     shutil.copytree(source, root)
-    return root, ["dataset=disc21", f"dataset.root={root}", "dataset.query_dir=query",
-                  "dataset.reference_dir=reference", "dataset.training_dir=training",
-                  "dataset.ground_truth=ground_truth.csv"]
+    return root, [
+        "dataset=disc21",
+        f"dataset.root={root}",
+        "dataset.query_dir=query",
+        "dataset.reference_dir=reference",
+        "dataset.training_dir=training",
+        "dataset.ground_truth=ground_truth.csv",
+    ]
 
 
 def disc21_eval_cfg(out: Path, dataset: list[str], *overrides: str):
     from tests.conftest import compose_config
 
-    return compose_config("eval", [f"paths.output_dir={out}", "eval.num_workers=0", "torch_threads=1",
-                                   "eval.report.enabled=false", *dataset, *overrides])
+    return compose_config(
+        "eval",
+        [
+            f"paths.output_dir={out}",
+            "eval.num_workers=0",
+            "torch_threads=1",
+            "eval.report.enabled=false",
+            *dataset,
+            *overrides,
+        ],
+    )
 
 
 def test_a_skipped_query_counts_as_a_miss_and_every_file_passes_isc_score(tmp_path, data_dir, capsys):
     import json
 
-    from isc.cli.score import main as score_main
-    from isc.evaluate import evaluate_checkpoint
-    from isc.formats import read_ground_truth, read_predictions
-    from isc.metric import evaluate
+    from isc_research.cli.score import main as score_main
+    from isc_research.evaluate import evaluate_checkpoint
+    from isc_research.formats import read_ground_truth, read_predictions
+    from isc_research.metric import evaluate
 
     root, dataset = _disc21_copy(data_dir, tmp_path)
     gt = read_ground_truth(root / "ground_truth.csv")
@@ -183,15 +202,16 @@ def test_a_skipped_query_counts_as_a_miss_and_every_file_passes_isc_score(tmp_pa
 def test_in_loop_validation_keeps_the_skipped_querys_pairs_as_misses():
     from types import SimpleNamespace
 
-    from isc.callbacks import RetrievalEvaluation
-    from isc.data.records import ImageRecord
-    from isc.metric import GroundTruth, evaluate
+    from isc_research.callbacks import RetrievalEvaluation
+    from isc_research.data.records import ImageRecord
+    from isc_research.metric import GroundTruth, evaluate
 
     queries = [ImageRecord(f"Q{i:05d}", "query", Path(f"Q{i:05d}.jpg")) for i in range(4)]
     references = [ImageRecord(f"R{i:06d}", "reference", Path(f"R{i:06d}.jpg")) for i in range(4)]
     gt = GroundTruth.from_pairs([q.id for q in queries], {q.id: f"R{i:06d}" for i, q in enumerate(queries)})
-    datamodule = SimpleNamespace(val_records=queries + references,
-                                 data=SimpleNamespace(queries=queries, ground_truth=gt))
+    datamodule = SimpleNamespace(
+        val_records=queries + references, data=SimpleNamespace(queries=queries, ground_truth=gt)
+    )
     indices = np.array([1, 2, 3, 4, 5, 6, 7])  # query 0 unreadable, skipped
     embeddings = np.eye(8, dtype=np.float32)[[1, 2, 3, 4, 5, 6, 7]]
     embeddings[:3, 5:8] = np.eye(3)  # each seen query equals its reference
@@ -207,8 +227,8 @@ QUICK = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "validate_befo
 def test_a_train_folder_is_resumed_only_by_the_same_settings(smoke_cfg):
     import json
 
-    from isc.runs import RunFolderError, read_status
-    from isc.train import train
+    from isc_research.runs import RunFolderError, read_status
+    from isc_research.train import train
 
     cfg = smoke_cfg(*QUICK)
     folder = Path(cfg.paths.output_dir)
@@ -235,14 +255,21 @@ def test_a_train_folder_is_resumed_only_by_the_same_settings(smoke_cfg):
     longer = folder.parent / "longer"
     with pytest.raises(RunFolderError, match="to train it longer, continue from its checkpoint in a new folder"):
         train(smoke_cfg(*QUICK, "optimizer.lr=0.5"))
-    train(smoke_cfg(*QUICK[1:], "optimizer.lr=0.5", "trainer.max_epochs=2", f"paths.output_dir={longer}",
-                    f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"))
+    train(
+        smoke_cfg(
+            *QUICK[1:],
+            "optimizer.lr=0.5",
+            "trainer.max_epochs=2",
+            f"paths.output_dir={longer}",
+            f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}",
+        )
+    )
     assert torch.load(longer / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
 
 
 def test_an_eval_folder_is_not_reused_and_overwrite_leaves_no_stale_file(tmp_path, data_dir):
-    from isc.evaluate import evaluate_checkpoint
-    from isc.runs import RunFolderError
+    from isc_research.evaluate import evaluate_checkpoint
+    from isc_research.runs import RunFolderError
 
     out = tmp_path / "eval"
     common = ("eval.report.enabled=false",)
@@ -250,8 +277,9 @@ def test_an_eval_folder_is_not_reused_and_overwrite_leaves_no_stale_file(tmp_pat
     assert (out / "descriptors.h5").is_file()
     with pytest.raises(RunFolderError, match="finished isc-eval run; pass overwrite=true"):
         evaluate_checkpoint(eval_cfg(data_dir, out, "baseline=phash", *common))
-    evaluate_checkpoint(eval_cfg(data_dir, out, "baseline=phash", "eval.write_submissions=none", "overwrite=true",
-                                 *common))
+    evaluate_checkpoint(
+        eval_cfg(data_dir, out, "baseline=phash", "eval.write_submissions=none", "overwrite=true", *common)
+    )
     assert not (out / "descriptors.h5").exists()  # the thumbnail run's submission is gone with its metrics
     assert (out / "descriptors" / "thumbnail").is_dir()  # the cache stays: it checks itself
 
@@ -264,11 +292,24 @@ def test_sigterm_stops_isc_train_with_a_non_zero_status_and_records_it(data_dir,
     import time
 
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "isc.cli.train", "debug=smoke", f"paths.data_dir={data_dir}",
-               f"paths.output_dir={run}", "trainer.max_epochs=50", "validate_before_training=false",
-               "trainer.check_val_every_n_epoch=50"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    command = [
+        sys.executable,
+        "-m",
+        "isc_research.cli.train",
+        "debug=smoke",
+        f"paths.data_dir={data_dir}",
+        f"paths.output_dir={run}",
+        "trainer.max_epochs=50",
+        "validate_before_training=false",
+        "trainer.check_val_every_n_epoch=50",
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     deadline = time.monotonic() + 240
     while not (run / "checkpoints" / "last.ckpt").is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -281,13 +322,17 @@ def test_sigterm_stops_isc_train_with_a_non_zero_status_and_records_it(data_dir,
 
 
 def test_training_stops_when_no_training_image_or_too_many_are_readable(smoke_cfg, data_dir, tmp_path):
-    from isc.train import train
+    from isc_research.train import train
 
     root, dataset = _disc21_copy(data_dir, tmp_path)
     images = sorted((root / "training").glob("*.jpg"))
     images[0].write_bytes(b"broken")  # 1 of 48 (2 %)
     with pytest.raises(RuntimeError, match=r"1 of 48 training images \(2.1%\).*data.max_skipped_fraction=0.01"):
-        train(smoke_cfg(*dataset, *QUICK[::2], "data.max_skipped_fraction=0.01", "paths.output_dir=" + str(tmp_path / "a")))
+        train(
+            smoke_cfg(
+                *dataset, *QUICK[::2], "data.max_skipped_fraction=0.01", "paths.output_dir=" + str(tmp_path / "a")
+            )
+        )
     for image in images:
         image.write_bytes(b"broken")
     with pytest.raises(RuntimeError, match="no training image was readable"):
@@ -298,14 +343,16 @@ def test_a_read_only_output_folder_is_a_clear_error(smoke_cfg, data_dir, tmp_pat
     import errno
     import tempfile
 
-    from isc.evaluate import evaluate_checkpoint
-    from isc.train import train
+    from isc_research.evaluate import evaluate_checkpoint
+    from isc_research.train import train
 
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)  # (chmod cannot stop root, who runs CI)
-    with pytest.raises(OSError, match=r"cannot write to the output folder .*run \(Read-only file system\).*paths.output_dir"):
+    with pytest.raises(
+        OSError, match=r"cannot write to the output folder .*run \(Read-only file system\).*paths.output_dir"
+    ):
         train(smoke_cfg())
     with pytest.raises(OSError, match="cannot write to the output folder"):
         evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "eval", "baseline=phash"))
@@ -316,7 +363,7 @@ def test_a_read_only_output_folder_is_a_clear_error(smoke_cfg, data_dir, tmp_pat
 def photo_index(tmp_path, data_dir):
     """A folder of 8 photos (the smoke mini-DISC's references), a random-weight checkpoint and an index of them
     (threshold 0.9 by hand)."""
-    from isc.cli.search import main
+    from isc_research.cli.search import main
     from tests.test_evaluate import save_checkpoint
 
     photos = tmp_path / "photos"
@@ -332,7 +379,7 @@ def photo_index(tmp_path, data_dir):
 def _query(index, *args) -> tuple[int, dict]:
     import json
 
-    from isc.cli.search import main
+    from isc_research.cli.search import main
 
     out = index.parent / "result.json"
     code = main(["query", str(index), *map(str, args), "--json", str(out), "--quiet", "--top-k", "3"])
@@ -340,14 +387,14 @@ def _query(index, *args) -> tuple[int, dict]:
 
 
 def test_search_paths_are_canonical(photo_index, monkeypatch, capsys):
-    from isc.cli.search import main
+    from isc_research.cli.search import main
 
     photos, index = photo_index
     monkeypatch.chdir(photos.parent)
     name = sorted(photos.iterdir())[0].name
     assert main(["add", str(index), f"photos/{name}", f"photos/../photos/{name}", f"./photos/{name}", "--quiet"]) == 0
     assert "8 images" in capsys.readouterr().out  # the same file under three names: no new entry
-    from isc.index.store import SearchIndex
+    from isc_research.index.store import SearchIndex
 
     assert len(SearchIndex.open(index)) == 8
 
@@ -358,8 +405,12 @@ def test_search_reembeds_a_changed_file_instead_of_reporting_its_stale_score(pho
     query = photos.parent / "query.jpg"
     shutil.copy(a, query)
     code, before = _query(index, query)
-    assert before["results"][0]["matches"][0] == {"rank": 1, "path": str(a), "score": pytest.approx(1.0, abs=1e-5),
-                                                  "copy": True}
+    assert before["results"][0]["matches"][0] == {
+        "rank": 1,
+        "path": str(a),
+        "score": pytest.approx(1.0, abs=1e-5),
+        "copy": True,
+    }
     shutil.copyfile(b, a)  # the indexed file is replaced by another photo
     code, after = _query(index, query)
     assert code == 0 and "changed since they were indexed" in capsys.readouterr().err
@@ -407,9 +458,9 @@ def test_a_damaged_index_faiss_is_named(photo_index, capsys):
 def test_every_reader_lists_the_same_image_types_and_names_what_it_leaves_out(tmp_path, caplog):
     from PIL import Image
 
-    from isc.data.records import list_split
-    from isc.images import IMAGE_SUFFIXES, load_image
-    from isc.index.embed import list_images
+    from isc_research.data.records import list_split
+    from isc_research.images import IMAGE_SUFFIXES, load_image
+    from isc_research.index.embed import list_images
 
     folder = tmp_path / "reference"
     folder.mkdir()
@@ -428,7 +479,7 @@ def test_every_reader_lists_the_same_image_types_and_names_what_it_leaves_out(tm
     images, ignored = list_images([folder])
     assert [p.name for p in images] == ["R000000.jpg", "R000001.gif", "R000002.jfif"]
     assert sorted(p.name for p in ignored) == ["R000003.jpg", "notes.txt"]
-    from isc.data import mini_disc
+    from isc_research.data import mini_disc
 
     assert mini_disc.IMAGE_SUFFIXES is IMAGE_SUFFIXES  # isc-make-dataset --source reads the same types
 
@@ -437,7 +488,7 @@ def test_every_reader_lists_the_same_image_types_and_names_what_it_leaves_out(tm
 def test_an_id_with_non_ascii_digits_is_refused_when_listed(tmp_path):
     from PIL import Image
 
-    from isc.data.records import list_split
+    from isc_research.data.records import list_split
 
     (tmp_path / "query").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "query" / "Q０００１２.jpg")  # full-width digits
@@ -450,10 +501,15 @@ def test_an_id_with_non_ascii_digits_is_refused_when_listed(tmp_path):
 def test_the_final_validation_reaches_the_best_checkpoint_selection(smoke_cfg):
     import re
 
-    from isc.train import train
+    from isc_research.train import train
 
-    cfg = smoke_cfg("trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2", "trainer.limit_train_batches=2",
-                    "validate_before_training=false", "callbacks.model_checkpoint.save_top_k=-1")
+    cfg = smoke_cfg(
+        "trainer.max_epochs=3",
+        "trainer.check_val_every_n_epoch=2",
+        "trainer.limit_train_batches=2",
+        "validate_before_training=false",
+        "callbacks.model_checkpoint.save_top_k=-1",
+    )
     metrics = train(cfg)
     saved = sorted(p.name for p in (Path(cfg.paths.output_dir) / "checkpoints").glob("epoch*.ckpt"))
     assert [name[:8] for name in saved] == ["epoch001", "epoch002"]  # epoch 2 (the last) validated inside fit
@@ -464,20 +520,22 @@ def test_the_final_validation_reaches_the_best_checkpoint_selection(smoke_cfg):
 
 @pytest.mark.parametrize("value", ["abc", "0"])
 def test_a_bad_batch_size_is_named(smoke_cfg, value):
-    from isc.train import train
+    from isc_research.train import train
 
     with pytest.raises(ValueError, match=rf"data.batch_size must be an integer >= 1, got '?{value}'?"):
         train(smoke_cfg(f"data.batch_size={value}"))
 
 
 def test_a_file_that_is_not_a_checkpoint_or_a_truncated_one_is_named(smoke_cfg, tmp_path, data_dir):
-    from isc.evaluate import evaluate_checkpoint
-    from isc.train import resume_checkpoint, train
+    from isc_research.evaluate import evaluate_checkpoint
+    from isc_research.train import resume_checkpoint, train
     from tests.test_evaluate import save_checkpoint
 
     text = tmp_path / "notes.ckpt"
     text.write_text("not a checkpoint")
-    with pytest.raises(ValueError, match=r"ckpt_path='.*notes.ckpt' is not a readable checkpoint: truncated or damaged"):
+    with pytest.raises(
+        ValueError, match=r"ckpt_path='.*notes.ckpt' is not a readable checkpoint: truncated or damaged"
+    ):
         train(smoke_cfg(f"ckpt_path={text}"))
     with pytest.raises(ValueError, match="notes.ckpt' is not a readable checkpoint"):
         evaluate_checkpoint(eval_cfg(data_dir, tmp_path / "eval", f"ckpt_path={text}"))
@@ -485,8 +543,9 @@ def test_a_file_that_is_not_a_checkpoint_or_a_truncated_one_is_named(smoke_cfg, 
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     last.parent.mkdir(parents=True)
     last.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # killed while writing
-    with pytest.raises(ValueError, match="last.ckpt' is not a readable checkpoint: truncated or damaged.*delete a "
-                                         "damaged last.ckpt"):
+    with pytest.raises(
+        ValueError, match="last.ckpt' is not a readable checkpoint: truncated or damaged.*delete a damaged last.ckpt"
+    ):
         resume_checkpoint(smoke_cfg(), tmp_path / "run")
 
 
@@ -494,7 +553,7 @@ def test_isc_score_names_a_compressed_csv_and_exits_quietly_on_a_closed_pipe(tmp
     import gzip
     import io
 
-    from isc.cli.score import main as score_main
+    from isc_research.cli.score import main as score_main
 
     gt = load_disc(eval_cfg(data_dir, tmp_path).dataset).root / "ground_truth.csv"
     packed = tmp_path / "gt.csv.gz"
@@ -519,7 +578,7 @@ def test_sigterm_during_an_isc_eval_run_exits_143_and_records_interrupted(tmp_pa
 
     from omegaconf import OmegaConf
 
-    from isc.runs import Stopped, read_status, recorded_run
+    from isc_research.runs import Stopped, read_status, recorded_run
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Stopped) as stop:
@@ -539,8 +598,8 @@ def test_sigterm_during_an_isc_eval_run_exits_143_and_records_interrupted(tmp_pa
 def test_an_unfinished_eval_of_another_checkpoint_leaves_no_stale_file(tmp_path, caplog):
     from omegaconf import OmegaConf
 
-    from isc.runs import claim_eval_folder
-    from isc.runs import write_status
+    from isc_research.runs import claim_eval_folder
+    from isc_research.runs import write_status
 
     def cfg(ckpt):
         return OmegaConf.create({"ckpt_path": ckpt, "eval": {"size": 48}, "overwrite": False})
@@ -550,7 +609,7 @@ def test_an_unfinished_eval_of_another_checkpoint_leaves_no_stale_file(tmp_path,
     (tmp_path / "descriptors").mkdir()
     claim_eval_folder(cfg("a.ckpt"), tmp_path)  # the same command: continues, nothing removed
     assert (tmp_path / "descriptors.h5").is_file()
-    with caplog.at_level(logging.WARNING, logger="isc.runs"):
+    with caplog.at_level(logging.WARNING, logger="isc_research.runs"):
         claim_eval_folder(cfg("b.ckpt"), tmp_path)
     assert "ckpt_path: 'a.ckpt' → 'b.ckpt'" in caplog.text
     assert not (tmp_path / "descriptors.h5").exists() and (tmp_path / "descriptors").is_dir()

@@ -1,4 +1,4 @@
-"""report.html of isc-eval: its content against isc.analysis, escaping, self-containment, and a render in
+"""report.html of isc-eval: its content against isc_research.analysis, escaping, self-containment, and a render in
 headless Chromium (screenshot + the decoded images and laid-out sections, read back from the DOM)."""
 
 from __future__ import annotations
@@ -18,12 +18,20 @@ import pytest
 import torch
 from PIL import Image
 
-from isc.analysis import QueryEdits, SliceMetrics, breakdown, edit_groups, false_positives, missed_matches, read_query_edits
-from isc.data.disc import load_disc
-from isc.evaluate import evaluate_checkpoint
-from isc.formats import read_predictions
-from isc.hash_comparison import hash_results
-from isc.report_html import ReportOptions, Thumbnails, render, report_options
+from isc_research.analysis import (
+    QueryEdits,
+    SliceMetrics,
+    breakdown,
+    edit_groups,
+    false_positives,
+    missed_matches,
+    read_query_edits,
+)
+from isc_research.data.disc import load_disc
+from isc_research.evaluate import evaluate_checkpoint
+from isc_research.formats import read_predictions
+from isc_research.hash_comparison import hash_results
+from isc_research.report_html import ReportOptions, Thumbnails, render, report_options
 from tests.test_evaluate import eval_cfg, save_checkpoint
 
 
@@ -66,8 +74,14 @@ def run(tmp_path_factory, data_dir):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("report")
     ckpt = save_checkpoint(out / "a.ckpt")
-    cfg = eval_cfg(data_dir, out / "eval", f"ckpt_path={ckpt}", "+postprocess@eval_grid.chains.pca=pca",
-                   "eval.report.top_k=5", "eval.report.thumbnail=64")
+    cfg = eval_cfg(
+        data_dir,
+        out / "eval",
+        f"ckpt_path={ckpt}",
+        "+postprocess@eval_grid.chains.pca=pca",
+        "eval.report.top_k=5",
+        "eval.report.thumbnail=64",
+    )
     summary = evaluate_checkpoint(cfg)
     torch.set_num_threads(before)
     return cfg, summary, out / "eval"
@@ -86,8 +100,11 @@ def test_report_content_matches_the_analysis(run):
     assert [row[0] for section, row in page.rows if section == "ablation"][1:] == ["raw", "pca"]
     # one chart per question: the primary chain's PR curve and histogram name it; the other chain in a grid
     plots = {alt: src for section, src, alt in page.images if section == "plots"}
-    assert set(plots) == {"precision-recall curve of chain raw", "precision-recall curves of the other chains",
-                          "similarity histograms of true pairs and non-matches of chain raw"}
+    assert set(plots) == {
+        "precision-recall curve of chain raw",
+        "precision-recall curves of the other chains",
+        "similarity histograms of true pairs and non-matches of chain raw",
+    }
     assert (out / "pr_curves_chains.png").is_file() and "chain raw" in page.sections["plots"]
 
     data = load_disc(cfg.dataset)
@@ -101,8 +118,10 @@ def test_report_content_matches_the_analysis(run):
     missed = missed_matches(gt, preds, gt.n_pairs, threshold=summary["threshold_at_p90"])
     assert f"the {min(5, len(missed))} hardest of {len(missed)}" in page.sections["missed"]
     assert page.sections["missed"].count("true match: ") == min(5, len(missed)) > 0
-    assert [alt for section, _, alt in page.images if section == "missed"][:2] == [missed[0].query_id,
-                                                                                 missed[0].reference_id]
+    assert [alt for section, _, alt in page.images if section == "missed"][:2] == [
+        missed[0].query_id,
+        missed[0].reference_id,
+    ]
 
     edits = read_query_edits(data.root / "query_edits.csv")
     table = {row[0]: row[1:] for section, row in page.rows if section == "edits"}
@@ -125,7 +144,9 @@ def test_report_content_matches_the_analysis(run):
 def test_report_is_self_contained(run):
     _, _, out = run
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert not re.search(r"(?:https?:|file:|//)[^\s'\"<>]*\w", re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", html))
+    assert not re.search(
+        r"(?:https?:|file:|//)[^\s'\"<>]*\w", re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", html)
+    )
     assert "<script" not in html and "<link" not in html
     page = Page(html)
     assert len(page.images) > 10
@@ -150,23 +171,38 @@ def test_report_disabled_and_option_errors(tmp_path, data_dir):
 
 
 def _tiny_page(tmp_path: Path, edits: dict, slices, title: str = "run") -> str:
-    from isc.analysis import FalsePositive, MissedMatch
+    from isc_research.analysis import FalsePositive, MissedMatch
 
     image = tmp_path / "Q1.jpg"
     Image.new("RGB", (40, 30), (200, 10, 10)).save(image)
     return render(
-        title=title, dataset=str(tmp_path), summary={"uAP": 0.5, "primary_chain": "raw<b>"}, n_queries=1, n_matched=1,
-        n_references=1, pr_curve=None, histogram=b"\x89PNG", ablation=[{"chain": "raw", "steps": "a → b & <c>"}],
-        slices=slices, false_positives=[FalsePositive("Q1", "R<1>", 0.25, 1, None)],
-        missed=[MissedMatch("Q1", "R1", None, None, None, None)], n_missed=3, edits=edits,
-        thumbnails=Thumbnails({"Q1": image, "R1": image}, 32, 80))
+        title=title,
+        dataset=str(tmp_path),
+        summary={"uAP": 0.5, "primary_chain": "raw<b>"},
+        n_queries=1,
+        n_matched=1,
+        n_references=1,
+        pr_curve=None,
+        histogram=b"\x89PNG",
+        ablation=[{"chain": "raw", "steps": "a → b & <c>"}],
+        slices=slices,
+        false_positives=[FalsePositive("Q1", "R<1>", 0.25, 1, None)],
+        missed=[MissedMatch("Q1", "R1", None, None, None, None)],
+        n_missed=3,
+        edits=edits,
+        thumbnails=Thumbnails({"Q1": image, "R1": image}, 32, 80),
+    )
 
 
 def test_all_text_is_escaped(tmp_path):
     evil = "<script>alert(1)</script>"
-    html = _tiny_page(tmp_path, {"Q1": QueryEdits("Q1", "R1", (evil, "crop & pad"), None)},
-                      [SliceMetrics(evil, 1, 1, 1.0, 1.0, 1.0)], title=evil)
-    assert "<script" not in html and "<b>\"" not in html
+    html = _tiny_page(
+        tmp_path,
+        {"Q1": QueryEdits("Q1", "R1", (evil, "crop & pad"), None)},
+        [SliceMetrics(evil, 1, 1, 1.0, 1.0, 1.0)],
+        title=evil,
+    )
+    assert "<script" not in html and '<b>"' not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "crop &amp; pad" in html
     assert "raw&lt;b&gt;" in html and "a → b &amp; &lt;c&gt;" in html and "R&lt;1&gt;" in html
     assert "no pr_curve.png" in html
@@ -188,9 +224,17 @@ def test_dataset_without_query_edits(tmp_path):
     assert "has no query_edits.csv" in Page(html).sections["edits"]
 
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 CHECK_SCRIPT = """<script>window.addEventListener('load', () => {
   const images = [...document.images];
   const result = {images: images.length, decoded: images.filter(i => i.complete && i.naturalWidth > 0).length,
@@ -213,8 +257,13 @@ def chromium() -> str:
 
 
 def _chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                          text=True, timeout=120, check=True)
+    return subprocess.run(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
 
 
 def test_report_renders_in_headless_chromium(run, tmp_path):
@@ -236,7 +285,9 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
     assert len(np.unique(colours)) > 2000  # photos, not just text on white
     # 2. the DOM after load: every embedded image decoded, every section laid out
     checked = tmp_path / "check.html"
-    checked.write_text(report.read_text(encoding="utf-8").replace("</body>", CHECK_SCRIPT + "</body>"), encoding="utf-8")
+    checked.write_text(
+        report.read_text(encoding="utf-8").replace("</body>", CHECK_SCRIPT + "</body>"), encoding="utf-8"
+    )
     dom = _chromium(binary, tmp_path / "profile", "--dump-dom", "--virtual-time-budget=5000", checked.as_uri()).stdout
     result = json.loads(re.search(r'<pre id="render-check">(.*?)</pre>', dom).group(1))
     assert result["images"] == result["decoded"] == len(Page(report.read_text(encoding="utf-8")).images)

@@ -9,8 +9,8 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from isc.config import MissingRequiredValue, check_required
-from isc.recipes import experiment_names
+from isc_research.config import MissingRequiredValue, check_required
+from isc_research.recipes import experiment_names
 from tests.conftest import compose_config
 
 # What each experiment cannot do without (RECIPES §2.2: stages 2–4 start from the previous stage; §4, §5.2:
@@ -56,8 +56,11 @@ def test_every_required_value_of_every_experiment_is_required(name):
 def test_disc21_requires_its_root_in_training_evaluation_and_matching(tmp_path):
     for config in ("train", "eval", "match"):
         cfg = compose_config(config, ["dataset=disc21", "ckpt_path=x.ckpt", f"paths.output_dir={tmp_path}"])
-        with pytest.raises(MissingRequiredValue, match=r"^required value not set: dataset\.root \(e\.g\. "
-                                                       r"dataset\.root=/data/DISC21\)"):
+        with pytest.raises(
+            MissingRequiredValue,
+            match=r"^required value not set: dataset\.root \(e\.g\. "
+            r"dataset\.root=/data/DISC21\)",
+        ):
             check_required(cfg)
         check_required(compose_config(config, ["dataset=disc21", "dataset.root=/data/x", "ckpt_path=x.ckpt"]))
 
@@ -72,10 +75,15 @@ def test_several_missing_values_are_named_together_and_a_requirement_can_be_lift
 
 def test_isc_train_stops_before_any_work(tmp_path):
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "isc.cli.train", "experiment=lyakaap_stage2",
-                           f"paths.output_dir={out}"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "isc_research.cli.train", "experiment=lyakaap_stage2", f"paths.output_dir={out}"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode != 0
-    lines = [line for line in done.stderr.splitlines() if line.startswith("isc.config.MissingRequiredValue")]
-    assert lines == ["isc.config.MissingRequiredValue: required value not set: init_from (e.g. init_from="
-                     "outputs/lyakaap_stage1/runs/<time>/checkpoints/epoch005.ckpt) — add it to the command line"]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("isc_research.config.MissingRequiredValue")]
+    assert lines == [
+        "isc_research.config.MissingRequiredValue: required value not set: init_from (e.g. init_from="
+        "outputs/lyakaap_stage1/runs/<time>/checkpoints/epoch005.ckpt) — add it to the command line"
+    ]
     assert not (out / "config.yaml").exists()  # nothing built, nothing written by isc

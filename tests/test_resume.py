@@ -16,12 +16,18 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from isc.train import resume_checkpoint, train
+from isc_research.train import resume_checkpoint, train
 
 # memory bank (XBM) + SGD momentum + per-step warmup-cosine schedule + augmentations drawn in a data worker:
 # every piece of state a resume must restore
-RUN = ("loss=contrastive_xbm", "loss.memory_size=200", "data.num_workers=1", "trainer.max_epochs=3",
-       "trainer.check_val_every_n_epoch=3", "validate_before_training=false")
+RUN = (
+    "loss=contrastive_xbm",
+    "loss.memory_size=200",
+    "data.num_workers=1",
+    "trainer.max_epochs=3",
+    "trainer.check_val_every_n_epoch=3",
+    "validate_before_training=false",
+)
 
 
 class KillOnce(L.Callback):
@@ -57,9 +63,18 @@ def final_state(run: Path) -> dict:
 def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_run(smoke_cfg, data_dir, tmp_path):
     crashed = tmp_path / "crashed"
     # 6 steps per epoch: killed in the middle of the second epoch, after epoch 1's last.ckpt (step 6)
-    command = [sys.executable, "-m", "isc.cli.train", "debug=smoke", f"paths.data_dir={data_dir}",
-               f"paths.output_dir={crashed}", *RUN, "+callbacks.kill._target_=tests.test_resume.KillOnce",
-               "+callbacks.kill.step=9", f"+callbacks.kill.marker={tmp_path / 'killed'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "isc_research.cli.train",
+        "debug=smoke",
+        f"paths.data_dir={data_dir}",
+        f"paths.output_dir={crashed}",
+        *RUN,
+        "+callbacks.kill._target_=tests.test_resume.KillOnce",
+        "+callbacks.kill.step=9",
+        f"+callbacks.kill.marker={tmp_path / 'killed'}",
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
@@ -75,8 +90,10 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_run(smoke_cfg
     for key in ("val/uAP", "val/recall_at_rank10", "best/uAP", "train/loss", "train/epoch_loss"):
         assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-7), key
     # the CSV log holds every step once: the crashed part up to the checkpoint, then the resumed part
-    losses = [pd.read_csv(run / "csv" / "metrics.csv").dropna(subset=["train/loss"]).set_index("step")["train/loss"]
-              for run in (crashed, Path(reference.paths.output_dir))]
+    losses = [
+        pd.read_csv(run / "csv" / "metrics.csv").dropna(subset=["train/loss"]).set_index("step")["train/loss"]
+        for run in (crashed, Path(reference.paths.output_dir))
+    ]
     assert list(losses[0].index) == list(range(18))
     assert losses[0].to_numpy() == pytest.approx(losses[1].to_numpy(), rel=1e-5)
     resumed, uninterrupted = final_state(crashed), final_state(Path(reference.paths.output_dir))
@@ -86,15 +103,23 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_run(smoke_cfg
 
 
 def test_ckpt_path_last_finds_this_folder_or_the_newest_run_of_the_same_settings(tmp_path):
-    from isc.runs import write_status
+    from isc_research.runs import write_status
 
     def cfg(ckpt_path, resume=True, seed=0):
-        return OmegaConf.create({"ckpt_path": ckpt_path, "resume": resume, "task_name": "train", "seed": seed,
-                                 "paths": {"log_dir": str(tmp_path / "logs")}})
+        return OmegaConf.create(
+            {
+                "ckpt_path": ckpt_path,
+                "resume": resume,
+                "task_name": "train",
+                "seed": seed,
+                "paths": {"log_dir": str(tmp_path / "logs")},
+            }
+        )
 
     runs = tmp_path / "logs" / "train" / "runs"
-    older, newer, other = (runs / name / "checkpoints" for name in
-                           ("2026-01-01_00-00-00", "2026-01-02_00-00-00", "2026-01-03_00-00-00"))
+    older, newer, other = (
+        runs / name / "checkpoints" for name in ("2026-01-01_00-00-00", "2026-01-02_00-00-00", "2026-01-03_00-00-00")
+    )
     for folder, mtime, seed in ((older, 1000, 0), (newer, 2000, 0), (other, 3000, 1)):
         folder.mkdir(parents=True)
         made_with = OmegaConf.to_container(cfg(None, seed=seed))
@@ -121,11 +146,18 @@ def test_ckpt_path_last_finds_this_folder_or_the_newest_run_of_the_same_settings
 
 @pytest.mark.slow
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(smoke_cfg):
-    cfg = smoke_cfg("validate_before_training=false", "trainer.max_epochs=3",
-                    "+callbacks.poison._target_=tests.test_resume.PoisonWeights", "+callbacks.poison.step=8")
+    cfg = smoke_cfg(
+        "validate_before_training=false",
+        "trainer.max_epochs=3",
+        "+callbacks.poison._target_=tests.test_resume.PoisonWeights",
+        "+callbacks.poison.step=8",
+    )
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    with pytest.raises(FloatingPointError, match=r"(?s)loss is nan at global step 8.*last good checkpoint is "
-                                                 rf".*{last.name} \(end of epoch 0\)"):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"(?s)loss is nan at global step 8.*last good checkpoint is "
+        rf".*{last.name} \(end of epoch 0\)",
+    ):
         train(cfg)
     state = final_state(Path(cfg.paths.output_dir))
     assert state["global_step"] == 6

@@ -9,12 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from isc.config import MissingRequiredValue, check_required
-from isc.train import train
+from isc_research.config import MissingRequiredValue, check_required
+from isc_research.train import train
 from tests.conftest import compose_config
 
-FAST = ("validate_before_training=false", "callbacks.retrieval_evaluation=null", "callbacks.model_checkpoint=null",
-        "trainer.limit_val_batches=0")
+FAST = (
+    "validate_before_training=false",
+    "callbacks.retrieval_evaluation=null",
+    "callbacks.model_checkpoint=null",
+    "trainer.limit_val_batches=0",
+)
 
 
 def test_stage_one_ends_when_the_loss_is_below_two():
@@ -30,17 +34,41 @@ def test_stage_one_ends_when_the_loss_is_below_two():
 
 def test_stage_two_resumes_stage_one_at_its_new_size(data_dir, tmp_path):
     def cfg(name: str, out: Path, *extra: str):
-        return compose_config("train", ["debug=smoke", f"experiment={name}", f"paths.data_dir={data_dir}",
-                                        f"paths.output_dir={out}", *FAST, *extra])
+        return compose_config(
+            "train",
+            [
+                "debug=smoke",
+                f"experiment={name}",
+                f"paths.data_dir={data_dir}",
+                f"paths.output_dir={out}",
+                *FAST,
+                *extra,
+            ],
+        )
 
     train(cfg("s_square_sjy_test5", tmp_path / "stage1", "trainer.max_epochs=1"))
     first = tmp_path / "stage1" / "checkpoints" / "last.ckpt"
     before = torch.load(first, map_location="cpu", weights_only=False)
     with pytest.raises(ValueError, match=r"other settings than this command \(optimizer\.lr: 0\.001 → 0\.5\)"):
-        train(cfg("s_square_sjy_test5_stage2", tmp_path / "wrong", "data.train_size=64", "trainer.max_epochs=2",
-                  f"ckpt_path={first}", "optimizer.lr=0.5"))  # only the declared changes may differ
-    train(cfg("s_square_sjy_test5_stage2", tmp_path / "stage2", "data.train_size=64", "trainer.max_epochs=2",
-              f"ckpt_path={first}"))
+        train(
+            cfg(
+                "s_square_sjy_test5_stage2",
+                tmp_path / "wrong",
+                "data.train_size=64",
+                "trainer.max_epochs=2",
+                f"ckpt_path={first}",
+                "optimizer.lr=0.5",
+            )
+        )  # only the declared changes may differ
+    train(
+        cfg(
+            "s_square_sjy_test5_stage2",
+            tmp_path / "stage2",
+            "data.train_size=64",
+            "trainer.max_epochs=2",
+            f"ckpt_path={first}",
+        )
+    )
     after = torch.load(tmp_path / "stage2" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     steps = before["global_step"]
     assert steps == 48 // 8 and after["epoch"] == before["epoch"] + 1 and after["global_step"] == 2 * steps

@@ -12,10 +12,15 @@ import h5py
 import numpy as np
 import pytest
 
-from isc.cli.score import main
-from isc.formats import DescriptorSubmission, write_descriptor_submission, write_ground_truth, write_predictions
-from isc.metric import GroundTruth, Predictions, evaluate
-from isc.search import global_candidates, knn_candidates
+from isc_research.cli.score import main
+from isc_research.formats import (
+    DescriptorSubmission,
+    write_descriptor_submission,
+    write_ground_truth,
+    write_predictions,
+)
+from isc_research.metric import GroundTruth, Predictions, evaluate
+from isc_research.search import global_candidates, knn_candidates
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,7 +71,7 @@ def assert_same(result: dict, expected: dict) -> None:
 
 
 def test_predictions_mode(capsys: pytest.CaptureFixture, files: dict[str, Path]) -> None:
-    from isc.formats import read_ground_truth, read_predictions
+    from isc_research.formats import read_ground_truth, read_predictions
 
     result = run_ok(capsys, ["--gt", str(files["gt"]), "--predictions", str(files["pred"])])
     expected = evaluate(read_ground_truth(files["gt"]), read_predictions(files["pred"])).to_dict()
@@ -86,7 +91,7 @@ def test_hand_checked_json(capsys: pytest.CaptureFixture, tmp_path: Path) -> Non
 
 
 def _sub_for_gt(files: dict[str, Path]) -> tuple[GroundTruth, tuple]:
-    from isc.formats import read_descriptor_submission, read_ground_truth
+    from isc_research.formats import read_descriptor_submission, read_ground_truth
 
     gt = read_ground_truth(files["gt"])
     sub = read_descriptor_submission(files["h5"])
@@ -168,12 +173,12 @@ def test_usage_errors(capsys: pytest.CaptureFixture, files: dict[str, Path]) -> 
 def test_module_entry_point(files: dict[str, Path]) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     ok = subprocess.run(
-        [sys.executable, "-m", "isc.cli.score", "--gt", str(files["gt"]), "--predictions", str(files["pred"])],
+        [sys.executable, "-m", "isc_research.cli.score", "--gt", str(files["gt"]), "--predictions", str(files["pred"])],
         capture_output=True, text=True, env=env, cwd=REPO,
     )  # fmt: skip
     assert ok.returncode == 0 and "uAP" in json.loads(ok.stdout)
     bad = subprocess.run(
-        [sys.executable, "-m", "isc.cli.score", "--gt", str(files["gt"]), "--predictions", "missing.csv"],
+        [sys.executable, "-m", "isc_research.cli.score", "--gt", str(files["gt"]), "--predictions", "missing.csv"],
         capture_output=True, text=True, env=env, cwd=REPO,
     )  # fmt: skip
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

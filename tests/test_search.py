@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from isc import search
-from isc.search import global_candidates, knn_candidates
+from isc_research import search
+from isc_research.search import global_candidates, knn_candidates
 
 TOL = 1e-3  # float32 scores against float64 brute force
 
@@ -168,8 +168,9 @@ def tied_set(seed: int, metric: str) -> tuple[np.ndarray, np.ndarray, list[str],
     float32), plus near-duplicates of some queries among the references."""
     rng = np.random.default_rng(seed)
     q = rng.integers(-3, 4, size=(23, 16)).astype(np.float32) / 4
-    r = np.concatenate([np.repeat(rng.integers(-3, 4, size=(70, 16)).astype(np.float32) / 4, 3, axis=0),
-                        q[:5] + np.float32(1e-3)])
+    r = np.concatenate(
+        [np.repeat(rng.integers(-3, 4, size=(70, 16)).astype(np.float32) / 4, 3, axis=0), q[:5] + np.float32(1e-3)]
+    )
     q = np.concatenate([q, q[:4]])  # repeated queries tie with their twins
     perm = rng.permutation(len(r))
     return q, r[perm], [f"Q{i}" for i in range(len(q))], [f"R{i}" for i in range(len(r))]
@@ -194,8 +195,17 @@ def test_global_torch_path_equals_numpy_path_ties_included(metric: str) -> None:
     assert len(np.unique(es)) < len(es) // 10  # the set is made of ties
     for n in (1, 40, 257, 1000):
         cpu = global_candidates(q, r, qids, rids, num_results=n, metric=metric, batch_size=5, reference_block=32)
-        tch = global_candidates(q, r, qids, rids, num_results=n, metric=metric, batch_size=6, reference_block=50,
-                                device=search._Torch("cpu"))  # the torch path (what a GPU runs) on the CPU
+        tch = global_candidates(
+            q,
+            r,
+            qids,
+            rids,
+            num_results=n,
+            metric=metric,
+            batch_size=6,
+            reference_block=50,
+            device=search._Torch("cpu"),
+        )  # the torch path (what a GPU runs) on the CPU
         assert rows(cpu) == rows(tch) == (eq[:n].tolist(), er[:n].tolist())  # the same pairs in the same order
         assert cpu.scores.tolist() == tch.scores.tolist() == es[:n].astype(np.float64).tolist()
 
@@ -247,7 +257,8 @@ def test_candidates_dispatches_the_rules_by_name() -> None:
     everyone = search.candidates("global", q, r, qids, rids, results_per_query=3, n_queries=10)
     assert same(everyone, global_candidates(q, r, qids, rids, num_results=30))  # 3 × the 10 queries of the whole set
     assert len(search.candidates("global", q, r, qids, rids, results_per_query=3)) == 18
-    assert same(search.candidates("knn", q, r, qids, rids, k=4, metric="ip"),
-                knn_candidates(q, r, qids, rids, k=4, metric="ip"))
+    assert same(
+        search.candidates("knn", q, r, qids, rids, k=4, metric="ip"), knn_candidates(q, r, qids, rids, k=4, metric="ip")
+    )
     with pytest.raises(ValueError, match="eval.candidates must be 'global'"):
         search.candidates("top", q, r, qids, rids, setting="eval.candidates")

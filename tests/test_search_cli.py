@@ -13,15 +13,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from isc.cli import search as search_cli
-from isc.cli.search import main
-from isc.data.edits import EDITS, EditContext
-from isc.data.mini_disc import MiniDiscSpec, ensure_mini_disc
-from isc.images import load_image
-from isc.index.calibrate import threshold_at_precision
-from isc.index.store import SearchIndex
-from isc.metric import GroundTruth, Predictions, evaluate
-from isc.model import DescriptorModel
+from isc_research.cli import search as search_cli
+from isc_research.cli.search import main
+from isc_research.data.edits import EDITS, EditContext
+from isc_research.data.mini_disc import MiniDiscSpec, ensure_mini_disc
+from isc_research.images import load_image
+from isc_research.index.calibrate import threshold_at_precision
+from isc_research.index.store import SearchIndex
+from isc_research.metric import GroundTruth, Predictions, evaluate
+from isc_research.model import DescriptorModel
 
 MODEL_ARGS = {"backbone": "test_resnet", "embedding_dim": 32, "gem_p": 3.0, "gem_learnable": False}
 SMOKE = OmegaConf.load(Path(__file__).parents[1] / "conf" / "debug" / "smoke.yaml")
@@ -62,8 +62,13 @@ def world(tmp_path_factory, data_dir):
     torch.manual_seed(0)
     model = DescriptorModel(**MODEL_ARGS)
     ckpt = root / "random.ckpt"
-    torch.save({"hyper_parameters": {"model": MODEL_ARGS, "config": {"data": {"eval_size": 48}}},
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    torch.save(
+        {
+            "hyper_parameters": {"model": MODEL_ARGS, "config": {"data": {"eval_size": 48}}},
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        },
+        ckpt,
+    )
     photos = root / "photos"
     photos.mkdir()
     for p in sorted((mini / "reference").iterdir()):
@@ -91,14 +96,30 @@ def world(tmp_path_factory, data_dir):
     own = root / "own_data.ckpt"  # the same weights, recording the smoke mini-DISC it was "validated" on
     recorded = OmegaConf.to_container(OmegaConf.load(Path(__file__).parents[1] / "conf" / "dataset" / "mini_disc.yaml"))
     dataset = {**recorded, "root": str(data_dir / "mini_disc"), "build": dict(SMOKE.dataset.build)}
-    torch.save({"hyper_parameters": {"model": MODEL_ARGS, "config": {"data": {"eval_size": 48}, "dataset": dataset}},
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, own)
+    torch.save(
+        {
+            "hyper_parameters": {"model": MODEL_ARGS, "config": {"data": {"eval_size": 48}, "dataset": dataset}},
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        },
+        own,
+    )
     return {"ckpt": ckpt, "own": own, "mini": mini, "photos": photos, "calib": calib, "queries": queries, "root": root}
 
 
 def _build(world, index: Path, *extra: str) -> int:
-    return main(["build", str(index), str(world["photos"]), "--checkpoint", str(world["ckpt"]),
-                 "--calibration-data", str(world["calib"]), "--quiet", *extra])
+    return main(
+        [
+            "build",
+            str(index),
+            str(world["photos"]),
+            "--checkpoint",
+            str(world["ckpt"]),
+            "--calibration-data",
+            str(world["calib"]),
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 def test_edited_copies_find_their_source_first_and_are_flagged(world, tmp_path, capsys):
@@ -111,8 +132,23 @@ def test_edited_copies_find_their_source_first_and_are_flagged(world, tmp_path, 
     assert cal["precision"] >= 0.9 and cal["threshold"] is not None
     capsys.readouterr()
     out_csv, out_json = tmp_path / "m.csv", tmp_path / "m.json"
-    assert main(["query", str(index), str(world["queries"]), "--top-k", "3", "--csv", str(out_csv),
-                 "--json", str(out_json), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "query",
+                str(index),
+                str(world["queries"]),
+                "--top-k",
+                "3",
+                "--csv",
+                str(out_csv),
+                "--json",
+                str(out_json),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr()
     assert printed.out == ""  # --quiet: no table, no progress; the summary names the files (absolute)
     assert f"csv          {out_csv.absolute()}" in printed.err and "6 queries with a copy" in printed.err
@@ -142,13 +178,31 @@ def test_threshold_is_where_validation_precision_first_drops_below_target(world,
     assert _build(world, index) == 0
     cal = SearchIndex.open(index).meta["calibration"]
     calib_index = tmp_path / "calib_refs"  # the validation references, searched by the validation queries
-    assert main(["build", str(calib_index), str(world["calib"] / "reference"), "--checkpoint", str(world["ckpt"]),
-                 "--threshold", "0.5", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                str(calib_index),
+                str(world["calib"] / "reference"),
+                "--checkpoint",
+                str(world["ckpt"]),
+                "--threshold",
+                "0.5",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "calib.json"
-    assert main(["query", str(calib_index), str(world["calib"] / "query"), "--top-k", "10", "--json", str(out),
-                 "--quiet"]) == 0
-    pairs = [(Path(r["query"]).stem, Path(m["path"]).stem, float(m["score"]))
-             for r in json.loads(out.read_text())["results"] for m in r["matches"]]
+    assert (
+        main(["query", str(calib_index), str(world["calib"] / "query"), "--top-k", "10", "--json", str(out), "--quiet"])
+        == 0
+    )
+    pairs = [
+        (Path(r["query"]).stem, Path(m["path"]).stem, float(m["score"]))
+        for r in json.loads(out.read_text())["results"]
+        for m in r["matches"]
+    ]
     truth = {f"Q{i:05d}": f"R{i:06d}" for i in range(12)}
     pairs.sort(key=lambda p: (-p[2], truth.get(p[0]) == p[1]))  # pessimistic: non-matches first at equal score
     best = None
@@ -176,8 +230,21 @@ def test_calibrates_on_the_validation_data_recorded_in_the_checkpoint(world, tmp
     (wrong / "ground_truth.csv").write_text("query_id,reference_id\n" + rows)
     unflagged = tmp_path / "unflagged"
     capsys.readouterr()
-    assert main(["build", str(unflagged), str(world["photos"]), "--checkpoint", str(world["ckpt"]),
-                 "--calibration-data", str(wrong), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                str(unflagged),
+                str(world["photos"]),
+                "--checkpoint",
+                str(world["ckpt"]),
+                "--calibration-data",
+                str(wrong),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "precision never reaches 0.9" in capsys.readouterr().err
     assert SearchIndex.open(unflagged).threshold is None
     assert main(["query", str(unflagged), str(world["queries"]), "--json", str(tmp_path / "q.json"), "--quiet"]) == 0
@@ -213,8 +280,10 @@ def test_incremental_add_keeps_old_vectors_and_skips_duplicates(world, tmp_path,
     for p in later:
         p.rename(extra / p.name)
     index = tmp_path / "index"
-    assert main(["build", str(index), str(photos), "--checkpoint", str(world["ckpt"]), "--threshold", "0.9",
-                 "--quiet"]) == 0
+    assert (
+        main(["build", str(index), str(photos), "--checkpoint", str(world["ckpt"]), "--threshold", "0.9", "--quiet"])
+        == 0
+    )
     before = SearchIndex.open(index)
     old = {before.path_of(i): before.index.reconstruct(i) for i in before.rows}
     assert len(old) == 16
@@ -252,16 +321,30 @@ def test_unreadable_images_are_counted_and_reported(world, tmp_path, capsys):
     (photos / "empty.png").write_bytes(b"")
     (photos / "notes.txt").write_text("not an image")
     index = tmp_path / "index"
-    assert main(["build", str(index), str(photos), "--checkpoint", str(world["ckpt"]), "--threshold", "0.9",
-                 "--quiet"]) == 0
+    assert (
+        main(["build", str(index), str(photos), "--checkpoint", str(world["ckpt"]), "--threshold", "0.9", "--quiet"])
+        == 0
+    )
     captured = capsys.readouterr()
     assert "indexed 3 new" in captured.out and "2 unreadable" in captured.out
     assert "1 files without an image suffix" in captured.out
     assert f"unreadable image {photos / 'broken.jpg'}: file is truncated" in captured.err
     assert f"unreadable image {photos / 'empty.png'}: file is empty" in captured.err
     assert len(SearchIndex.open(index)) == 3
-    assert main(["query", str(index), str(photos / "broken.jpg"), str(sorted(photos.glob("photo_*"))[0]),
-                 "--json", str(tmp_path / "q.json"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "query",
+                str(index),
+                str(photos / "broken.jpg"),
+                str(sorted(photos.glob("photo_*"))[0]),
+                "--json",
+                str(tmp_path / "q.json"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     q = json.loads((tmp_path / "q.json").read_text())
     assert len(q["results"]) == 1 and q["unreadable"][0]["path"] == str(photos / "broken.jpg")
     assert "unreadable query" in capsys.readouterr().err
@@ -269,8 +352,16 @@ def test_unreadable_images_are_counted_and_reported(world, tmp_path, capsys):
 
 def test_refuses_to_overwrite_an_index_or_a_foreign_folder(world, tmp_path, capsys):
     index = tmp_path / "index"
-    args = ["build", str(index), str(world["photos"]), "--checkpoint", str(world["ckpt"]), "--threshold", "0.9",
-            "--quiet"]
+    args = [
+        "build",
+        str(index),
+        str(world["photos"]),
+        "--checkpoint",
+        str(world["ckpt"]),
+        "--threshold",
+        "0.9",
+        "--quiet",
+    ]
     assert main(args) == 0
     stamp = (index / "index.json").read_text()
     capsys.readouterr()
@@ -288,8 +379,22 @@ def test_refuses_to_overwrite_an_index_or_a_foreign_folder(world, tmp_path, caps
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
-    assert main(["build", str(foreign), str(world["photos"]), "--checkpoint", str(world["ckpt"]), "--threshold", "0.9",
-                 "--overwrite", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "build",
+                str(foreign),
+                str(world["photos"]),
+                "--checkpoint",
+                str(world["ckpt"]),
+                "--threshold",
+                "0.9",
+                "--overwrite",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "holds no isc-search index" in capsys.readouterr().err and (foreign / "keep.txt").read_text() == "mine"
 
 
@@ -299,16 +404,47 @@ def test_errors_name_the_problem(world, tmp_path, capsys):
     index = tmp_path / "index"  # the random checkpoint records no dataset: calibration needs --calibration-data
     assert main(["build", str(index), str(world["photos"]), "--checkpoint", str(world["ckpt"]), "--quiet"]) == 2
     assert "records no dataset" in capsys.readouterr().err
-    assert main(["build", str(index), str(world["photos"]), "--checkpoint", str(world["ckpt"]),
-                 "--calibration-data", str(world["photos"]), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "build",
+                str(index),
+                str(world["photos"]),
+                "--checkpoint",
+                str(world["ckpt"]),
+                "--calibration-data",
+                str(world["photos"]),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "not a DISC-layout dataset" in capsys.readouterr().err
-    assert main(["build", str(index), str(world["photos"]), "--checkpoint", str(world["ckpt"]), "--threshold", "0.9",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                str(index),
+                str(world["photos"]),
+                "--checkpoint",
+                str(world["ckpt"]),
+                "--threshold",
+                "0.9",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     other = tmp_path / "other.ckpt"
     torch.manual_seed(1)
     model = DescriptorModel(**MODEL_ARGS)
-    torch.save({"hyper_parameters": {"model": MODEL_ARGS, "config": {"data": {"eval_size": 48}}},
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, other)
+    torch.save(
+        {
+            "hyper_parameters": {"model": MODEL_ARGS, "config": {"data": {"eval_size": 48}}},
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        },
+        other,
+    )
     assert main(["query", str(index), str(world["queries"]), "--checkpoint", str(other), "--quiet"]) == 2
     assert "does not embed like the index" in capsys.readouterr().err
     assert main(["query", str(index), str(tmp_path / "missing.jpg"), "--quiet"]) == 2

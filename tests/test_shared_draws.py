@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from isc.augment import separate
-from isc.data.sampling import EpochSampler, SeededSamples
-from isc.train import build_datamodule
+from isc_research.augment import separate
+from isc_research.data.sampling import EpochSampler, SeededSamples
+from isc_research.train import build_datamodule
 from tests.test_augment_separate import _image, _quiet
 
 
@@ -58,8 +58,9 @@ def test_one_global_batch_shares_its_draws_on_every_rank():
 
 
 def test_draws_replay_and_are_per_image_when_off():
-    assert all(torch.equal(a[0], b[0]) for x, y in zip(_batches(True).values(), _batches(True).values())
-               for a, b in zip(x, y))  # resumed epoch: same draws
+    assert all(
+        torch.equal(a[0], b[0]) for x, y in zip(_batches(True).values(), _batches(True).values()) for a, b in zip(x, y)
+    )  # resumed epoch: same draws
     assert not torch.equal(_batches(True, epoch=2)[0][0][0], _batches(True)[0][0][0])  # another epoch, other draws
     for samples in _batches(shared=False).values():  # default: one batch, different crops
         assert not torch.equal(samples[0][0], samples[1][0])

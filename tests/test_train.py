@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from isc.cli.score import main as score_main
-from isc.data.disc import load_disc
-from isc.evaluate import evaluate_checkpoint
-from isc.images import ImageLoadError
-from isc.train import train
+from isc_research.cli.score import main as score_main
+from isc_research.data.disc import load_disc
+from isc_research.evaluate import evaluate_checkpoint
+from isc_research.images import ImageLoadError
+from isc_research.train import train
 from tests.conftest import compose_config
 
 pytestmark = pytest.mark.slow
@@ -38,8 +38,15 @@ def test_smoke_training_end_to_end(smoke_cfg, tmp_path, capsys):
 
     # The last checkpoint, evaluated by isc-eval, gives the µAP that validation logged after the last epoch.
     last = run / "checkpoints" / "last.ckpt"
-    eval_cfg = compose_config("eval", [f"ckpt_path={last}", f"paths.output_dir={tmp_path / 'eval'}",
-                                       f"paths.data_dir={cfg.paths.data_dir}", *_smoke_dataset()])
+    eval_cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={last}",
+            f"paths.output_dir={tmp_path / 'eval'}",
+            f"paths.data_dir={cfg.paths.data_dir}",
+            *_smoke_dataset(),
+        ],
+    )
     scores = evaluate_checkpoint(eval_cfg)
     assert scores["uAP"] == pytest.approx(metrics["val/uAP"], abs=1e-6)
     assert scores["recall_at_rank10"] == pytest.approx(metrics["val/recall_at_rank10"], abs=1e-6)
@@ -60,8 +67,13 @@ def _smoke_dataset() -> list[str]:
 def test_training_reduces_the_loss(smoke_cfg):
     """Ten epochs on the tiny set: the optimiser must drive NT-Xent clearly down. With identical views
     (augmentation=none) this is possible in 30 steps; a broken gradient path or optimiser fails it."""
-    cfg = smoke_cfg("augmentation=none", "trainer.max_epochs=10", "data.batch_size=16", "validate_before_training=false",
-                    "trainer.check_val_every_n_epoch=10")
+    cfg = smoke_cfg(
+        "augmentation=none",
+        "trainer.max_epochs=10",
+        "data.batch_size=16",
+        "validate_before_training=false",
+        "trainer.check_val_every_n_epoch=10",
+    )
     train(cfg)
     rows = pd.read_csv(Path(cfg.paths.output_dir) / "csv" / "metrics.csv").dropna(subset=["train/loss"])
     per_epoch = rows.groupby("epoch")["train/loss"].mean()
@@ -81,16 +93,25 @@ def _copy_with_bad_images(smoke_cfg, tmp_path) -> Path:
 
 
 def _disc21(root: Path) -> list[str]:
-    return ["dataset=disc21", f"dataset.root={root}", "dataset.query_dir=query", "dataset.reference_dir=reference",
-            "dataset.training_dir=training", "dataset.ground_truth=ground_truth.csv"]
+    return [
+        "dataset=disc21",
+        f"dataset.root={root}",
+        "dataset.query_dir=query",
+        "dataset.reference_dir=reference",
+        "dataset.training_dir=training",
+        "dataset.ground_truth=ground_truth.csv",
+    ]
 
 
 def test_bad_images_are_skipped_in_training_and_named_in_evaluation(smoke_cfg, tmp_path):
     root = _copy_with_bad_images(smoke_cfg, tmp_path)
     with pytest.raises(ImageLoadError, match="Q00002.jpg"):
         train(smoke_cfg(*_disc21(root), "trainer.max_epochs=1"))
-    metrics = train(smoke_cfg(*_disc21(root), "trainer.max_epochs=1", "data.skip_bad_eval_images=true",
-                              "validate_before_training=false"))
+    metrics = train(
+        smoke_cfg(
+            *_disc21(root), "trainer.max_epochs=1", "data.skip_bad_eval_images=true", "validate_before_training=false"
+        )
+    )
     assert metrics["train/skipped_images"] == 1  # the corrupt training image, counted once in the epoch
     assert "val/uAP" in metrics
 
@@ -105,11 +126,14 @@ def test_missing_dataset_folder_shows_the_expected_layout(smoke_cfg, tmp_path):
 
 
 def test_cli_returns_the_optimized_metric_and_rejects_unknown_names(data_dir, tmp_path):
-    base = [sys.executable, "-m", "isc.cli.train", "debug=smoke", f"paths.data_dir={data_dir}"]
-    bad = subprocess.run([*base, f"paths.output_dir={tmp_path / 'a'}", "optimized_metric=val/mAP"],
-                         capture_output=True, text=True)
+    base = [sys.executable, "-m", "isc_research.cli.train", "debug=smoke", f"paths.data_dir={data_dir}"]
+    bad = subprocess.run(
+        [*base, f"paths.output_dir={tmp_path / 'a'}", "optimized_metric=val/mAP"], capture_output=True, text=True
+    )
     assert bad.returncode != 0 and "val/mAP" in bad.stderr and "val/uAP" in bad.stderr
-    ok = subprocess.run([*base, f"paths.output_dir={tmp_path / 'b'}", "trainer.max_epochs=1"], capture_output=True, text=True)
+    ok = subprocess.run(
+        [*base, f"paths.output_dir={tmp_path / 'b'}", "trainer.max_epochs=1"], capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "at initialisation" in ok.stderr + ok.stdout
     assert "vs hashes    PDQ " in ok.stdout and "pHash " in ok.stdout  # compare_hashes: the hashes next to the model
@@ -118,8 +142,8 @@ def test_cli_returns_the_optimized_metric_and_rejects_unknown_names(data_dir, tm
 def test_a_stage_starts_from_the_previous_stages_weights(smoke_cfg, tmp_path):
     import torch
 
-    from isc.losses.build import build_loss
-    from isc.train import build_module, initialise_from
+    from isc_research.losses.build import build_loss
+    from isc_research.train import build_module, initialise_from
 
     first = smoke_cfg("trainer.max_epochs=1", "validate_before_training=false")
     stage1 = train(first)
@@ -135,7 +159,9 @@ def test_a_stage_starts_from_the_previous_stages_weights(smoke_cfg, tmp_path):
     # ... so it starts where stage 1 ended (same evaluation set and size)
     assert train(second)["init/uAP"] == pytest.approx(stage1["val/uAP"])
     with pytest.raises(ValueError, match="does not fit"):
-        initialise_from(build_module(smoke_cfg("model.embedding_dim=16"), build_loss(second.loss, num_classes=48)[0]), ckpt)
+        initialise_from(
+            build_module(smoke_cfg("model.embedding_dim=16"), build_loss(second.loss, num_classes=48)[0]), ckpt
+        )
     with pytest.raises(FileNotFoundError, match="previous stage"):
         initialise_from(module, tmp_path / "nope.ckpt")
 
@@ -148,7 +174,7 @@ def test_training_step_makes_no_host_sync_and_checks_the_loss_one_step_late():
     import torch
     from torch.overrides import TorchFunctionMode
 
-    from isc.module import CopyDetectionModule
+    from isc_research.module import CopyDetectionModule
 
     class SquareLoss(torch.nn.Module):  # a loss without syncs of its own
         def forward(self, embeddings, labels):
@@ -162,8 +188,9 @@ def test_training_step_makes_no_host_sync_and_checks_the_loss_one_step_late():
 
     loss = SquareLoss()
     loss.scale = 1.0
-    module = CopyDetectionModule({"backbone": "test_resnet", "embedding_dim": 8}, loss,
-                                 optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
+    module = CopyDetectionModule(
+        {"backbone": "test_resnet", "embedding_dim": 8}, loss, optimizer=lambda p: torch.optim.SGD(p, lr=0.1)
+    )
     batch = {"views": torch.rand(2, 2, 3, 32, 32), "label": torch.arange(2), "skipped": 1}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # self.log without a trainer

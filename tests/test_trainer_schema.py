@@ -7,13 +7,21 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from isc.recipes import experiment_names, load_table
-from isc.scaling import MAX_WORKERS, accumulation, data_workers, fit_to_hardware
+from isc_research.recipes import experiment_names, load_table
+from isc_research.scaling import MAX_WORKERS, accumulation, data_workers, fit_to_hardware
 from tests.conftest import compose_config
 
-ONE_GPU = ["trainer.devices=1", "trainer.strategy=auto", "trainer.sync_batchnorm=false", "trainer.num_nodes=1",
-           "trainer.limit_train_batches=20", "trainer.max_steps=20", "trainer.accumulate_grad_batches=1",
-           "trainer.benchmark=true", "trainer.total_batch=null"]
+ONE_GPU = [
+    "trainer.devices=1",
+    "trainer.strategy=auto",
+    "trainer.sync_batchnorm=false",
+    "trainer.num_nodes=1",
+    "trainer.limit_train_batches=20",
+    "trainer.max_steps=20",
+    "trainer.accumulate_grad_batches=1",
+    "trainer.benchmark=true",
+    "trainer.total_batch=null",
+]
 DEFAULT_KEYS = set(compose_config("train", []).trainer)
 
 
@@ -39,19 +47,23 @@ def test_the_total_batch_is_the_recipes_and_holds_on_its_own_hardware(name):
         assert accumulation(total, cfg.data.batch_size, cfg.trainer.devices, cfg.trainer.num_nodes) == 1
 
 
-@pytest.mark.parametrize("name,devices,nodes,steps", [
-    ("lyakaap_stage1", 1, 1, 4),       # 128 = 32 × 1 × 4: the README's worked example
-    ("lyakaap_stage1", 2, 1, 2),
-    ("lyakaap_stage2", 1, 1, 8),       # 128 = 16 × 8
-    ("lyakaap_stage4", 1, 1, 16),      # 16 queries at 1 per GPU
-    ("sscd_disc_advanced", 8, 1, 4),   # one node of the four: 4096 = 128 × 8 × 4
-    ("sscd_disc_advanced", 1, 1, 32),
-    ("separate_retriever", 1, 1, 8),   # 56 = 7 × 8
-    ("visionforce_desc", 1, 1, 4),     # 32 classes = 8 × 4
-])
+@pytest.mark.parametrize(
+    "name,devices,nodes,steps",
+    [
+        ("lyakaap_stage1", 1, 1, 4),  # 128 = 32 × 1 × 4: the README's worked example
+        ("lyakaap_stage1", 2, 1, 2),
+        ("lyakaap_stage2", 1, 1, 8),  # 128 = 16 × 8
+        ("lyakaap_stage4", 1, 1, 16),  # 16 queries at 1 per GPU
+        ("sscd_disc_advanced", 8, 1, 4),  # one node of the four: 4096 = 128 × 8 × 4
+        ("sscd_disc_advanced", 1, 1, 32),
+        ("separate_retriever", 1, 1, 8),  # 56 = 7 × 8
+        ("visionforce_desc", 1, 1, 4),  # 32 classes = 8 × 4
+    ],
+)
 def test_fewer_gpus_accumulate_to_the_recipes_total_batch(name, devices, nodes, steps):
-    cfg = compose_config("train", [f"experiment={name}", f"trainer.devices={devices}", f"trainer.num_nodes={nodes}",
-                                   "required={}"])
+    cfg = compose_config(
+        "train", [f"experiment={name}", f"trainer.devices={devices}", f"trainer.num_nodes={nodes}", "required={}"]
+    )
     fit_to_hardware(cfg)
     assert cfg.trainer.accumulate_grad_batches == steps
     assert cfg.data.batch_size * devices * nodes * steps == cfg.trainer.total_batch
@@ -62,8 +74,11 @@ def test_total_batch_errors_explain_the_arithmetic():
         accumulation(128, 24, 1, 1)
     with pytest.raises(ValueError, match=r"not a multiple"):  # more per step than the total: cannot shrink it
         accumulation(16, 32, 1, 1)
-    with pytest.raises(ValueError, match=r"accumulate_grad_batches=2 contradicts trainer.total_batch=128 \(which "
-                                         r"needs 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"accumulate_grad_batches=2 contradicts trainer.total_batch=128 \(which "
+        r"needs 4\)",
+    ):
         accumulation(128, 32, 1, 1, accumulate=2)
     with pytest.raises(ValueError, match=r"trainer.devices='auto'.*needs a number of devices"):
         accumulation(128, 32, "auto", 1)
@@ -85,7 +100,7 @@ def test_data_workers_auto_is_one_on_the_cpu_and_the_cores_on_gpus(monkeypatch):
 
 
 def test_the_trainer_gets_the_accumulation(smoke_cfg, tmp_path):
-    from isc.trainer import build_trainer
+    from isc_research.trainer import build_trainer
 
     cfg = smoke_cfg("trainer.total_batch=32")  # smoke: 8 images per step on 1 process
     fit_to_hardware(cfg)

@@ -1,4 +1,5 @@
-"""The tutorial (docs/tutorial.md) is tested: its commands are scripts/tutorial.sh's, and the script runs every one of them
+"""The tutorial (docs/tutorial.md) is tested: its commands are scripts/tutorial.sh's, and the script runs every one of
+them
 end to end on a tiny mini-DISC (one epoch), so that a command that breaks or a flag that is renamed fails CI."""
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ SCRIPT = ROOT / "scripts" / "tutorial.sh"
 # tutorial commands that the script runs in another form, and the form
 IN_THE_SCRIPT_AS = {"make train": 'make -C "$REPO" train', "make test": 'make -C "$REPO" test'}
 # tutorial commands that need what a single machine lacks (the page says so next to them)
-NOT_RUN = {"isc-train dataset=disc21 dataset.root=/data/DISC21 trainer=gpu",
-           "isc-eval  dataset=disc21 dataset.root=/data/DISC21 ckpt_path=$CKPT",
-           "isc-train experiment=lyakaap_stage1 trainer=gpu"}
+NOT_RUN = {
+    "isc-train dataset=disc21 dataset.root=/data/DISC21 trainer=gpu",
+    "isc-eval  dataset=disc21 dataset.root=/data/DISC21 ckpt_path=$CKPT",
+    "isc-train experiment=lyakaap_stage1 trainer=gpu",
+}
 
 
 def tutorial_commands() -> list[str]:
@@ -50,13 +53,29 @@ def test_the_tutorial_runs_end_to_end_on_tiny_data(tmp_path):
     (tutorial,) = (outputs / "tutorial").iterdir()
     numbers = (tutorial / "numbers.md").read_text(encoding="utf-8")
     steps = re.findall(r"^## (\S+)$", numbers, flags=re.M)
-    assert steps == ["train", "search-build", "search-query", "my-photos", "export", "recipe-smoke",
-                     "cpu-visionforce", "cpu-arcface", "sweep", "optuna", "match", "ablation"]
+    assert steps == [
+        "train",
+        "search-build",
+        "search-query",
+        "my-photos",
+        "export",
+        "recipe-smoke",
+        "cpu-visionforce",
+        "cpu-arcface",
+        "sweep",
+        "optuna",
+        "match",
+        "ablation",
+    ]
     assert numbers.count(" finished in ") >= len(steps) and "TINY run" in numbers
     # every command named its files; the `latest` links lead to them
-    for task, files in (("train", ["metrics.json", "checkpoints/last.ckpt"]), ("eval", ["report.html", "ablation.md"]),
-                        ("match", ["predictions.csv"]), ("export", ["last.onnx", "export.json"]),
-                        ("lyakaap_stage1", ["metrics.json"])):
+    for task, files in (
+        ("train", ["metrics.json", "checkpoints/last.ckpt"]),
+        ("eval", ["report.html", "ablation.md"]),
+        ("match", ["predictions.csv"]),
+        ("export", ["last.onnx", "export.json"]),
+        ("lyakaap_stage1", ["metrics.json"]),
+    ):
         for name in files:
             assert (outputs / task / "latest" / name).is_file(), (task, name)
     assert f"report       {(outputs / 'eval' / 'latest').resolve() / 'report.html'}" in numbers

@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from isc.augment import eval_transform
-from isc.data.records import ImageRecord
-from isc.verifier import PairInput, half_width, side_by_side
-from isc.verifier.metrics import pair_metrics
-from isc.verifier.model import PairClassifier, load_backbone_weights
-from isc.verifier.module import bce_loss
-from isc.verifier.pairs import nearest_negatives, random_negatives, validation_pairs
+from isc_research.augment import eval_transform
+from isc_research.data.records import ImageRecord
+from isc_research.verifier import PairInput, half_width, side_by_side
+from isc_research.verifier.metrics import pair_metrics
+from isc_research.verifier.model import PairClassifier, load_backbone_weights
+from isc_research.verifier.module import bce_loss
+from isc_research.verifier.pairs import nearest_negatives, random_negatives, validation_pairs
 
 
 def _record(split: str, i: int) -> ImageRecord:
@@ -83,7 +83,7 @@ def test_pair_classifier_outputs_one_logit_per_pair():
 
 
 def test_backbone_weights_from_a_descriptor_checkpoint(tmp_path):
-    from isc.model import DescriptorModel
+    from isc_research.model import DescriptorModel
 
     descriptor = DescriptorModel("test_resnet", embedding_dim=8)
     torch.save({"state_dict": {f"model.{k}": v for k, v in descriptor.state_dict().items()}}, tmp_path / "d.ckpt")
@@ -102,16 +102,21 @@ def _pairs():
     queries = [_record("query", i) for i in (1, 2, 3)]
     references = [_record("reference", i) for i in range(5)]
     matches = {"Q000001": "R000001", "Q000002": "R000002"}
-    return validation_pairs(queries, references, matches, ("Q000001", "Q000002", "Q000003"),
-                            [[0, 3], [4, 0], [1, 2]])
+    return validation_pairs(queries, references, matches, ("Q000001", "Q000002", "Q000003"), [[0, 3], [4, 0], [1, 2]])
 
 
 def test_validation_pairs_list_the_true_reference_first():
     pairs = _pairs()
     assert [(q.id, r.id) for q, r in zip(pairs.queries, pairs.references)] == [
-        ("Q000001", "R000001"), ("Q000001", "R000000"), ("Q000001", "R000003"),
-        ("Q000002", "R000002"), ("Q000002", "R000004"), ("Q000002", "R000000"),
-        ("Q000003", "R000001"), ("Q000003", "R000002")]
+        ("Q000001", "R000001"),
+        ("Q000001", "R000000"),
+        ("Q000001", "R000003"),
+        ("Q000002", "R000002"),
+        ("Q000002", "R000004"),
+        ("Q000002", "R000000"),
+        ("Q000003", "R000001"),
+        ("Q000003", "R000002"),
+    ]
     assert pairs.labels.tolist() == [1, 0, 0, 1, 0, 0, 0, 0]
     queries, references = pairs.queries[:1], [_record("reference", i) for i in range(3)]
     with pytest.raises(ValueError, match="true reference"):

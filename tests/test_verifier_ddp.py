@@ -1,5 +1,6 @@
 """`isc-train-verifier trainer=ddp_sim` (2 CPU processes, gloo), as a user launches it: the processes train the
-same steps as one process on the global batch (isc.data.sampling's order and draws), and every validation scores
+same steps as one process on the global batch (isc_research.data.sampling's order and draws), and every validation
+scores
 all pairs, gathered from both processes, so its metrics are one process's."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from isc.verifier.train import train_verifier
+from isc_research.verifier.train import train_verifier
 from tests.conftest import compose_config
 from tests.test_verifier_train import TINY
 
@@ -23,9 +24,21 @@ pytestmark = pytest.mark.slow
 # test_efficientnet_gn normalises with GroupNorm (no BatchNorm statistics, which on CPU would be each process's own);
 # 15 queries with 2 candidates each next to their true reference: an odd number of pairs, so that the
 # DistributedSampler pads one and the gathered scores must drop the duplicate.
-SAME = ("backbone=test_resnet", "backbone.name=test_efficientnet_gn", "dataset.build.n_queries=15", "pairs.val_negatives=2", "data.pair_size=32",
-        "data.num_workers=0", "torch_threads=1", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
-        "trainer.log_every_n_steps=1", "verifier_device=cpu", "mining.device=cpu", "augmentation=none")
+SAME = (
+    "backbone=test_resnet",
+    "backbone.name=test_efficientnet_gn",
+    "dataset.build.n_queries=15",
+    "pairs.val_negatives=2",
+    "data.pair_size=32",
+    "data.num_workers=0",
+    "torch_threads=1",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "verifier_device=cpu",
+    "mining.device=cpu",
+    "augmentation=none",
+)
 
 
 def step_losses(run: Path) -> pd.Series:
@@ -35,16 +48,34 @@ def step_losses(run: Path) -> pd.Series:
 
 def test_two_processes_train_and_validate_like_one_process(data_dir, tmp_path):
     ddp_run = tmp_path / "ddp"
-    command = [sys.executable, "-m", "isc.cli.train_verifier", f"paths.data_dir={data_dir}",
-               f"paths.output_dir={ddp_run}", *TINY, *SAME, "trainer=ddp_sim", "data.batch_size=4"]
+    command = [
+        sys.executable,
+        "-m",
+        "isc_research.cli.train_verifier",
+        f"paths.data_dir={data_dir}",
+        f"paths.output_dir={ddp_run}",
+        *TINY,
+        *SAME,
+        "trainer=ddp_sim",
+        "data.batch_size=4",
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert list(ddp_run.glob("*_process_1.log"))  # the second process wrote into the first's folder
     got = json.loads((ddp_run / "metrics.json").read_text())
 
-    single = compose_config("train_verifier", [f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path / 'one'}",
-                                               *TINY, *SAME, "trainer.accelerator=cpu", "data.batch_size=8"])
+    single = compose_config(
+        "train_verifier",
+        [
+            f"paths.data_dir={data_dir}",
+            f"paths.output_dir={tmp_path / 'one'}",
+            *TINY,
+            *SAME,
+            "trainer.accelerator=cpu",
+            "data.batch_size=8",
+        ],
+    )
     OmegaConf.resolve(single)
     expected = train_verifier(single)
 

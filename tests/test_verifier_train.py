@@ -11,25 +11,43 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 
-from isc.data.disc import load_disc
-from isc.images import load_image
-from isc.model import DescriptorModel
-from isc.verifier import PairwiseVerifier
-from isc.verifier.train import build_anchors, train_verifier
+from isc_research.data.disc import load_disc
+from isc_research.images import load_image
+from isc_research.model import DescriptorModel
+from isc_research.verifier import PairwiseVerifier
+from isc_research.verifier.train import build_anchors, train_verifier
 from tests.conftest import compose_config
 
-TINY = ["dataset.build.n_references=24", "dataset.build.n_training=48", "dataset.build.n_queries=16",
-        "dataset.build.image_size=96"]  # the tiny mini-DISC of debug=smoke, shared with the other tests
+TINY = [
+    "dataset.build.n_references=24",
+    "dataset.build.n_training=48",
+    "dataset.build.n_queries=16",
+    "dataset.build.image_size=96",
+]  # the tiny mini-DISC of debug=smoke, shared with the other tests
 
 
 @pytest.fixture
 def verifier_cfg(data_dir, tmp_path):
     def make(*overrides: str):
-        cfg = compose_config("train_verifier", [
-            f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path / 'run'}", *TINY, "backbone=test_resnet",
-            "data.pair_size=32", "data.batch_size=8", "data.num_workers=0", "torch_threads=1",
-            "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
-            "verifier_device=cpu", "mining.device=cpu", *overrides])
+        cfg = compose_config(
+            "train_verifier",
+            [
+                f"paths.data_dir={data_dir}",
+                f"paths.output_dir={tmp_path / 'run'}",
+                *TINY,
+                "backbone=test_resnet",
+                "data.pair_size=32",
+                "data.batch_size=8",
+                "data.num_workers=0",
+                "torch_threads=1",
+                "trainer.accelerator=cpu",
+                "trainer.enable_progress_bar=false",
+                "trainer.log_every_n_steps=1",
+                "verifier_device=cpu",
+                "mining.device=cpu",
+                *overrides,
+            ],
+        )
         OmegaConf.resolve(cfg)
         return cfg
 
@@ -40,9 +58,16 @@ def _descriptor_checkpoint(path: Path) -> Path:
     """An isc-train-style checkpoint of an untrained test_resnet descriptor model (hard-negative mining)."""
     torch.manual_seed(0)
     model = DescriptorModel("test_resnet", embedding_dim=16)
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                "hyper_parameters": {"model": {"backbone": "test_resnet", "embedding_dim": 16},
-                                     "config": {"data": {"eval_size": 32}}}}, path)
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "hyper_parameters": {
+                "model": {"backbone": "test_resnet", "embedding_dim": 16},
+                "config": {"data": {"eval_size": 32}},
+            },
+        },
+        path,
+    )
     return path
 
 
@@ -52,8 +77,13 @@ def _images(records):
 
 def test_smoke_training_writes_a_checkpoint_that_from_checkpoint_scores(verifier_cfg, tmp_path):
     mining = _descriptor_checkpoint(tmp_path / "descriptor.ckpt")
-    cfg = verifier_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=3", f"mining.ckpt_path={mining}",
-                       "mining.k=3", "pairs.gt_pairs.enabled=true")
+    cfg = verifier_cfg(
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        f"mining.ckpt_path={mining}",
+        "mining.k=3",
+        "pairs.gt_pairs.enabled=true",
+    )
     metrics = train_verifier(cfg)
     assert metrics["negatives"].startswith("hard: 3 nearest")
     assert {"init/uAP", "descriptor/uAP"} <= set(metrics)
@@ -115,8 +145,13 @@ def test_hard_negatives_are_the_nearest_images_except_the_true_ones(verifier_cfg
 def test_short_training_separates_copies_from_other_images(verifier_cfg):
     """Eight epochs on 48 training images with identical halves as positives (augmentation=none) and random
     other images as negatives: the last checkpoint must rank (image, itself) above (image, another image)."""
-    cfg = verifier_cfg("augmentation=none", "trainer.max_epochs=8", "optimizer.lr=0.003",
-                       "validate_before_training=false", "trainer.check_val_every_n_epoch=8")
+    cfg = verifier_cfg(
+        "augmentation=none",
+        "trainer.max_epochs=8",
+        "optimizer.lr=0.003",
+        "validate_before_training=false",
+        "trainer.check_val_every_n_epoch=8",
+    )
     train_verifier(cfg)
     verifier = PairwiseVerifier.from_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", device="cpu")
     images = _images(load_disc(cfg.dataset).training)

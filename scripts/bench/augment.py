@@ -5,7 +5,7 @@ per op) run side by side in this process; then DataLoader scaling with W workers
     .venv/bin/python scripts/bench/augment.py [--images 48] [--sizes 224 512] [--quick]
     .venv/bin/python scripts/bench/augment.py --albumentations [--side 512]
 
---albumentations: each hand-written op of isc/augment/ops.py (as it was before ops.py called albumentations
+--albumentations: each hand-written op of isc_research/augment/ops.py (as it was before ops.py called albumentations
 for the ones that qualified) next to albumentations' equivalent (its functional API with the same parameters;
 PIL image in and out, as the policies chain them, so conversions are counted), on the same photo: time per
 call (best of 5 rounds, interleaved) and the output difference (mean and max |Δ| in 0-255 levels). The ops
@@ -33,12 +33,12 @@ from torchvision import transforms as TV
 import augly.image as imaugs
 import augly.image.functional as AF
 
-from isc import assets
-from isc.augment import lyakaap, s_square, simclr, sscd_advanced, visionforce, copy_edits
-from isc.augment.policies import IMAGENET_MEAN, IMAGENET_STD
-from isc.data.datasets import TrainingViews, collate_skipping
-from isc.data.mini_disc import MiniDiscSpec, build_mini_disc
-from isc.data.records import ImageRecord
+from isc_research import assets
+from isc_research.augment import lyakaap, s_square, simclr, sscd_advanced, visionforce, copy_edits
+from isc_research.augment.policies import IMAGENET_MEAN, IMAGENET_STD
+from isc_research.data.datasets import TrainingViews, collate_skipping
+from isc_research.data.mini_disc import MiniDiscSpec, build_mini_disc
+from isc_research.data.records import ImageRecord
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "augmentation"
 
@@ -51,8 +51,15 @@ def policy(name: str, size: int):
     cfg = OmegaConf.merge({"data": {"train_size": size}}, {"aug": cfg})
     kwargs = OmegaConf.to_container(cfg.aug, resolve=True)
     kwargs.pop("_target_"), kwargs.pop("_convert_", None)
-    factory = {"lyakaap_v83": lyakaap, "lyakaap_v98": lyakaap, "sscd_advanced": sscd_advanced, "s_square": s_square,
-               "visionforce": visionforce, "simclr": simclr, "copy_edits": copy_edits}[name]
+    factory = {
+        "lyakaap_v83": lyakaap,
+        "lyakaap_v98": lyakaap,
+        "sscd_advanced": sscd_advanced,
+        "s_square": s_square,
+        "visionforce": visionforce,
+        "simclr": simclr,
+        "copy_edits": copy_edits,
+    }[name]
     return factory(**kwargs)
 
 
@@ -70,18 +77,32 @@ class _Normalise:
 def _augly_text(img, rng, lines, glyphs, size, x, y, opacity=(1.0, 1.0)):
     font = assets.pick(rng, assets.glyph_fonts())
     ok = assets.printable_glyphs(font)
-    text = [[int(ok[int(i)]) for i in rng.integers(0, len(ok), int(rng.integers(glyphs[0], glyphs[1] + 1)))]
-            for _ in range(int(rng.integers(lines[0], lines[1] + 1)))]
-    return AF.overlay_text(img, text=text, font_file=font, font_size=float(rng.uniform(*size)),
-                           opacity=float(rng.uniform(*opacity)), color=assets.colour(rng),
-                           x_pos=float(rng.uniform(*x)), y_pos=float(rng.uniform(*y))).convert("RGB")
+    text = [
+        [int(ok[int(i)]) for i in rng.integers(0, len(ok), int(rng.integers(glyphs[0], glyphs[1] + 1)))]
+        for _ in range(int(rng.integers(lines[0], lines[1] + 1)))
+    ]
+    return AF.overlay_text(
+        img,
+        text=text,
+        font_file=font,
+        font_size=float(rng.uniform(*size)),
+        opacity=float(rng.uniform(*opacity)),
+        color=assets.colour(rng),
+        x_pos=float(rng.uniform(*x)),
+        y_pos=float(rng.uniform(*y)),
+    ).convert("RGB")
 
 
 def _augly_emoji(img, rng, size, opacity):
     s = float(rng.uniform(*size))
-    return AF.overlay_emoji(img, emoji_path=assets.pick(rng, assets.emoji_files()), emoji_size=s,
-                            opacity=float(rng.uniform(*opacity)), x_pos=float(rng.uniform(0, 1 - s)),
-                            y_pos=float(rng.uniform(0, 1 - s))).convert("RGB")
+    return AF.overlay_emoji(
+        img,
+        emoji_path=assets.pick(rng, assets.emoji_files()),
+        emoji_size=s,
+        opacity=float(rng.uniform(*opacity)),
+        x_pos=float(rng.uniform(0, 1 - s)),
+        y_pos=float(rng.uniform(0, 1 - s)),
+    ).convert("RGB")
 
 
 def _jpeg(img, q):
@@ -107,7 +128,9 @@ class NaiveLyakaapV98:
         self.hflip, self.vflip = TV.RandomHorizontalFlip(0.5), TV.RandomVerticalFlip(0.1)
         self.erase = TV.RandomErasing(p=0.25, value="random")
         self.normalise = _Normalise()
-        self.moderate = TV.Compose([TV.RandomResizedCrop(size, scale=(0.7, 1.0)), TV.RandomHorizontalFlip(), _Normalise()])
+        self.moderate = TV.Compose(
+            [TV.RandomResizedCrop(size, scale=(0.7, 1.0)), TV.RandomHorizontalFlip(), _Normalise()]
+        )
 
     def hard(self, img, other):
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
@@ -115,20 +138,37 @@ class NaiveLyakaapV98:
         if rng.random() < 0.10:
             o = other()
             s = float(rng.uniform(0.2, 0.8))
-            kw = dict(opacity=float(rng.uniform(0.4, 1.0)), overlay_size=s, x_pos=float(rng.uniform(0, 1 - s)),
-                      y_pos=float(rng.uniform(0, 1 - s)))
-            img = AF.overlay_image(o, overlay=img, **kw) if rng.random() < 0.5 else AF.overlay_image(img, overlay=o, **kw)
+            kw = dict(
+                opacity=float(rng.uniform(0.4, 1.0)),
+                overlay_size=s,
+                x_pos=float(rng.uniform(0, 1 - s)),
+                y_pos=float(rng.uniform(0, 1 - s)),
+            )
+            img = (
+                AF.overlay_image(o, overlay=img, **kw) if rng.random() < 0.5 else AF.overlay_image(img, overlay=o, **kw)
+            )
             img = self.crop_overlay(img.convert("RGB"))
         else:
             img = self.crop(img)
         steps = [
-            self.jitter, self.pixelize, self.shuffle,
+            self.jitter,
+            self.pixelize,
+            self.shuffle,
             lambda im: _jpeg(im, rng.choice([10, 20, 30, 50])) if rng.random() < 0.35 else im,
-            self.gray, self.blur, self.perspective, self.hflip, self.vflip,
-            lambda im: _augly_text(im, rng, (1, 2), (5, 9), (0.1, 0.3), (0, 0.5), (0, 0.5)) if rng.random() < 0.35 else im,
+            self.gray,
+            self.blur,
+            self.perspective,
+            self.hflip,
+            self.vflip,
+            lambda im: (
+                _augly_text(im, rng, (1, 2), (5, 9), (0.1, 0.3), (0, 0.5), (0, 0.5)) if rng.random() < 0.35 else im
+            ),
             lambda im: _augly_emoji(im, rng, (0.1, 0.3), (1.0, 1.0)) if rng.random() < 0.35 else im,
-            lambda im: im.filter(ImageFilter.EDGE_ENHANCE_MORE if rng.random() < 0.5 else ImageFilter.EDGE_ENHANCE)
-            if rng.random() < 0.30 else im,
+            lambda im: (
+                im.filter(ImageFilter.EDGE_ENHANCE_MORE if rng.random() < 0.5 else ImageFilter.EDGE_ENHANCE)
+                if rng.random() < 0.30
+                else im
+            ),
         ]
         for i in rng.permutation(len(steps)):
             img = steps[int(i)](img)
@@ -140,7 +180,9 @@ class NaiveSSCD:
 
     def __init__(self, size: int):
         self.pre = TV.RandomHorizontalFlip()
-        self.rot90 = TV.RandomApply([TV.RandomChoice([TV.RandomRotation((a, a), expand=True) for a in (90, 180, 270)])], p=0.05)
+        self.rot90 = TV.RandomApply(
+            [TV.RandomChoice([TV.RandomRotation((a, a), expand=True) for a in (90, 180, 270)])], p=0.05
+        )
         self.rotate = imaugs.RandomRotation(0, 359, p=0.05)
         self.crop = TV.RandomResizedCrop(size)
         self.post = TV.Compose([TV.RandomApply([TV.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8), TV.RandomGrayscale(0.2)])
@@ -195,7 +237,7 @@ def albumentations_pairs(side: int):
     import albumentations.augmentations.geometric.functional as AG
     import albumentations.augmentations.pixel.functional as AP
 
-    from isc.augment import ops
+    from isc_research.augment import ops
 
     def alb(fn):
         return lambda img: Image.fromarray(fn(np.asarray(img)))
@@ -224,53 +266,108 @@ def albumentations_pairs(side: int):
     crop_w, crop_h = box[2] - box[0], box[3] - box[1]
     sigma = 2.5
     return [
-        ("brightness (ColorJitter)", alb(lambda a: blend_lut(a, 1.4, 0.0)),
-         alb(lambda a: AP.adjust_brightness_torchvision(a, np.array([1.4]))), "torchvision semantics both"),
-        ("contrast (ColorJitter)", alb(lambda a: blend_lut(a, 0.6, float(gray(a).mean()))),
-         alb(lambda a: AP.adjust_contrast_torchvision(a, 0.6)), "torchvision semantics both"),
-        ("saturation (ColorJitter)", alb(our_saturation),
-         alb(lambda a: AP.adjust_saturation_torchvision(a, 1.6)), "torchvision semantics both"),
-        ("hue (ColorJitter)", alb(lambda a: ops._shift_hue(a, 0.1)),
-         alb(lambda a: AP.adjust_hue_torchvision(a, 0.1)), "ours: 8-bit full-range HSV LUT; albumentations: HSV"),
+        (
+            "brightness (ColorJitter)",
+            alb(lambda a: blend_lut(a, 1.4, 0.0)),
+            alb(lambda a: AP.adjust_brightness_torchvision(a, np.array([1.4]))),
+            "torchvision semantics both",
+        ),
+        (
+            "contrast (ColorJitter)",
+            alb(lambda a: blend_lut(a, 0.6, float(gray(a).mean()))),
+            alb(lambda a: AP.adjust_contrast_torchvision(a, 0.6)),
+            "torchvision semantics both",
+        ),
+        (
+            "saturation (ColorJitter)",
+            alb(our_saturation),
+            alb(lambda a: AP.adjust_saturation_torchvision(a, 1.6)),
+            "torchvision semantics both",
+        ),
+        (
+            "hue (ColorJitter)",
+            alb(lambda a: ops._shift_hue(a, 0.1)),
+            alb(lambda a: AP.adjust_hue_torchvision(a, 0.1)),
+            "ours: 8-bit full-range HSV LUT; albumentations: HSV",
+        ),
         ("grayscale", ops.grayscale, alb(lambda a: AP.to_gray(a, 3, "weighted_average")), "ITU-R 601 luma both"),
-        ("pixelize (AugLy pixelization)", lambda img: ops.pixelize(img, 0.3),
-         alb(lambda a: AP.downscale(a, 0.3, cv2.INTER_CUBIC, cv2.INTER_CUBIC)),
-         "ours = AugLy's PIL bicubic; OpenCV bicubic"),
-        ("jpeg q=30 (AugLy encoding_quality)", lambda img: ops.jpeg(img, 30),
-         alb(lambda a: AP.image_compression(a, 30, ".jpg")), "PIL's libjpeg vs OpenCV's"),
-        ("gaussian blur σ=2.5 (torchvision)", lambda img: our_gaussian(img, sigma),
-         alb(lambda a: AP.separable_convolve(a, AB.create_gaussian_kernel_1d(sigma, 2 * int(3 * sigma) + 1))),
-         "both ±3σ kernels"),
-        ("blur radius 2.5 (AugLy blur, PIL)", lambda img: img.filter(ImageFilter.GaussianBlur(sigma)),
-         alb(lambda a: AP.separable_convolve(a, AB.create_gaussian_kernel_1d(sigma, 2 * int(3 * sigma) + 1))),
-         "PIL's GaussianBlur is an extended-box approximation"),
+        (
+            "pixelize (AugLy pixelization)",
+            lambda img: ops.pixelize(img, 0.3),
+            alb(lambda a: AP.downscale(a, 0.3, cv2.INTER_CUBIC, cv2.INTER_CUBIC)),
+            "ours = AugLy's PIL bicubic; OpenCV bicubic",
+        ),
+        (
+            "jpeg q=30 (AugLy encoding_quality)",
+            lambda img: ops.jpeg(img, 30),
+            alb(lambda a: AP.image_compression(a, 30, ".jpg")),
+            "PIL's libjpeg vs OpenCV's",
+        ),
+        (
+            "gaussian blur σ=2.5 (torchvision)",
+            lambda img: our_gaussian(img, sigma),
+            alb(lambda a: AP.separable_convolve(a, AB.create_gaussian_kernel_1d(sigma, 2 * int(3 * sigma) + 1))),
+            "both ±3σ kernels",
+        ),
+        (
+            "blur radius 2.5 (AugLy blur, PIL)",
+            lambda img: img.filter(ImageFilter.GaussianBlur(sigma)),
+            alb(lambda a: AP.separable_convolve(a, AB.create_gaussian_kernel_1d(sigma, 2 * int(3 * sigma) + 1))),
+            "PIL's GaussianBlur is an extended-box approximation",
+        ),
         ("invert", ImageOps.invert, alb(AP.invert), "ours: PIL ImageOps.invert"),
-        ("channel swap", lambda img: Image.fromarray(np.ascontiguousarray(np.asarray(img)[..., [2, 0, 1]])),
-         alb(lambda a: AP.channel_shuffle(a, [2, 0, 1])), "ours: numpy fancy indexing"),
-        ("channel shift (RGBShift)", our_shift,
-         alb(lambda a: albucore.add_vector(a, np.array([30.0, -20.0, 10.0]), inplace=False)),
-         "ours: PIL point per band"),
-        ("crop + resize to 224 (RandomResizedCrop)", lambda img: ops.crop_resize(img, box, 224),
-         alb(lambda a: AG.resize(a[box[1]:box[3], box[0]:box[2]], (224, 224), cv2.INTER_LINEAR)),
-         f"a {crop_w}×{crop_h} box; ours antialiased (PIL reducing), albumentations' INTER_LINEAR is not"),
-        ("crop + resize to 224, INTER_AREA", lambda img: ops.crop_resize(img, box, 224),
-         alb(lambda a: AG.resize(a[box[1]:box[3], box[0]:box[2]], (224, 224), cv2.INTER_AREA)),
-         "albumentations' area_for_downscale choice"),
-        ("pad (AugLy pad)", lambda img: ops.pad(img, 0.1, 0.2, (1, 2, 3)),
-         alb(lambda a: AG.pad_with_params(a, int(0.2 * a.shape[0]), int(0.2 * a.shape[0]), int(0.1 * a.shape[1]),
-                                          int(0.1 * a.shape[1]), cv2.BORDER_CONSTANT, (1, 2, 3))), ""),
+        (
+            "channel swap",
+            lambda img: Image.fromarray(np.ascontiguousarray(np.asarray(img)[..., [2, 0, 1]])),
+            alb(lambda a: AP.channel_shuffle(a, [2, 0, 1])),
+            "ours: numpy fancy indexing",
+        ),
+        (
+            "channel shift (RGBShift)",
+            our_shift,
+            alb(lambda a: albucore.add_vector(a, np.array([30.0, -20.0, 10.0]), inplace=False)),
+            "ours: PIL point per band",
+        ),
+        (
+            "crop + resize to 224 (RandomResizedCrop)",
+            lambda img: ops.crop_resize(img, box, 224),
+            alb(lambda a: AG.resize(a[box[1] : box[3], box[0] : box[2]], (224, 224), cv2.INTER_LINEAR)),
+            f"a {crop_w}×{crop_h} box; ours antialiased (PIL reducing), albumentations' INTER_LINEAR is not",
+        ),
+        (
+            "crop + resize to 224, INTER_AREA",
+            lambda img: ops.crop_resize(img, box, 224),
+            alb(lambda a: AG.resize(a[box[1] : box[3], box[0] : box[2]], (224, 224), cv2.INTER_AREA)),
+            "albumentations' area_for_downscale choice",
+        ),
+        (
+            "pad (AugLy pad)",
+            lambda img: ops.pad(img, 0.1, 0.2, (1, 2, 3)),
+            alb(
+                lambda a: AG.pad_with_params(
+                    a,
+                    int(0.2 * a.shape[0]),
+                    int(0.2 * a.shape[0]),
+                    int(0.1 * a.shape[1]),
+                    int(0.1 * a.shape[1]),
+                    cv2.BORDER_CONSTANT,
+                    (1, 2, 3),
+                )
+            ),
+            "",
+        ),
     ]
 
 
 NO_EQUIVALENT = {
     "rotate_and_crop (AugLy rotate)": "A.Rotate(crop_border=True) crops to the largest rectangle too, but only in "
-                                      "Compose with its own RNG, and its output keeps the input size after cropping "
-                                      "(resized), unlike AugLy's smaller image",
+    "Compose with its own RNG, and its output keeps the input size after cropping "
+    "(resized), unlike AugLy's smaller image",
     "perspective / perspective_sigma": "A.Perspective draws corner shifts from N(0, scale·side), not torchvision's "
-                                       "uniform ≤ distortion/2; both are one cv2.warpPerspective (same op)",
+    "uniform ≤ distortion/2; both are one cv2.warpPerspective (same op)",
     "shuffle_pixels": "no albumentations op moves a fraction of the pixels",
     "text / emoji / meme / paste / overlay_with_other / screenshot / stripes": "AugLy's overlays (fonts, Twemoji, "
-        "templates); A.TextImage needs boxes and draws one font, A.OverlayElements takes given masks",
+    "templates); A.TextImage needs boxes and draws one font, A.OverlayElements takes given masks",
     "sharpen (AugLy, PIL Sharpness)": "A.Sharpen is a different kernel (alpha/lightness), not PIL's blend with SMOOTH",
     "edge_enhance, opacity, rotate90, crop_fractions": "one PIL call each",
 }
@@ -279,7 +376,7 @@ NO_EQUIVALENT = {
 def compare_with_albumentations(side: int, rounds: int = 5, calls: int = 20) -> dict:
     from skimage import data as photos
 
-    from isc.augment.compose import PolicyView  # noqa: F401  (imports isc.augment.ops: OpenCV single-threaded)
+    from isc_research.augment.compose import PolicyView  # noqa: F401  (imports isc_research.augment.ops: OpenCV single-threaded)
 
     photo = Image.fromarray(photos.astronaut()).resize((side, side * 3 // 4), Image.BICUBIC)
     rows = {}
@@ -294,14 +391,21 @@ def compare_with_albumentations(side: int, rounds: int = 5, calls: int = 20) -> 
                 best[key] = min(best[key], (time.perf_counter() - start) / calls * 1e3)
         same_shape = a.shape == b.shape
         diff = np.abs(a - b) if same_shape else None
-        rows[name] = {"isc_ms": round(best["isc_ms"], 3), "albumentations_ms": round(best["albumentations_ms"], 3),
-                      "albumentations / isc time": round(best["albumentations_ms"] / best["isc_ms"], 2),
-                      "mean_abs_diff": round(float(diff.mean()), 3) if same_shape else None,
-                      "max_abs_diff": int(diff.max()) if same_shape else None,
-                      "shapes": None if same_shape else [list(a.shape), list(b.shape)], "note": note}
-    return {"input": f"skimage astronaut resized to {photo.width}×{photo.height}, PIL RGB in and out",
-            "unit": f"ms per call, best of {rounds} rounds × {calls} calls", "ops": rows,
-            "no_albumentations_equivalent": NO_EQUIVALENT}
+        rows[name] = {
+            "isc_ms": round(best["isc_ms"], 3),
+            "albumentations_ms": round(best["albumentations_ms"], 3),
+            "albumentations / isc time": round(best["albumentations_ms"] / best["isc_ms"], 2),
+            "mean_abs_diff": round(float(diff.mean()), 3) if same_shape else None,
+            "max_abs_diff": int(diff.max()) if same_shape else None,
+            "shapes": None if same_shape else [list(a.shape), list(b.shape)],
+            "note": note,
+        }
+    return {
+        "input": f"skimage astronaut resized to {photo.width}×{photo.height}, PIL RGB in and out",
+        "unit": f"ms per call, best of {rounds} rounds × {calls} calls",
+        "ops": rows,
+        "no_albumentations_equivalent": NO_EQUIVALENT,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- timing
@@ -317,9 +421,15 @@ def samples_per_second(dataset, n: int, seed: int = 0) -> float:
 
 
 def loader_samples_per_second(dataset, workers: int, batches: int, batch_size: int) -> float:
-    sampler = RandomSampler(dataset, replacement=True, num_samples=batch_size * (batches + 1 + workers),
-                            generator=torch.Generator().manual_seed(0))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_skipping)
+    sampler = RandomSampler(
+        dataset,
+        replacement=True,
+        num_samples=batch_size * (batches + 1 + workers),
+        generator=torch.Generator().manual_seed(0),
+    )
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_skipping
+    )
     it = iter(loader)
     for _ in range(max(1, workers)):  # start-up (worker start, first batch of each worker) is not throughput
         next(it)
@@ -334,8 +444,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=48, help="samples timed per measurement")
     ap.add_argument("--sizes", type=int, nargs="+", default=[224, 512])
-    ap.add_argument("--policies", nargs="+",
-                    default=["simclr", "copy_edits", "lyakaap_v83", "lyakaap_v98", "sscd_advanced", "s_square", "visionforce"])
+    ap.add_argument(
+        "--policies",
+        nargs="+",
+        default=["simclr", "copy_edits", "lyakaap_v83", "lyakaap_v98", "sscd_advanced", "s_square", "visionforce"],
+    )
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="DataLoader worker counts to compare with 0")
     ap.add_argument("--albumentations", action="store_true", help="only compare ops.py with albumentations")
     ap.add_argument("--side", type=int, default=512, help="photo width for --albumentations")
@@ -344,21 +457,33 @@ def main() -> None:
     if args.albumentations:
         import albumentations
 
-        result = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, OpenCV 1 thread",
-                  "albumentations": albumentations.__version__, **compare_with_albumentations(args.side)}
+        result = {
+            "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, OpenCV 1 thread",
+            "albumentations": albumentations.__version__,
+            **compare_with_albumentations(args.side),
+        }
         print(json.dumps(result, indent=2))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "md"
-        build_mini_disc(root, MiniDiscSpec(n_references=20, n_training=96, n_queries=10, image_size=1024, seed=1),
-                        workers=2, progress=False)
+        build_mini_disc(
+            root,
+            MiniDiscSpec(n_references=20, n_training=96, n_queries=10, image_size=1024, seed=1),
+            workers=2,
+            progress=False,
+        )
         records = [ImageRecord(p.stem, "training", p) for p in sorted((root / "training").glob("*.jpg"))]
         sizes_px = [Image.open(r.path).size for r in records]
-        result = {"machine": f"{platform.machine()} {torch.get_num_threads()} torch thread(s), "
-                             f"{__import__('os').cpu_count()} cores", "input": f"{len(records)} JPEGs, long side "
-                  f"{max(max(s) for s in sizes_px)} px", "unit": "training samples (2 views) per second per worker",
-                  "policies": {}, "baselines": {}, "dataloader": {}}
+        result = {
+            "machine": f"{platform.machine()} {torch.get_num_threads()} torch thread(s), "
+            f"{__import__('os').cpu_count()} cores",
+            "input": f"{len(records)} JPEGs, long side {max(max(s) for s in sizes_px)} px",
+            "unit": "training samples (2 views) per second per worker",
+            "policies": {},
+            "baselines": {},
+            "dataloader": {},
+        }
         for size in args.sizes:
             draft = size  # decode JPEGs down to the view size at least (PIL draft), then shrink to 2 × size
             for name in args.policies:
@@ -366,10 +491,14 @@ def main() -> None:
                 result["policies"].setdefault(name, {})[str(size)] = round(samples_per_second(ds, args.images), 1)
             for name, naive in (("lyakaap_v98", NaiveLyakaapV98(size)), ("sscd_advanced", NaiveSSCD(size))):
                 base = samples_per_second(NaiveViews(records, naive), args.images)
-                ours = samples_per_second(TrainingViews(records, policy(name, size), n_views=2, draft_size=draft),
-                                          args.images)
+                ours = samples_per_second(
+                    TrainingViews(records, policy(name, size), n_views=2, draft_size=draft), args.images
+                )
                 result["baselines"].setdefault(name, {})[str(size)] = {
-                    "augly_torchvision_baseline": round(base, 1), "isc": round(ours, 1), "ratio": round(ours / base, 2)}
+                    "augly_torchvision_baseline": round(base, 1),
+                    "isc": round(ours, 1),
+                    "ratio": round(ours / base, 2),
+                }
         size = args.sizes[0]
         ds = TrainingViews(records, policy("lyakaap_v98", size), n_views=2, draft_size=size)
         w0 = loader_samples_per_second(ds, 0, 3, 16)

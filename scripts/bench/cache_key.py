@@ -1,4 +1,4 @@
-"""Cost of the descriptor cache's key per image file (isc.extract.file_states): a stat (size + mtime) against a
+"""Cost of the descriptor cache's key per image file (isc_research.extract.file_states): a stat (size + mtime) against a
 SHA-1 of the file's bytes, next to decoding the image (what an extraction does to every file anyway). The three
 arms run in turn in this process, over the same files, best of `--repeats` (the files are in the page cache
 after the first pass, so the hash arm is a lower bound: on a cold disk it reads every byte again).
@@ -19,9 +19,9 @@ import platform
 import time
 from pathlib import Path
 
-from isc.data.records import ImageRecord
-from isc.extract import file_states
-from isc.images import load_image
+from isc_research.data.records import ImageRecord
+from isc_research.extract import file_states
+from isc_research.images import load_image
 
 
 def sha1_files(paths: list[Path]) -> str:
@@ -52,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     root = args.root
     if root is None:
-        from isc.data.disc import resolve_root
+        from isc_research.data.disc import resolve_root
         from tests.conftest import compose_config
 
         root = resolve_root(compose_config("train").dataset)
@@ -62,12 +62,21 @@ def main() -> None:
     content = best_of(lambda: sha1_files(paths), args.repeats)
     decoded = best_of(lambda: decode(paths), max(1, args.repeats // 2))
     per = {k: 1e6 * v / len(paths) for k, v in (("stat", stat), ("sha1", content), ("decode", decoded))}
-    print(json.dumps({"files": len(paths), "mean_bytes": round(sum(p.stat().st_size for p in paths) / len(paths)),
-                      "us_per_file": {k: round(v, 1) for k, v in per.items()},
-                      "stat_over_decode": round(per["stat"] / per["decode"], 4),
-                      "sha1_over_decode": round(per["sha1"] / per["decode"], 4),
-                      "sha1_over_stat": round(per["sha1"] / per["stat"], 1),
-                      "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()}, indent=2))
+    print(
+        json.dumps(
+            {
+                "files": len(paths),
+                "mean_bytes": round(sum(p.stat().st_size for p in paths) / len(paths)),
+                "us_per_file": {k: round(v, 1) for k, v in per.items()},
+                "stat_over_decode": round(per["stat"] / per["decode"], 4),
+                "sha1_over_decode": round(per["sha1"] / per["decode"], 4),
+                "sha1_over_stat": round(per["sha1"] / per["stat"], 1),
+                "machine": platform.processor() or platform.machine(),
+                "cpus": os.cpu_count(),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

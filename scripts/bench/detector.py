@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from isc.data.records import list_split
-from isc.detect import OverlayDetector, box_recall, read_overlay_boxes
-from isc.checkpoints import load_checkpoint
-from isc.extract import EvalTransform, ModelExtractor
-from isc.images import load_image
+from isc_research.data.records import list_split
+from isc_research.detect import OverlayDetector, box_recall, read_overlay_boxes
+from isc_research.checkpoints import load_checkpoint
+from isc_research.extract import EvalTransform, ModelExtractor
+from isc_research.images import load_image
 
 THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
@@ -54,15 +54,22 @@ def main() -> None:
 
     labels = [truth[q.id] for q in queries]
     by_threshold = {f"{t:g}": box_recall(labels, detections, min_confidence=t) for t in THRESHOLDS}
-    print(json.dumps({
-        "queries": len(queries), "with_box": sum(b is not None for b in labels),
-        "recall_at_iou0.5": {t: round(s["recall"], 4) for t, s in by_threshold.items()},
-        "false_positive_rate": {t: round(s["false_positive_rate"], 4) for t, s in by_threshold.items()},
-        "top1_recall": round(by_threshold["0.5"]["top1_recall"], 4),
-        "detect_ms_per_image": round(detect_ms, 1), "descriptor_ms_per_image": round(descriptor_ms, 1),
-        "detect_over_descriptor": round(detect_ms / descriptor_ms, 2),
-        "machine": f"{platform.machine()}, {args.threads} torch thread(s), CPU shared with other jobs",
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "queries": len(queries),
+                "with_box": sum(b is not None for b in labels),
+                "recall_at_iou0.5": {t: round(s["recall"], 4) for t, s in by_threshold.items()},
+                "false_positive_rate": {t: round(s["false_positive_rate"], 4) for t, s in by_threshold.items()},
+                "top1_recall": round(by_threshold["0.5"]["top1_recall"], 4),
+                "detect_ms_per_image": round(detect_ms, 1),
+                "descriptor_ms_per_image": round(descriptor_ms, 1),
+                "detect_over_descriptor": round(detect_ms / descriptor_ms, 2),
+                "machine": f"{platform.machine()}, {args.threads} torch thread(s), CPU shared with other jobs",
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from isc.checkpoints import load_checkpoint
-from isc.export import export_onnx, export_torchscript, load_onnx, load_torchscript, onnx_descriptors, preprocessing
-from isc.model import DescriptorModel
+from isc_research.checkpoints import load_checkpoint
+from isc_research.export import (
+    export_onnx,
+    export_torchscript,
+    load_onnx,
+    load_torchscript,
+    onnx_descriptors,
+    preprocessing,
+)
+from isc_research.model import DescriptorModel
 
 
 def _model(checkpoint: str | None, size: int | None) -> tuple[torch.nn.Module, int, str]:
@@ -35,7 +42,11 @@ def _model(checkpoint: str | None, size: int | None) -> tuple[torch.nn.Module, i
         model, config = load_checkpoint(checkpoint)
         return model, int(size or config["data"]["eval_size"]), str(checkpoint)
     torch.manual_seed(0)
-    return DescriptorModel("mobilenetv3_small_050", embedding_dim=256).eval(), size or 64, "random mobilenetv3_small_050"
+    return (
+        DescriptorModel("mobilenetv3_small_050", embedding_dim=256).eval(),
+        size or 64,
+        "random mobilenetv3_small_050",
+    )
 
 
 def main() -> None:
@@ -53,15 +64,25 @@ def main() -> None:
         script_path = export_torchscript(model, Path(tmp) / "m.torchscript.pt", size, meta)
         onnx_path = export_onnx(model, Path(tmp) / "m.onnx", size, meta)
         rows = [_compare(model, script_path, onnx_path, size, threads, args) for threads in args.threads]
-    print(json.dumps({
-        "model": source, "size": size, "batch": args.batch, "reps": args.reps, "rows": rows,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
-                   f"torch {torch.__version__}",
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": source,
+                "size": size,
+                "batch": args.batch,
+                "reps": args.reps,
+                "rows": rows,
+                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
+                f"torch {torch.__version__}",
+            },
+            indent=2,
+        )
+    )
 
 
-def _compare(model: torch.nn.Module, script_path: Path, onnx_path: Path, size: int, threads: int,
-             args: argparse.Namespace) -> dict:
+def _compare(
+    model: torch.nn.Module, script_path: Path, onnx_path: Path, size: int, threads: int, args: argparse.Namespace
+) -> dict:
     torch.set_num_threads(threads)
     script, _ = load_torchscript(script_path)
     session, _ = load_onnx(onnx_path, threads=threads)

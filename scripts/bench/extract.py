@@ -1,6 +1,6 @@
-"""Descriptor extraction speed: isc's whole extraction (`isc.extract.extract_to_hdf5`: JPEG decoding, eval
+"""Descriptor extraction speed: isc's whole extraction (`isc_research.extract.extract_to_hdf5`: JPEG decoding, eval
 transform, DataLoader workers, model, HDF5 chunks) against its two halves measured in the same process:
-the data loader alone (`isc.extract.eval_loader`: decode + resize to uint8 batches, pinned for a GPU; no
+the data loader alone (`isc_research.extract.eval_loader`: decode + resize to uint8 batches, pinned for a GPU; no
 model) and the model alone (uint8 batches already on the device: normalisation + forward, as the pipeline
 runs them). Prints JSON:
 
@@ -39,11 +39,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from isc.data.datasets import EvalImages
-from isc.data.records import ImageRecord
-from isc.extract import PRECISIONS, EvalTransform, ModelExtractor, eval_loader, extract_to_hdf5
-from isc.images import draft_floor
-from isc.model import DescriptorModel
+from isc_research.data.datasets import EvalImages
+from isc_research.data.records import ImageRecord
+from isc_research.extract import PRECISIONS, EvalTransform, ModelExtractor, eval_loader, extract_to_hdf5
+from isc_research.images import draft_floor
+from isc_research.model import DescriptorModel
 
 
 def _write_one(job: tuple[str, int, int, int]) -> None:
@@ -70,8 +70,15 @@ def _sync(device: torch.device) -> None:
 def time_pipeline(extractor: ModelExtractor, records, args, folder: Path, repeat: int) -> float:
     path = folder / f"descriptors_{repeat}.h5"  # a new file: nothing is resumed
     start = time.perf_counter()
-    extract_to_hdf5(extractor, records, path, batch_size=args.batch, num_workers=args.workers, desc="pipeline",
-                    draft_size=args.draft_size)
+    extract_to_hdf5(
+        extractor,
+        records,
+        path,
+        batch_size=args.batch,
+        num_workers=args.workers,
+        desc="pipeline",
+        draft_size=args.draft_size,
+    )
     _sync(extractor.device)
     seconds = time.perf_counter() - start
     path.unlink()
@@ -121,8 +128,12 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--draft-size", type=int, default=256, help="as eval.draft_size")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--single-worker-images", type=int, default=None,
-                   help="images for the one-worker loader rate (default: images / workers, at least 2 batches)")
+    p.add_argument(
+        "--single-worker-images",
+        type=int,
+        default=None,
+        help="images for the one-worker loader rate (default: images / workers, at least 2 batches)",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--precision", choices=sorted(PRECISIONS), default="32")
@@ -147,42 +158,65 @@ def main() -> None:
         n1 = args.single_worker_images or min(len(records), max(2 * args.batch, len(records) // max(1, args.workers)))
         pipeline, loader, first, model_only, one_worker = [], [], [], [], []
         for repeat in range(args.repeats):
+
             def load() -> None:
                 rate, first_s = time_loader(extractor, records, args, args.workers)
                 loader.append(rate)
                 first.append(first_s)
 
-            arms = [lambda: pipeline.append(time_pipeline(extractor, records, args, folder, repeat)), load,
-                    lambda: model_only.append(time_model(extractor, shape, args.images, args))]
-            for arm in (arms if repeat % 2 == 0 else arms[::-1]):
+            arms = [
+                lambda: pipeline.append(time_pipeline(extractor, records, args, folder, repeat)),
+                load,
+                lambda: model_only.append(time_model(extractor, shape, args.images, args)),
+            ]
+            for arm in arms if repeat % 2 == 0 else arms[::-1]:
                 arm()
         if args.workers > 1:
             one_worker.append(time_loader(extractor, records[:n1], args, 1)[0])
     pipe, load, mod = (statistics.median(x) for x in (pipeline, loader, model_only))
     serial = 1 / (1 / load + 1 / mod)
-    print(json.dumps({
-        "benchmark": "extract", "backbone": args.backbone, "size": args.size, "resize": args.resize,
-        "input_shape": list(shape), "images": args.images, "unique_files": min(args.images, args.unique_images),
-        "image_size": [width, height], "batch": args.batch, "workers": args.workers, "device": args.device,
-        "precision": args.precision, "channels_last": args.channels_last, "repeats": args.repeats,
-        "pipeline_images_per_s": round(pipe, 1),
-        "loader_images_per_s": round(load, 1),
-        "model_images_per_s": round(mod, 1),
-        "pipeline_over_bound": round(pipe / min(load, mod), 3),
-        "pipeline_over_serial_bound": round(pipe / serial, 3),
-        "pipeline_over_model": round(pipe / mod, 4),
-        "loader_one_worker_images_per_s": round(one_worker[0], 1) if one_worker else None,
-        "loader_one_worker_images": n1 if one_worker else None,
-        "loader_scaling": round(load / (args.workers * one_worker[0]), 3) if one_worker else None,
-        "first_batch_s": round(statistics.median(first), 3),
-        "runs": {"pipeline": [round(x, 1) for x in pipeline], "loader": [round(x, 1) for x in loader],
-                 "model": [round(x, 1) for x in model_only], "first_batch_s": [round(x, 3) for x in first]},
-        "jpeg_writing_s": round(made, 1),
-        "targets": {"pipeline_over_bound": 0.8, "loader_scaling": 0.7, "min_images": 20000},
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-                   f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
-        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "extract",
+                "backbone": args.backbone,
+                "size": args.size,
+                "resize": args.resize,
+                "input_shape": list(shape),
+                "images": args.images,
+                "unique_files": min(args.images, args.unique_images),
+                "image_size": [width, height],
+                "batch": args.batch,
+                "workers": args.workers,
+                "device": args.device,
+                "precision": args.precision,
+                "channels_last": args.channels_last,
+                "repeats": args.repeats,
+                "pipeline_images_per_s": round(pipe, 1),
+                "loader_images_per_s": round(load, 1),
+                "model_images_per_s": round(mod, 1),
+                "pipeline_over_bound": round(pipe / min(load, mod), 3),
+                "pipeline_over_serial_bound": round(pipe / serial, 3),
+                "pipeline_over_model": round(pipe / mod, 4),
+                "loader_one_worker_images_per_s": round(one_worker[0], 1) if one_worker else None,
+                "loader_one_worker_images": n1 if one_worker else None,
+                "loader_scaling": round(load / (args.workers * one_worker[0]), 3) if one_worker else None,
+                "first_batch_s": round(statistics.median(first), 3),
+                "runs": {
+                    "pipeline": [round(x, 1) for x in pipeline],
+                    "loader": [round(x, 1) for x in loader],
+                    "model": [round(x, 1) for x in model_only],
+                    "first_batch_s": [round(x, 3) for x in first],
+                },
+                "jpeg_writing_s": round(made, 1),
+                "targets": {"pipeline_over_bound": 0.8, "loader_scaling": 0.7, "min_images": 20000},
+                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+                f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
+                "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Wheels that scripts/bench/gpu.sh installs on a GPU machine without internet (its image lacks these packages:
-# Hydra and OmegaConf for the configs, augly + iopath + python-magic for isc.augment, faiss-cpu for kNN and
+# Hydra and OmegaConf for the configs, augly + iopath + python-magic for isc_research.augment, faiss-cpu for kNN and
 # isc-search). Run here, where a package registry is reachable; the folder is git-ignored and is carried to
 # the GPU machine with the working tree (carry: 64 MiB in all; the wheels take 43 MiB). With MINI_DISC=DIR it also
 # copies that mini-DISC's query/ and reference/ folders (15 MiB for the default one) for the keep-aspect figure.

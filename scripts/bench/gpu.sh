@@ -5,7 +5,7 @@
 #                EfficientNetV2-M at 256, stage 1, RECIPES §2.2), with host syncs per step in each arm;
 #   extract_*    whole extraction vs loader alone vs model alone, loader scaling (W workers vs one), first-batch
 #                cost: lyakaap's square 512 fp16 on 20,000 images (RECIPES §2.4); SSCD's short side 288 bf16;
-#   search_*     isc.search.global_candidates, 50,000 × 1,000,000 × 256 on the GPU vs its GEMM limit;
+#   search_*     isc_research.search.global_candidates, 50,000 × 1,000,000 × 256 on the GPU vs its GEMM limit;
 #   keep_aspect  keep-aspect (exact and bucketed) vs square extraction on the mini-DISC;
 #   losses       loss forward+backward at the recipe sizes.
 #

@@ -14,7 +14,7 @@ VisionForce / D²LV from the ResNet-50 backbone exported from this run's sscd_di
 everything here). steps/s counts optimizer steps after the first (cuDNN autotuning, compilation).
 
 On the CPU, at tiny size (checks the script itself, not a measurement):
-    python scripts/bench/gpu_recipes.py --device cpu --steps 2 --only lyakaap_stage1,lyakaap_stage2 -- debug=recipe_smoke
+    python scripts/bench/gpu_recipes.py --device cpu --steps 2 --only lyakaap_stage1 -- debug=recipe_smoke
 """
 
 from __future__ import annotations
@@ -29,8 +29,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # The order runs every provider before the experiments that need its output (see NEEDS).
-ORDER_FIRST = ["lyakaap_stage1", "lyakaap_stage2", "lyakaap_stage3", "lyakaap_stage4", "sscd_disc_advanced",
-               "separate_retriever"]
+ORDER_FIRST = [
+    "lyakaap_stage1",
+    "lyakaap_stage2",
+    "lyakaap_stage3",
+    "lyakaap_stage4",
+    "sscd_disc_advanced",
+    "separate_retriever",
+]
 NEEDS = {  # experiment: (required key, provider, how the provider's run gives the value)
     "lyakaap_stage2": ("init_from", "lyakaap_stage1", "checkpoint"),
     "lyakaap_stage3": ("init_from", "lyakaap_stage2", "checkpoint"),
@@ -43,13 +49,26 @@ NEEDS = {  # experiment: (required key, provider, how the provider's run gives t
 
 def one_device_overrides(steps: int, device: str) -> list[str]:
     accelerator = "gpu" if device == "cuda" else "cpu"
-    return [f"trainer.accelerator={accelerator}", "trainer.devices=1", "trainer.strategy=auto",
-            "trainer.sync_batchnorm=false", "trainer.num_nodes=1", "trainer.total_batch=null",
-            "trainer.accumulate_grad_batches=1", "trainer.max_epochs=1", f"trainer.max_steps={steps}",
-            f"trainer.limit_train_batches={steps}", "trainer.check_val_every_n_epoch=1",
-            "trainer.enable_progress_bar=false", "backbone.pretrained=false", "data.num_workers=auto",
-            "dataset.validation.max_queries=100", "dataset.validation.max_references=200",
-            "validate_before_training=true", "resume=false"]
+    return [
+        f"trainer.accelerator={accelerator}",
+        "trainer.devices=1",
+        "trainer.strategy=auto",
+        "trainer.sync_batchnorm=false",
+        "trainer.num_nodes=1",
+        "trainer.total_batch=null",
+        "trainer.accumulate_grad_batches=1",
+        "trainer.max_epochs=1",
+        f"trainer.max_steps={steps}",
+        f"trainer.limit_train_batches={steps}",
+        "trainer.check_val_every_n_epoch=1",
+        "trainer.enable_progress_bar=false",
+        "backbone.pretrained=false",
+        "data.num_workers=auto",
+        "dataset.validation.max_queries=100",
+        "dataset.validation.max_references=200",
+        "validate_before_training=true",
+        "resume=false",
+    ]
 
 
 def child(name: str, overrides: list[str], row_path: Path) -> int:
@@ -59,8 +78,8 @@ def child(name: str, overrides: list[str], row_path: Path) -> int:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    import isc.train as isc_train
-    from isc.config import config_dir
+    import isc_research.train as isc_train
+    from isc_research.config import config_dir
 
     class StepTimer(L.Callback):
         def __init__(self):
@@ -102,7 +121,7 @@ def provided_value(kind: str, provider_dir: Path) -> str | None:
         return None
     if kind == "checkpoint":
         return str(checkpoint)
-    from isc.cli.export_backbone import export_backbone
+    from isc_research.cli.export_backbone import export_backbone
 
     target = provider_dir / "backbone.pth"
     export_backbone(checkpoint, target)
@@ -115,7 +134,7 @@ def fmt(value, digits: int = 4) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
@@ -130,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         return child(args.child, extra, args.row)
 
     sys.path.insert(0, str(ROOT))
-    from isc.recipes import experiment_names
+    from isc_research.recipes import experiment_names
 
     names = experiment_names()
     if args.only:
@@ -161,22 +180,29 @@ def main(argv: list[str] | None = None) -> int:
         try:
             done = subprocess.run(command, env=env, cwd=ROOT, timeout=args.timeout, capture_output=True, text=True)
             (run_dir / "log.txt").write_text(done.stdout + done.stderr)
-            row = json.loads(row_path.read_text()) if row_path.is_file() else {
-                "experiment": name, "status": f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"}
+            row = (
+                json.loads(row_path.read_text())
+                if row_path.is_file()
+                else {"experiment": name, "status": f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"}
+            )
         except subprocess.TimeoutExpired:
             row = {"experiment": name, "status": f"timeout after {args.timeout} s"}
         row["status"] += note
         rows.append(row)
-        print(f"{name}: {row['status']} {fmt(row.get('steps_per_s'), 2)} steps/s, µAP {fmt(row.get('init_uAP'))} → "
-              f"{fmt(row.get('final_uAP'))}, peak {fmt(row.get('peak_gib'), 1)} GiB, {fmt(row.get('wall_s'), 0)} s",
-              flush=True)
+        print(
+            f"{name}: {row['status']} {fmt(row.get('steps_per_s'), 2)} steps/s, µAP {fmt(row.get('init_uAP'))} → "
+            f"{fmt(row.get('final_uAP'))}, peak {fmt(row.get('peak_gib'), 1)} GiB, {fmt(row.get('wall_s'), 0)} s",
+            flush=True,
+        )
     (args.out / "rows.json").write_text(json.dumps(rows, indent=2))
     print(f"\n{len(rows)} experiments in {time.perf_counter() - started:.0f} s ({args.device}, {args.steps} steps)\n")
     print("| experiment | precision | status | steps/s | init µAP | final µAP | peak GPU GiB |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['experiment']} | {r.get('precision', '–')} | {r['status']} | {fmt(r.get('steps_per_s'), 2)} | "
-              f"{fmt(r.get('init_uAP'))} | {fmt(r.get('final_uAP'))} | {fmt(r.get('peak_gib'), 1)} |")
+        print(
+            f"| {r['experiment']} | {r.get('precision', '–')} | {r['status']} | {fmt(r.get('steps_per_s'), 2)} | "
+            f"{fmt(r.get('init_uAP'))} | {fmt(r.get('final_uAP'))} | {fmt(r.get('peak_gib'), 1)} |"
+        )
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 

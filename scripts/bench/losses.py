@@ -39,7 +39,7 @@ CASES = {  # name: implementations (ours first)
 def make_loss(name: str, impl: str, args):
     from omegaconf import OmegaConf
 
-    from isc.losses.build import build_loss
+    from isc_research.losses.build import build_loss
 
     if impl == "pml":
         from pytorch_metric_learning import losses as pml
@@ -47,8 +47,9 @@ def make_loss(name: str, impl: str, args):
         if name == "ntxent":
             return pml.SelfSupervisedLoss(pml.NTXentLoss(temperature=0.1), symmetric=True), "pairs"
         if name == "contrastive_xbm":
-            return pml.CrossBatchMemory(pml.ContrastiveLoss(pos_margin=0.0, neg_margin=1.0), args.dim,
-                                        memory_size=args.memory), "labels"
+            return pml.CrossBatchMemory(
+                pml.ContrastiveLoss(pos_margin=0.0, neg_margin=1.0), args.dim, memory_size=args.memory
+            ), "labels"
         if name == "arcface":  # margin in degrees there
             return pml.ArcFaceLoss(args.classes, args.dim, margin=0.4 * 180 / torch.pi, scale=40.0), "labels"
     cfg = OmegaConf.load(ROOT / "conf" / "loss" / f"{name}.yaml")
@@ -118,13 +119,19 @@ def main() -> None:
     if args.case:  # a child process: one measurement
         print(json.dumps(measure(args.case, args.impl, args)))
         return
-    passthrough = [f"--{k}={getattr(args, k)}" for k in ("batch", "dim", "memory", "classes", "repeats", "threads", "device")]
+    passthrough = [
+        f"--{k}={getattr(args, k)}" for k in ("batch", "dim", "memory", "classes", "repeats", "threads", "device")
+    ]
     results = []
     for name, impls in CASES.items():
         row = {"loss": name}
         for impl in impls:
-            out = subprocess.run([sys.executable, __file__, f"--case={name}", f"--impl={impl}", *passthrough],
-                                 capture_output=True, text=True, cwd=ROOT)
+            out = subprocess.run(
+                [sys.executable, __file__, f"--case={name}", f"--impl={impl}", *passthrough],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
             if out.returncode:
                 raise RuntimeError(f"{name}/{impl} failed:\n{out.stderr[-2000:]}")
             measured = json.loads(out.stdout.strip().splitlines()[-1])
@@ -132,9 +139,18 @@ def main() -> None:
         if "pml_ms" in row:
             row["time_ratio_ours_over_pml"] = round(row["ours_ms"] / row["pml_ms"], 3)
         results.append(row)
-    print(json.dumps({"config": {k: getattr(args, k) for k in ("batch", "dim", "memory", "classes", "repeats", "threads", "device")},
-                      "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
-                      "results": results}, indent=2))
+    print(
+        json.dumps(
+            {
+                "config": {
+                    k: getattr(args, k) for k in ("batch", "dim", "memory", "classes", "repeats", "threads", "device")
+                },
+                "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

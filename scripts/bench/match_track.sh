@@ -5,7 +5,7 @@
 set -euo pipefail
 CKPT=${1:?checkpoint path}; OUT=${2:-outputs/match_bench}; shift $(( $# > 1 ? 2 : 1 ))
 PY=${PYTHON:-python}
-run() { name=$1; shift; $PY -m isc.cli.match ckpt_path="$CKPT" paths.output_dir="$OUT/$name" "$@" "${EXTRA[@]}" 2>"$OUT/$name.log" | sed "s/^/{\"setting\": \"$name\", \"metrics\": /; s/\$/}/"; }
+run() { name=$1; shift; $PY -m isc_research.cli.match ckpt_path="$CKPT" paths.output_dir="$OUT/$name" "$@" "${EXTRA[@]}" 2>"$OUT/$name.log" | sed "s/^/{\"setting\": \"$name\", \"metrics\": /; s/\$/}/"; }
 EXTRA=("$@")
 mkdir -p "$OUT"
 run descriptor_only verifier=none

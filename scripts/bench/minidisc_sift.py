@@ -62,9 +62,14 @@ def inliers(a: tuple, b: tuple, matcher) -> int:
 
 def stats(counts: list[int]) -> dict:
     a = np.asarray(counts, dtype=np.float64)
-    return {"n": len(a), "median": float(np.median(a)), "p90": float(np.percentile(a, 90)),
-            "p99": float(np.percentile(a, 99)), "max": int(a.max()),
-            f"share_ge_{SAME_IMAGE_INLIERS}": round(float((a >= SAME_IMAGE_INLIERS).mean()), 4)}
+    return {
+        "n": len(a),
+        "median": float(np.median(a)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "max": int(a.max()),
+        f"share_ge_{SAME_IMAGE_INLIERS}": round(float((a >= SAME_IMAGE_INLIERS).mean()), 4),
+    }
 
 
 def main() -> None:
@@ -78,14 +83,17 @@ def main() -> None:
     started = time.perf_counter()
     with open(args.data / "ground_truth.csv", newline="") as f:
         matches = {r["query_id"]: r["reference_id"] for r in csv.DictReader(f)}
-    files = {split: {p.stem: p for p in sorted((args.data / split).glob("*.jpg"))}
-             for split in ("query", "reference", "training")}
+    files = {
+        split: {p.stem: p for p in sorted((args.data / split).glob("*.jpg"))}
+        for split in ("query", "reference", "training")
+    }
     if not files["query"] or not files["reference"]:
         raise SystemExit(f"{args.data}: no query/ or reference/ images (give a mini-DISC folder)")
     rng = np.random.default_rng(args.seed)
     queries, references, training = (sorted(files[s]) for s in ("query", "reference", "training"))
     pairs: dict[str, list[tuple[str, str, str, str]]] = {
-        "true": [("query", q, "reference", r) for q, r in sorted(matches.items()) if r]}
+        "true": [("query", q, "reference", r) for q, r in sorted(matches.items()) if r]
+    }
     false_q, false_r, train_r = [], [], []
     while len(false_q) < args.pairs:
         q, r = queries[rng.integers(len(queries))], references[rng.integers(len(references))]
@@ -95,8 +103,9 @@ def main() -> None:
         a, b = rng.choice(len(references), 2, replace=False)
         false_r.append(("reference", references[a], "reference", references[b]))
     while training and len(train_r) < args.pairs:
-        train_r.append(("training", training[rng.integers(len(training))], "reference",
-                        references[rng.integers(len(references))]))
+        train_r.append(
+            ("training", training[rng.integers(len(training))], "reference", references[rng.integers(len(references))])
+        )
     pairs.update(query_vs_unrelated_ref=false_q, ref_vs_unrelated_ref=false_r, training_vs_ref=train_r)
 
     sift = cv2.SIFT_create()
@@ -108,8 +117,13 @@ def main() -> None:
             cache[split, image_id] = features(files[split][image_id], sift)
         return cache[split, image_id]
 
-    result = {"data": str(args.data.resolve()), "pairs_per_false_kind": args.pairs, "seed": args.seed,
-              "ratio_test": RATIO, "ransac_pixels": RANSAC_PIXELS}
+    result = {
+        "data": str(args.data.resolve()),
+        "pairs_per_false_kind": args.pairs,
+        "seed": args.seed,
+        "ratio_test": RATIO,
+        "ransac_pixels": RANSAC_PIXELS,
+    }
     manifest = args.data / "manifest.json"
     if manifest.is_file():
         m = json.loads(manifest.read_text())
@@ -120,9 +134,16 @@ def main() -> None:
             result[kind] = stats([inliers(feats(s1, i1), feats(s2, i2), matcher) for s1, i1, s2, i2 in kind_pairs])
     if args.hardest:
         chosen = rng.choice(len(queries), min(args.hardest, len(queries)), replace=False)
-        result["hardest_false_ref"] = stats([
-            max(inliers(feats("query", queries[i]), feats("reference", r), matcher)
-                for r in references if r != matches.get(queries[i])) for i in chosen])
+        result["hardest_false_ref"] = stats(
+            [
+                max(
+                    inliers(feats("query", queries[i]), feats("reference", r), matcher)
+                    for r in references
+                    if r != matches.get(queries[i])
+                )
+                for i in chosen
+            ]
+        )
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["machine"] = f"{platform.machine()}, opencv {cv2.__version__}"
     print(json.dumps(result, indent=2))

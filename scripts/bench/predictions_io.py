@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from isc.formats import read_predictions, write_predictions  # noqa: E402
-from isc.metric import GroundTruth, Predictions, evaluate  # noqa: E402
+from isc_research.formats import read_predictions, write_predictions  # noqa: E402
+from isc_research.metric import GroundTruth, Predictions, evaluate  # noqa: E402
 from tests.call_count import python_calls  # noqa: E402
 
 
@@ -51,11 +51,18 @@ def main() -> None:
     gt, preds = case(args.rows)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "predictions.csv"
-        steps = {"write_predictions": lambda: write_predictions(path, preds),
-                 "read_predictions": lambda: read_predictions(path),
-                 "evaluate": lambda: evaluate(gt, preds)}
-        result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "rows": args.rows,
-                  "unit": f"seconds, best of {args.repeats}", "seconds": {}, "python_calls": {}}
+        steps = {
+            "write_predictions": lambda: write_predictions(path, preds),
+            "read_predictions": lambda: read_predictions(path),
+            "evaluate": lambda: evaluate(gt, preds),
+        }
+        result = {
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "rows": args.rows,
+            "unit": f"seconds, best of {args.repeats}",
+            "seconds": {},
+            "python_calls": {},
+        }
         for name, fn in steps.items():
             result["seconds"][name] = best_of(args.repeats, fn)
             result["python_calls"][name] = python_calls(fn)

@@ -5,8 +5,9 @@ Synthetic 256-d float32 descriptors (unit norm, decaying spectrum so that neighb
 in a fresh process (so that peak RSS is that size's own), it measures
   * sgemm: this machine's float32 matrix-multiply rate (numpy/OpenBLAS, best of 3), before and after the search;
   * limit_s: the arithmetic limit of brute force, 2·nq·nr·d FLOPs ÷ that rate;
-  * search_s: isc.search.global_candidates with the official 10 × nq results (RECIPES §1.4); ratio = search_s / limit_s;
-  * uap_s: isc.metric.evaluate on those candidates; the µAP itself;
+  * search_s: isc_research.search.global_candidates with the official 10 × nq results (RECIPES §1.4); ratio = search_s
+  / limit_s;
+  * uap_s: isc_research.metric.evaluate on those candidates; the µAP itself;
   * peak_rss / descriptor bytes (process peak, ru_maxrss; the descriptors are made in place, chunk by chunk).
 Targets: ratio ≤ 1.5, peak RSS ≤ 1.5 × descriptor bytes. Prints one JSON object.
 
@@ -65,15 +66,16 @@ def sgemm_rate(device: str = "cpu", repeats: int = 3) -> float:
             ta @ tb
             if dev == "cuda":
                 torch.cuda.synchronize()
+
     fn()  # warm-up
     best = min(_timed(fn) for _ in range(repeats))
     return 2 * m * DIM * n / best
 
 
 def search_device(device: str):
-    """The `device` argument of isc.search for a benchmark path name."""
+    """The `device` argument of isc_research.search for a benchmark path name."""
     if device == "torch-cpu":
-        from isc.search import _Torch
+        from isc_research.search import _Torch
 
         return _Torch("cpu")
     return device
@@ -118,8 +120,8 @@ def one_size(nq: int, nr: int, rate_before: float, device: str = "cpu") -> dict:
     """Run in its own process: data, search, µAP, measurements. The sgemm rate is measured by the parent right
     before and by this process right after the search (the machine is shared: its speed drifts); the limit
     uses their mean."""
-    from isc.metric import GroundTruth, evaluate
-    from isc.search import global_candidates
+    from isc_research.metric import GroundTruth, evaluate
+    from isc_research.search import global_candidates
 
     t = time.perf_counter()
     queries, references, qids, rids, matches = synthetic(nq, nr)
@@ -130,8 +132,9 @@ def one_size(nq: int, nr: int, rate_before: float, device: str = "cpu") -> dict:
     t = time.perf_counter()
     predictions = global_candidates(queries, references, qids, rids, num_results=10 * nq, device=path)
     search_s = time.perf_counter() - t
-    digest = hashlib.sha256(predictions.query_ids.tobytes() + predictions.reference_ids.tobytes()
-                            + predictions.scores.tobytes()).hexdigest()[:16]
+    digest = hashlib.sha256(
+        predictions.query_ids.tobytes() + predictions.reference_ids.tobytes() + predictions.scores.tobytes()
+    ).hexdigest()[:16]
     gt = GroundTruth.from_pairs(qids.tolist(), matches)
     t = time.perf_counter()
     metrics = evaluate(gt, predictions)
@@ -142,11 +145,16 @@ def one_size(nq: int, nr: int, rate_before: float, device: str = "cpu") -> dict:
     rate = (rate_before + rate_after) / 2
     limit_s = 2.0 * nq * nr * DIM / rate
     return {
-        "device": device, "n_queries": nq, "n_references": nr, "dim": DIM,
+        "device": device,
+        "n_queries": nq,
+        "n_references": nr,
+        "dim": DIM,
         "sgemm_gflops": round(rate / 1e9, 1),
         "sgemm_gflops_before_after": [round(rate_before / 1e9, 1), round(rate_after / 1e9, 1)],
-        "ratio_range": [round(search_s * rate_before / (2.0 * nq * nr * DIM), 3),
-                        round(search_s * rate_after / (2.0 * nq * nr * DIM), 3)],
+        "ratio_range": [
+            round(search_s * rate_before / (2.0 * nq * nr * DIM), 3),
+            round(search_s * rate_after / (2.0 * nq * nr * DIM), 3),
+        ],
         "limit_s": round(limit_s, 2),
         "search_s": round(search_s, 2),
         "ratio_to_limit": round(search_s / limit_s, 3),
@@ -166,8 +174,13 @@ def one_size(nq: int, nr: int, rate_before: float, device: str = "cpu") -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", choices=sorted(SIZES), default="small")
-    p.add_argument("--device", nargs="+", choices=sorted(DEVICES), default=["cpu"],
-                   help="search path(s): cpu (numpy), torch-cpu, cuda")
+    p.add_argument(
+        "--device",
+        nargs="+",
+        choices=sorted(DEVICES),
+        default=["cpu"],
+        help="search path(s): cpu (numpy), torch-cpu, cuda",
+    )
     p.add_argument("--one", nargs=4, metavar=("NQ", "NR", "RATE", "DEVICE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
@@ -177,27 +190,46 @@ def main(argv: list[str] | None = None) -> int:
     for nq, nr in SIZES[args.size]:
         for device in args.device:
             rate = sgemm_rate(device)  # measured right before each size: the machine is shared, its speed drifts
-            out = subprocess.run([sys.executable, __file__, "--one", str(nq), str(nr), str(rate), device],
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", str(nq), str(nr), str(rate), device], capture_output=True, text=True
+            )
             if out.returncode != 0:
                 print(out.stderr, file=sys.stderr)
                 return out.returncode
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(json.dumps(results[-1]), file=sys.stderr)
-    same = {f"{nq}x{nr}": len({r["predictions_sha256"] for r in results if (r["n_queries"], r["n_references"]) == (nq, nr)}) == 1
-            for nq, nr in SIZES[args.size]} if len(args.device) > 1 else None
+    same = (
+        {
+            f"{nq}x{nr}": len(
+                {r["predictions_sha256"] for r in results if (r["n_queries"], r["n_references"]) == (nq, nr)}
+            )
+            == 1
+            for nq, nr in SIZES[args.size]
+        }
+        if len(args.device) > 1
+        else None
+    )
     growth = None
     firsts = [r for r in results if r["device"] == args.device[0]]
     if len(firsts) == 2:
         a, b = firsts
         work = (b["n_queries"] * b["n_references"]) / (a["n_queries"] * a["n_references"])
         growth = {"work_factor": work, "search_time_factor": round(b["search_s"] / a["search_s"], 2)}
-    print(json.dumps({
-        "benchmark": "score_scale", "size": args.size, "devices": args.device, "results": results,
-        "identical_across_paths": same, "growth": growth,
-        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, shared with other jobs during the run",
-        "targets": {"ratio_to_limit": 1.5, "peak_rss_over_descriptors": 1.5},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "score_scale",
+                "size": args.size,
+                "devices": args.device,
+                "results": results,
+                "identical_across_paths": same,
+                "growth": growth,
+                "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, shared with other jobs during the run",
+                "targets": {"ratio_to_limit": 1.5, "peak_rss_over_descriptors": 1.5},
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from isc.formats import read_ground_truth
-from isc.index.calibrate import calibrate, validation_set
-from isc.index.embed import Embedder, list_images
-from isc.index.store import SearchIndex
+from isc_research.formats import read_ground_truth
+from isc_research.index.calibrate import calibrate, validation_set
+from isc_research.index.embed import Embedder, list_images
+from isc_research.index.store import SearchIndex
 
 
 def main() -> None:
@@ -62,24 +62,49 @@ def main() -> None:
             single.append(time.perf_counter() - started)
     gt = read_ground_truth(args.data / "ground_truth.csv")
     t = calibration.threshold
-    flagged = [(Path(q).stem, Path(m).stem) for q, matches in zip(embedded.paths, found) for m, s in matches
-               if t is not None and s >= t]
+    flagged = [
+        (Path(q).stem, Path(m).stem)
+        for q, matches in zip(embedded.paths, found)
+        for m, s in matches
+        if t is not None and s >= t
+    ]
     correct = sum(gt.matches.get(q) == r for q, r in flagged)
     rank1 = sum(gt.matches.get(Path(q).stem) == Path(m[0][0]).stem for q, m in zip(embedded.paths, found) if m)
-    print(json.dumps({
-        "checkpoint": args.checkpoint, "data": str(args.data), "threads": args.threads,
-        "index_build": {"images": len(references), "seconds": round(build_s, 2),
-                        "images_per_s": round(len(references) / build_s, 1), **report.counts()},
-        "query": {"images": len(queries), "batched_ms_per_image": round(1000 * embed_s / len(queries), 2),
-                  "single_image_ms_median": round(1000 * statistics.median(single), 2),
-                  "faiss_search_ms_per_query": round(1000 * search_s / len(queries), 4)},
-        "threshold": t, "calibration": {k: v for k, v in calibration.to_dict().items() if k != "unreadable"},
-        "calibration_seconds": round(calibration_s, 1), "calibration_unreadable": len(calibration.unreadable),
-        "flagged_on_data": {"flagged_pairs": len(flagged), "correct": correct, "gt_pairs": gt.n_pairs,
-                            "precision": round(correct / len(flagged), 4) if flagged else None,
-                            "recall": round(correct / gt.n_pairs, 4), "true_source_rank1": rank1},
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs visible (shared), torch {torch.__version__}",
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "checkpoint": args.checkpoint,
+                "data": str(args.data),
+                "threads": args.threads,
+                "index_build": {
+                    "images": len(references),
+                    "seconds": round(build_s, 2),
+                    "images_per_s": round(len(references) / build_s, 1),
+                    **report.counts(),
+                },
+                "query": {
+                    "images": len(queries),
+                    "batched_ms_per_image": round(1000 * embed_s / len(queries), 2),
+                    "single_image_ms_median": round(1000 * statistics.median(single), 2),
+                    "faiss_search_ms_per_query": round(1000 * search_s / len(queries), 4),
+                },
+                "threshold": t,
+                "calibration": {k: v for k, v in calibration.to_dict().items() if k != "unreadable"},
+                "calibration_seconds": round(calibration_s, 1),
+                "calibration_unreadable": len(calibration.unreadable),
+                "flagged_on_data": {
+                    "flagged_pairs": len(flagged),
+                    "correct": correct,
+                    "gt_pairs": gt.n_pairs,
+                    "precision": round(correct / len(flagged), 4) if flagged else None,
+                    "recall": round(correct / gt.n_pairs, 4),
+                    "true_source_rank1": rank1,
+                },
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs visible (shared), torch {torch.__version__}",
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -32,9 +32,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader
 
-from isc.losses import NTXentLoss
-from isc.module import CopyDetectionModule
-from isc.optim import parameter_groups, warmup_cosine
+from isc_research.losses import NTXentLoss
+from isc_research.module import CopyDetectionModule
+from isc_research.optim import parameter_groups, warmup_cosine
 
 
 def model_arguments(args) -> dict:
@@ -58,8 +58,12 @@ def optimizer_factory(params):
 
 def make_module(args) -> CopyDetectionModule:
     torch.manual_seed(0)
-    return CopyDetectionModule(model_arguments(args), NTXentLoss(0.1), optimizer=optimizer_factory,
-                               scheduler=lambda optimizer, total_steps: warmup_cosine(optimizer, total_steps))
+    return CopyDetectionModule(
+        model_arguments(args),
+        NTXentLoss(0.1),
+        optimizer=optimizer_factory,
+        scheduler=lambda optimizer, total_steps: warmup_cosine(optimizer, total_steps),
+    )
 
 
 SYNC_EVENTS = ("aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy")
@@ -122,9 +126,19 @@ def run_lightning(args, batch: dict, timer=None) -> list[float]:
         module.model.to(memory_format=torch.channels_last)
     timer = timer or StepTimer(args.warmup, args.device)
     precision = "bf16-mixed" if args.precision == "bf16" else "32-true"
-    trainer = L.Trainer(accelerator=args.device, devices=1, precision=precision, max_steps=args.warmup + args.steps,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = L.Trainer(
+        accelerator=args.device,
+        devices=1,
+        precision=precision,
+        max_steps=args.warmup + args.steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(module, train_dataloaders=loader(batch, args.warmup + args.steps))
     return timer
 
@@ -187,19 +201,38 @@ def main() -> None:
         ratios.append(lightning[-1] / raw[-1])
     syncs = None
     if args.profile_syncs:
-        syncs = {name: fn(args, batch, StepProfiler(args.warmup, args.device)).counts
-                 for name, fn in (("raw", run_raw), ("lightning", run_lightning))}
-    print(json.dumps({
-        "benchmark": "train_step", "backbone": args.backbone, "size": args.size, "images_per_step": args.batch * 2,
-        "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "device": args.device,
-        "precision": args.precision, "channels_last": args.channels_last, "threads": torch.get_num_threads(),
-        "raw_images_per_s": [round(x, 1) for x in raw], "lightning_images_per_s": [round(x, 1) for x in lightning],
-        "raw_median": round(statistics.median(raw), 1), "lightning_median": round(statistics.median(lightning), 1),
-        "ratio_median": round(statistics.median(ratios), 4), "ratios": [round(r, 4) for r in ratios],
-        "host_syncs_per_step": syncs,
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
-    }, indent=2))
+        syncs = {
+            name: fn(args, batch, StepProfiler(args.warmup, args.device)).counts
+            for name, fn in (("raw", run_raw), ("lightning", run_lightning))
+        }
+    print(
+        json.dumps(
+            {
+                "benchmark": "train_step",
+                "backbone": args.backbone,
+                "size": args.size,
+                "images_per_step": args.batch * 2,
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "repeats": args.repeats,
+                "device": args.device,
+                "precision": args.precision,
+                "channels_last": args.channels_last,
+                "threads": torch.get_num_threads(),
+                "raw_images_per_s": [round(x, 1) for x in raw],
+                "lightning_images_per_s": [round(x, 1) for x in lightning],
+                "raw_median": round(statistics.median(raw), 1),
+                "lightning_median": round(statistics.median(lightning), 1),
+                "ratio_median": round(statistics.median(ratios), 4),
+                "ratios": [round(r, 4) for r in ratios],
+                "host_syncs_per_step": syncs,
+                "machine": f"{platform.processor() or platform.machine()}, "
+                f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+                "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":
