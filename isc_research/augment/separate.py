@@ -201,6 +201,9 @@ def separate_v18(
     work_side_factor: float | None = 2.0,
 ) -> tuple[PolicyView, PolicyView]:
     """(view 1, view 2) of aug_ver 18, each view's steps in the source's order."""
+    closing = _closing_steps(
+        posterize_p, posterize_bits, solarize_p, solarize_threshold, jitter_p, jitter, grayscale_p, blur_p, blur_sigma
+    )
     after = [  # the same steps follow each of the three edits
         Maybe(hflip_p, hflip),
         Maybe(vflip_p, vflip),
@@ -241,17 +244,9 @@ def separate_v18(
         ),
         Maybe(invert_p, invert),
         Maybe(cartoon_p, cartoon),
-        Maybe(posterize_p, partial(posterize, bits=int(posterize_bits))),
-        Maybe(solarize_p, partial(solarize, threshold=float(solarize_threshold))),
-        Maybe(jitter_p, partial(colour_jitter, strength=list(jitter))),
-        Maybe(grayscale_p, grayscale),
-        Maybe(blur_p, partial(gaussian_blur, sigma=tuple(blur_sigma))),
+        *closing,
     ]
-    view1 = PolicyView(
-        [partial(resize_square, size=size), Maybe(view1_hflip_p, hflip), Maybe(view1_grayscale_p, grayscale)], size
-    )
-    work_side = None if work_side_factor is None else int(round(work_side_factor * size))
-    return view1, PolicyView(view2_ops, size, work_side)
+    return _views(size, view1_hflip_p, view1_grayscale_p, view2_ops, work_side_factor)
 
 
 # ------------------------------------------------------------------------------------------------ stage 2
@@ -481,6 +476,9 @@ def separate_v18_stage2(
     work_side_factor: float | None = 2.0,
 ) -> tuple[PolicyView, PolicyView]:
     """(view 1, view 2) of aug_ver 18 in the stage-2 ssl.py (CustomAug3); view 1 as stage 1."""
+    closing = _closing_steps(
+        posterize_p, posterize_bits, solarize_p, solarize_threshold, jitter_p, jitter, grayscale_p, blur_p, blur_sigma
+    )
 
     def emoji_with(opacity):
         return partial(
@@ -528,12 +526,26 @@ def separate_v18_stage2(
     )
     view2_ops = [
         view2,
+        *closing,
+    ]
+    return _views(size, view1_hflip_p, view1_grayscale_p, view2_ops, work_side_factor)
+
+
+def _closing_steps(
+    posterize_p, posterize_bits, solarize_p, solarize_threshold, jitter_p, jitter, grayscale_p, blur_p, blur_sigma
+) -> list:
+    """The photometric steps that end view 2 in both stages' ssl.py: posterize, solarize, colour jitter, grey, blur."""
+    return [
         Maybe(posterize_p, partial(posterize, bits=int(posterize_bits))),
         Maybe(solarize_p, partial(solarize, threshold=float(solarize_threshold))),
         Maybe(jitter_p, partial(colour_jitter, strength=list(jitter))),
         Maybe(grayscale_p, grayscale),
         Maybe(blur_p, partial(gaussian_blur, sigma=tuple(blur_sigma))),
     ]
+
+
+def _views(size, view1_hflip_p, view1_grayscale_p, view2_ops, work_side_factor) -> tuple[PolicyView, PolicyView]:
+    """View 1 (square resize, flip, grey: the same in both stages) and view 2 from its steps."""
     view1 = PolicyView(
         [partial(resize_square, size=size), Maybe(view1_hflip_p, hflip), Maybe(view1_grayscale_p, grayscale)], size
     )
