@@ -39,7 +39,7 @@ def build_datamodule(cfg: DictConfig) -> DiscDataModule:
         n_views=cfg.data.n_views,
         draft_size=draft_floor(cfg.data.draft_size, cfg.data.train_size, cfg.data.eval_size),
         skip_bad_eval_images=cfg.data.skip_bad_eval_images,
-        extra_negatives=cfg.data.get("extra_negatives", 0),
+        extra_negatives=cfg.data.extra_negatives,
         gt_pairs=cfg.data.get("gt_pairs"),
         plain_transform=eval_transform(cfg.data.train_size),
         seed=cfg.seed,
@@ -47,7 +47,7 @@ def build_datamodule(cfg: DictConfig) -> DiscDataModule:
         first_anchor=(cfg.data.get("neighbour_batches") or {}).get("first_anchor"),
         extra_classes=cfg.data.get("extra_classes"),
         policy=instantiate(cfg.augmentation, _partial_=True),  # drip stages rebuild it at their intensity
-        shared_augmentation_draws=cfg.data.get("shared_augmentation_draws", False),
+        shared_augmentation_draws=cfg.data.shared_augmentation_draws,
     )
 
 
@@ -70,7 +70,7 @@ def build_module(cfg: DictConfig, loss: torch.nn.Module) -> CopyDetectionModule:
         loss=loss,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        scheduler_interval=cfg.get("scheduler_interval", "step"),
+        scheduler_interval=cfg.scheduler_interval,
         config=OmegaConf.to_container(cfg, resolve=True),
         batch_mix=instantiate(cfg.batch_mix) if cfg.get("batch_mix") else None,
     )
@@ -92,7 +92,7 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
         if not found.is_file():
             raise FileNotFoundError(f"ckpt_path={requested!r} does not exist (ckpt_path=last finds the newest run's)")
     else:
-        found = own if cfg.get("resume", True) and own.is_file() else None
+        found = own if cfg.resume and own.is_file() else None
     if found is not None:
         check_resume_config(found, cfg)
     return found
@@ -365,7 +365,7 @@ def _train(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None) -> dict[st
     trainer = build_trainer(
         cfg,
         output_dir,
-        [*loss_callbacks, ValidateLastEpoch(), SkippedImageLimit(cfg.data.get("max_skipped_fraction", 0.05))],
+        [*loss_callbacks, ValidateLastEpoch(), SkippedImageLimit(cfg.data.max_skipped_fraction)],
     )
     evaluation = next((c for c in trainer.callbacks if isinstance(c, RetrievalEvaluation)), None)
     if evaluation is None:

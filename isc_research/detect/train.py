@@ -101,7 +101,7 @@ def _train_detector(cfg: DictConfig, output_dir: Path) -> dict:
         model=OmegaConf.to_container(cfg.detector, resolve=True),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        scheduler_interval=cfg.get("scheduler_interval", "step"),
+        scheduler_interval=cfg.scheduler_interval,
         min_confidence=float(cfg.validation.min_confidence),
         iou=float(cfg.validation.iou),
         config=OmegaConf.to_container(cfg, resolve=True),

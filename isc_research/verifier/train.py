@@ -165,7 +165,7 @@ def _train_verifier(cfg: DictConfig, output_dir: Path) -> dict:
         size,
         instantiate(cfg.optimizer),
         instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        cfg.get("scheduler_interval", "step"),
+        cfg.scheduler_interval,
         OmegaConf.to_container(cfg, resolve=True),
     )
     module.validation = validation
