@@ -37,6 +37,7 @@ from isc_research.formats import read_predictions
 from isc_research.hash_comparison import HASH_LABELS
 from isc_research.images import ImageLoadError, load_image
 from isc_research.metric import GroundTruth, Predictions
+from isc_research.report import TABLE_COLUMNS
 from isc_research.summary import similarity
 
 log = logging.getLogger(__name__)
@@ -49,18 +50,6 @@ METRIC_ROWS = (
     ("recall_at_rank10", "recall@rank10"),
     ("n_predictions", "predictions"),
     ("n_gt_pairs", "true pairs"),
-)
-ABLATION_COLUMNS = (
-    "chain",
-    "steps",
-    "metric",
-    "dims",
-    "uAP",
-    "recall_at_p90",
-    "recall_at_rank1",
-    "recall_at_rank10",
-    "n_predictions",
-    "seconds",
 )
 
 
@@ -353,14 +342,14 @@ def _plots_section(pr_curve: bytes | None, histogram: bytes, chain_curves: bytes
 def _ablation_section(rows: Sequence[dict]) -> str:
     if not rows:
         return ""
-    header = "".join(f"<th>{escape(c)}</th>" for c in ABLATION_COLUMNS)
+    header = "".join(f"<th>{escape(c)}</th>" for c in TABLE_COLUMNS)
     body = "".join(
         "<tr>"
         + "".join(
             f"<td class=steps>{escape(row.get(c) or '')}</td>"
             if c == "steps"
             else f"<td>{_number(row.get(c), 2 if c == 'seconds' else 4)}</td>"
-            for c in ABLATION_COLUMNS
+            for c in TABLE_COLUMNS
         )
         + "</tr>"
         for row in rows
