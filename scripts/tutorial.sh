@@ -67,8 +67,8 @@ else
 fi
 RUN=$(readlink -f outputs/train/latest)
 CKPT=$RUN/checkpoints/last.ckpt
-MINI=data/mini_disc/r600-t1500-q400-m35-s256-seed0-v2
-if [ -n "${TUTORIAL_TINY:-}" ]; then MINI=data/mini_disc/r24-t120-q16-m35-s96-seed0-v2; fi
+MINI=data/mini_disc/r600-t1500-q400-m35-s256-seed0-v3
+if [ -n "${TUTORIAL_TINY:-}" ]; then MINI=data/mini_disc/r24-t120-q16-m35-s96-seed0-v3; fi
 [ -z "${ISC_DATA_DIR:-}" ] || MINI=$ISC_DATA_DIR/${MINI#data/}
 
 # 2. Your own images

@@ -197,6 +197,33 @@ def test_rotate_and_crop_matches_augly_rotate():
         assert diff.max() < 1.5, (degrees, diff)  # bilinear vs AugLy's nearest-neighbour on a smooth image
 
 
+def test_perspective_matches_torchvision_pixel_for_pixel():
+    """ops.perspective is torchvision's RandomPerspective on a PIL image: the same corners (drawn here from the same
+    seed) warped by torchvision's perspective give the same pixels, but for a few on the warp's edge (torchvision
+    solves for the coefficients with lstsq, AugLy's formula with the normal equations: they differ in the last
+    bits, which flips a pixel lying exactly on the border in or out)."""
+    image = _gradient(160, 120)
+    w, h = image.size
+    for seed, scale in ((0, 0.5), (1, 0.3), (2, 0.9)):
+        got = ops.perspective(image, np.random.default_rng(seed), scale)
+        rng, dw, dh = np.random.default_rng(seed), int(scale * w / 2), int(scale * h / 2)
+        a, b, c, d, e, f, g, k = (int(rng.integers(0, lim + 1)) for lim in (dw, dh, dw, dh, dw, dh, dw, dh))
+        start = [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]
+        end = [[a, b], [w - 1 - c, d], [w - 1 - e, h - 1 - f], [g, h - 1 - k]]
+        expected = TF.perspective(image, start, end, interpolation=TF.InterpolationMode.BILINEAR)
+        assert not np.array_equal(np.asarray(got), np.asarray(image))
+        differs = (np.asarray(got) != np.asarray(expected)).any(axis=-1)
+        assert differs.mean() < 2e-4, (seed, differs.sum())
+
+
+def test_enhance_is_augly_color_jitter_pixel_for_pixel():
+    image = _gradient(120, 90)
+    for factors in ((0.6, 1.4, 0.0), (1.5, 0.7, 2.0), (1.0, 1.0, 1.0)):
+        b, c, s = factors
+        expected = AF.color_jitter(image, brightness_factor=b, contrast_factor=c, saturation_factor=s)
+        assert np.array_equal(np.asarray(ops.enhance(image, *factors)), np.asarray(expected)), factors
+
+
 def test_colour_jitter_blends_match_torchvision():
     """Each of ColorJitter's factors alone (drawn as color_jitter draws it) gives torchvision's pixels, to the
     rounding: albumentations' saturation blend (cv2.addWeighted) rounds where torchvision truncates (≤ 2 levels,

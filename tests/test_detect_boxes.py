@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from isc_research.data.edits import COMPOSITING_EDITS, EDIT_NAMES, GEOMETRIC_EDITS, PHOTOMETRIC_EDITS, make_query
+from isc_research.augment.edits import COMPOSITING_EDITS, EDIT_NAMES, GEOMETRIC_EDITS, PHOTOMETRIC_EDITS, make_query
 from isc_research.detect.boxes import box_iou, box_recall, clip_box, read_overlay_boxes
 from isc_research.detect.synthetic import draw_edit_names, synthetic_overlay
 

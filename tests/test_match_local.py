@@ -8,7 +8,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from isc_research.data.edits import EDITS, EditContext
+from isc_research.augment.edits import EDITS, EditContext
 from isc_research.match.local import LocalFeatureVerifier
 
 

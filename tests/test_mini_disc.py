@@ -14,7 +14,7 @@ from PIL import Image
 
 from isc_research.cli.make_dataset import main as make_dataset
 from isc_research.data import mini_disc as md
-from isc_research.data.edits import EDIT_NAMES, EDITS, EditContext, make_query
+from isc_research.augment.edits import EDIT_NAMES, EDITS, EditContext, make_query
 from isc_research.data.mini_disc import (
     MiniDiscError,
     MiniDiscSpec,
@@ -265,10 +265,10 @@ def test_different_seed_gives_different_images():
 
 
 def test_spec_name_and_validation(tmp_path):
-    assert MiniDiscSpec().name() == "r600-t1500-q400-m35-s256-seed0-v2"
-    assert TINY.name() == "r12-t20-q10-m35-s96-seed0-v2"
+    assert MiniDiscSpec().name() == "r600-t1500-q400-m35-s256-seed0-v3"
+    assert TINY.name() == "r12-t20-q10-m35-s96-seed0-v3"
     named = MiniDiscSpec(source_dir=str(tmp_path)).name()
-    assert named.startswith("r600-t1500-q400-m35-s256-seed0-v2-src") and len(named.split("-src")[1]) == 8
+    assert named.startswith("r600-t1500-q400-m35-s256-seed0-v3-src") and len(named.split("-src")[1]) == 8
     assert MiniDiscSpec(source_dir=str(tmp_path)) == MiniDiscSpec(source_dir=str(tmp_path / "." / ""))
     for bad in (
         {"match_fraction": 1.5},

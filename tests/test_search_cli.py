@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from isc_research.cli import search as search_cli
 from isc_research.cli.search import main
-from isc_research.data.edits import EDITS, EditContext
+from isc_research.augment.edits import EDITS, EditContext
 from isc_research.data.mini_disc import MiniDiscSpec, ensure_mini_disc
 from isc_research.images import load_image
 from isc_research.index.calibrate import threshold_at_precision

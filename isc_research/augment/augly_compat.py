@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["meme_format", "perspective_coefficients", "perspective_transform"]
+__all__ = ["meme_format", "perspective_coefficients", "perspective_transform", "warp_to_corners"]
 
 
 def _multiline_size(font: ImageFont.FreeTypeFont, text: str) -> tuple[int, int]:
@@ -75,6 +75,17 @@ def perspective_coefficients(src: list[tuple[float, float]], dst: list[tuple[flo
     return np.linalg.inv(a.T @ a) @ a.T @ b
 
 
+def warp_to_corners(
+    image: Image.Image,
+    src: list[tuple[float, float]],
+    dst: list[tuple[float, float]],
+    resample: Image.Resampling,
+) -> Image.Image:
+    """The perspective warp that moves the corners `src` to `dst`, same size, black outside (PIL's PERSPECTIVE
+    transform: AugLy's perspective_transform and torchvision's perspective on PIL images both call it)."""
+    return image.transform(image.size, Image.PERSPECTIVE, tuple(perspective_coefficients(src, dst)), resample)
+
+
 def perspective_transform(
     image: Image.Image,
     sigma: float = 50.0,
@@ -92,7 +103,7 @@ def perspective_transform(
     width, height = image.size
     src = [(0, 0), (width, 0), (width, height), (0, height)]
     dst = [(rng.normal(x, sigma) + dx, rng.normal(y, sigma) + dy) for x, y in src]
-    out = image.transform((width, height), Image.PERSPECTIVE, tuple(perspective_coefficients(src, dst)), Image.BICUBIC)
+    out = warp_to_corners(image, src, dst, Image.BICUBIC)
     if crop_out_black_border:
         top_left, top_right, bottom_right, bottom_left = dst
         left, right = max(0, top_left[0], bottom_left[0]), min(width, top_right[0], bottom_right[0])

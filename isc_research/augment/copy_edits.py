@@ -1,7 +1,7 @@
 """Training views made with the mini-DISC query edits (AugLy-style crops, overlays, colour, JPEG…).
 
 The two-view scheme follows lyakaap (RECIPES §2.3): one moderate view, one hard view. Here the hard view
-applies 1–3 of the same edits that made the mini-DISC queries (isc_research.data.edits.EDITS), so the model
+applies 1–3 of the same edits that made the mini-DISC queries (isc_research.augment.edits.EDITS), so the model
 learns to ignore exactly that family of edits, as the ISC2021 winners did with AugLy for DISC21.
 """
 
@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2 as T
 
+from isc_research.augment import ops
+from isc_research.augment.edits import make_query
 from isc_research.augment.policies import ToRGB, _to_normalised_tensor, eval_transform
 from isc_research.images import fit_long_side
 
@@ -21,8 +23,9 @@ OtherImages = Callable[[], Image.Image]  # returns a random other training image
 
 
 class CopyEditView:
-    """One hard view: random copy edits, colour jitter and grayscale (as lyakaap's hard view), then a
-    square resize. Needs other images (overlays)."""
+    """One hard view: random copy edits, colour jitter and grayscale (as lyakaap's hard view: torchvision's
+    ColorJitter and RandomGrayscale, computed by the ops the recipe policies use), then a square resize. Needs
+    other images (overlays)."""
 
     needs_other_images = True
 
@@ -34,16 +37,18 @@ class CopyEditView:
         grayscale_p: float = 0.25,
     ):
         self.size = size
-        self.colour = T.Compose([T.RandomApply([T.ColorJitter(*jitter)], p=jitter_p), T.RandomGrayscale(grayscale_p)])
+        self.jitter, self.jitter_p, self.grayscale_p = tuple(jitter), jitter_p, grayscale_p
         self.finish = eval_transform(size)
 
     def __call__(self, image: Image.Image, other: OtherImages) -> torch.Tensor:
-        from isc_research.data.edits import make_query
-
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))  # follows torch's per-worker seeding
         image = self._shrink(image)  # edit at ~2× the output size: same result, a fraction of the cost
         edited, _, _ = make_query(image, rng, other=lambda _: self._shrink(other()), max_side=max(image.size))
-        return self.finish(self.colour(edited))
+        if rng.random() < self.jitter_p:
+            edited = ops.color_jitter(edited, rng, *self.jitter)
+        if rng.random() < self.grayscale_p:
+            edited = ops.grayscale(edited)
+        return self.finish(edited)
 
     def _shrink(self, image: Image.Image) -> Image.Image:
         return fit_long_side(image, 2 * self.size, Image.BILINEAR)

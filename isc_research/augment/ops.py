@@ -12,6 +12,7 @@ says why in its docstring. Deviations from the named op are stated in the docstr
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ import albucore  # noqa: E402  (albumentations' own array core)
 import albumentations.augmentations.blur.functional as alb_blur  # noqa: E402
 import albumentations.augmentations.pixel.functional as alb_pixel  # noqa: E402
 
-from isc_research.augment.augly_compat import meme_format, perspective_transform
+from isc_research.augment.augly_compat import meme_format, perspective_transform, warp_to_corners
 from isc_research import assets
 
 Colour = tuple[int, int, int]
@@ -123,9 +124,10 @@ def crop_resize(img: Image.Image, box: tuple[int, int, int, int], size: int) -> 
 
 
 def perspective(img: Image.Image, rng: np.random.Generator, distortion_scale: float = 0.5) -> Image.Image:
-    """torchvision RandomPerspective: each corner moves inwards by up to distortion_scale/2 of the side,
-    bilinear, black fill, same size. (albumentations' Perspective draws its corners from a normal law: another
-    distribution; the warp itself is the same cv2.warpPerspective.)"""
+    """torchvision RandomPerspective: each corner moves inwards by up to distortion_scale/2 of the side, same
+    size, black fill, bilinear — torchvision's own path for PIL images (its corner draw, then PIL's perspective
+    transform through `warp_to_corners`, the one warp the perspective ops share; pixel for pixel, tested).
+    albumentations' Perspective draws its corners from a normal law: another distribution."""
     w, h = img.size
     dw, dh = int(distortion_scale * w / 2), int(distortion_scale * h / 2)
 
@@ -139,12 +141,7 @@ def perspective(img: Image.Image, rng: np.random.Generator, distortion_scale: fl
         (w - 1 - jitter(dw), h - 1 - jitter(dh)),
         (jitter(dw), h - 1 - jitter(dh)),
     ]
-    m = cv2.getPerspectiveTransform(np.float32(src), np.float32(dst))
-    return Image.fromarray(
-        cv2.warpPerspective(
-            np.asarray(img), m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
-        )
-    )
+    return warp_to_corners(img, src, dst, Image.BILINEAR)
 
 
 def perspective_sigma(img: Image.Image, rng: np.random.Generator, sigma: float) -> Image.Image:
@@ -273,10 +270,31 @@ def overlay_with_other(
 
 
 def screenshot(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """AugLy `overlay_onto_screenshot` with its web or mobile template."""
-    from isc_research.data.edits import EDITS
+    """AugLy `overlay_onto_screenshot` with its web or mobile template, drawn 50/50."""
+    return overlay_onto_screenshot(img, str(assets.pick(rng, SCREENSHOT_TEMPLATES)))[0]
 
-    return EDITS["screenshot"](img, rng)
+
+SCREENSHOT_TEMPLATES = ("web.png", "mobile.png")  # AugLy's screenshot templates
+
+
+def overlay_onto_screenshot(img: Image.Image, template: str) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """AugLy `overlay_onto_screenshot` (AugLy's own function) with one of its templates, and the box (x0, y0,
+    x1, y1) the image occupies in the result, from AugLy's arithmetic (scaled to fit the template's content
+    box, centred). A sliver too thin to scale is padded square first."""
+    import augly.image.functional as F  # imported here: a slow import that only this op needs
+
+    folder = assets.augly_assets() / "screenshot_templates"
+    bboxes = folder / "bboxes.json"
+    bx0, by0, bx1, by1 = json.loads(bboxes.read_text())[template]
+    bw, bh = bx1 - bx0, by1 - by0
+    factor = min(bw / img.width, bh / img.height)
+    if min(int(img.width * factor), int(img.height * factor)) < 1:
+        img = ImageOps.pad(img, (max(img.size),) * 2, color=(0, 0, 0))
+        factor = min(bw / img.width, bh / img.height)
+    sw, sh = int(img.width * factor), int(img.height * factor)
+    out = F.overlay_onto_screenshot(img, template_filepath=str(folder / template), template_bboxes_filepath=str(bboxes))
+    dx, dy = max(0, (bw - sw) // 2), max(0, (bh - sh) // 2)
+    return out.convert("RGB"), (bx0 + dx, by0 + dy, bx0 + dx + sw, by0 + dy + sh)
 
 
 def meme(img: Image.Image, rng: np.random.Generator, caption_height: tuple[float, float] = (0.15, 0.3)) -> Image.Image:
@@ -383,6 +401,15 @@ def gaussian_blur_sigma(img: Image.Image, sigma: float) -> Image.Image:
         return img
     kernel = alb_blur.create_gaussian_kernel_1d(sigma, int(round(6 * sigma + 1)) | 1)
     return Image.fromarray(alb_pixel.separable_convolve(np.asarray(img), kernel))
+
+
+def enhance(img: Image.Image, brightness: float, contrast: float, saturation: float) -> Image.Image:
+    """AugLy `color_jitter`: PIL ImageEnhance brightness, contrast, then saturation (colour) factors, in that
+    fixed order (AugLy's own calls; torchvision's ColorJitter is `color_jitter`)."""
+    enhancers = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
+    for enhancer, factor in zip(enhancers, (brightness, contrast, saturation)):
+        img = enhancer(img).enhance(factor)
+    return img
 
 
 def sharpen(img: Image.Image, factor: float) -> Image.Image:

@@ -209,7 +209,7 @@ def scale(img, rng, ctx, factor: Range):
 
 def augly_color_jitter(img, rng, ctx, factor: Range):
     """AugLy color_jitter: brightness, contrast and saturation factors each drawn from `factor`, in that order."""
-    return _enhance(img, tuple(float(rng.uniform(*factor)) for _ in range(3)))
+    return ops.enhance(img, *(float(rng.uniform(*factor)) for _ in range(3)))
 
 
 def s_square_color_jitter(img, rng, ctx, intensity: float):
@@ -218,16 +218,7 @@ def s_square_color_jitter(img, rng, ctx, intensity: float):
     n = 1.0 - intensity
     brightness, contrast = (n + intensity * float(rng.uniform(0.25, 1.75)) for _ in range(2))
     saturation = n + intensity * (0.2 + math.exp(5.0 * float(rng.random())) / 6.0)
-    return _enhance(img, (brightness, contrast, saturation))
-
-
-def _enhance(img, factors: tuple[float, float, float]):
-    """AugLy color_jitter's order: brightness, contrast, saturation (PIL ImageEnhance)."""
-    from PIL import ImageEnhance
-
-    for enhance, factor in zip((ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color), factors):
-        img = enhance(img).enhance(factor)
-    return img
+    return ops.enhance(img, brightness, contrast, saturation)
 
 
 def opacity(img, rng, ctx, level: Range):

@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 from isc_research.assets import colour, emoji_files, emoji_image, latin_fonts, load_font, package_dir, pick, words
-from isc_research.data.edits import make_query
+from isc_research.augment.edits import make_query
 from isc_research.images import IMAGE_SUFFIXES, ImageLoadError, fit_long_side, load_image, scan_files, warn_unused
 
 __all__ = [
@@ -58,7 +58,9 @@ SourceEntry = Path | Callable[[], Image.Image]
 FORMAT = "isc-mini-disc"
 # 2: references, training images and distractors/backgrounds are cut from disjoint regions of each photo
 #    (`source_regions`), so that images of different identity share fewer real pixels; the folder name carries it.
-FORMAT_VERSION = 2
+# 3: the query edits call the recipe policies' ops (isc_research.augment.ops: one implementation of each), so their
+#    pixels changed (rotation, perspective, colour jitter, text, emoji, blur...).
+FORMAT_VERSION = 3
 KINDS = {"plan": 0, "reference": 1, "training": 2, "distractor": 3, "background": 4, "query": 5}
 JPEG_QUALITY = 90
 MIN_SOURCE_SIDE = 64
@@ -109,7 +111,7 @@ class MiniDiscSpec:
         return round(self.n_queries * self.match_fraction)
 
     def name(self) -> str:
-        """Short folder name encoding the spec and the format version, e.g. ``r600-t1500-q400-m35-s256-seed0-v2``
+        """Short folder name encoding the spec and the format version, e.g. ``r600-t1500-q400-m35-s256-seed0-v3``
         (a new format builds into a new folder: a cache of an older one is never taken for it)."""
         base = (
             f"r{self.n_references}-t{self.n_training}-q{self.n_queries}"

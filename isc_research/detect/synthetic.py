@@ -4,7 +4,7 @@ Like the winners' detector data (RECIPES §4, §5, §7: YOLOv5 trained on auto-l
 from training images), a positive sample pastes a (geometrically edited) training image onto another training
 image or into a screenshot template and records the pasted box; a negative sample applies only
 non-compositing edits, so the detector also learns where not to fire. The edits are the mini-DISC's own
-(`isc_research.data.edits`), applied in its order: geometric → one compositing edit → photometric (JPEG last).
+(`isc_research.augment.edits`), applied in its order: geometric → one compositing edit → photometric (JPEG last).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from isc_research.data.datasets import random_readable_image
-from isc_research.data.edits import GEOMETRIC_EDITS, PHOTOMETRIC_EDITS, make_query
+from isc_research.augment.edits import GEOMETRIC_EDITS, PHOTOMETRIC_EDITS, make_query
 from isc_research.data.records import ImageRecord
 from isc_research.images import ImageLoadError, load_image
 
@@ -27,7 +27,7 @@ __all__ = ["SyntheticOverlays", "draw_edit_names", "synthetic_overlay"]
 
 Box = tuple[int, int, int, int]
 
-# Compositing weights as the mini-DISC builder's (1.6 : 0.6, isc_research.data.edits); the winners' mix is source
+# Compositing weights as the mini-DISC builder's (1.6 : 0.6, isc_research.augment.edits); the winners' mix is source
 # silent.
 _COMPOSITING_P = {"overlay_onto_background": 1.6 / 2.2, "screenshot": 0.6 / 2.2}
 

@@ -29,7 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detector", required=True, help="isc-train-detector checkpoint")
     parser.add_argument("--descriptor", required=True, help="isc-train checkpoint (baseline per-query cost)")
-    parser.add_argument("--data", default="data/mini_disc/r600-t1500-q400-m35-s256-seed0-v2")
+    parser.add_argument("--data", default="data/mini_disc/r600-t1500-q400-m35-s256-seed0-v3")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

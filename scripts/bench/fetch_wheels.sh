@@ -5,7 +5,7 @@
 # the GPU machine with the working tree (carry: 64 MiB in all; the wheels take 43 MiB). With MINI_DISC=DIR it also
 # copies that mini-DISC's query/ and reference/ folders (15 MiB for the default one) for the keep-aspect figure.
 #
-#   [MINI_DISC=data/mini_disc/r600-t1500-q400-m35-s256-seed0-v2] scripts/bench/fetch_wheels.sh [FOLDER]
+#   [MINI_DISC=data/mini_disc/r600-t1500-q400-m35-s256-seed0-v3] scripts/bench/fetch_wheels.sh [FOLDER]
 #   (default bench-carry/: wheels in FOLDER/wheels, the mini-DISC in FOLDER/mini_disc; PYTHON_VERSION=3.12)
 set -euo pipefail
 carry=${1:-bench-carry}

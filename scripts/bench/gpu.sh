@@ -10,7 +10,7 @@
 #   losses       loss forward+backward at the recipe sizes.
 #
 # Here (a registry at hand):
-#   MINI_DISC=data/mini_disc/r600-t1500-q400-m35-s256-seed0-v2 scripts/bench/fetch_wheels.sh     # → bench-carry/
+#   MINI_DISC=data/mini_disc/r600-t1500-q400-m35-s256-seed0-v3 scripts/bench/fetch_wheels.sh     # → bench-carry/
 # On the GPU machine (the working tree + the git-ignored bench-carry/ folder):
 #   scripts/bench/gpu.sh [OUT_DIR]          (default $OUT, else bench-gpu/; PYTHON=... to choose the interpreter)
 set -uo pipefail   # one failing benchmark does not stop the others; the exit status says so

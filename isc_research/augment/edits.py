@@ -1,31 +1,23 @@
-"""Copy edits used to make mini-DISC queries and, as an augmentation, training views.
+"""The copy edits that make the mini-DISC queries and, as an augmentation, training views
+(`augmentation=copy_edits`), and the training pictures of the overlay detector.
 
-`make_query` applies 1-3 edits drawn by `sample_edits` from `EDITS` (AugLy transforms plus meme and
-perspective equivalents); the helpers that pick fonts, emoji, colours and words are shared with the
-mini-DISC builder (`isc_research.data.mini_disc`).
+`make_query` applies 1-3 edits drawn by `sample_edits` from `EDITS`: AugLy's transforms, the ones DISC21's queries
+were made with. Each edit only draws its parameters (the mini-DISC's distribution) and calls the op of
+`isc_research.augment.ops` that the recipe policies call too: one implementation of each image operation.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageOps
 
-from isc_research.assets import (
-    augly_assets,
-    colour,
-    emoji_files,
-    glyph_fonts,
-    latin_fonts,
-    load_font,
-    pick,
-    printable_glyphs,
-    words,
-)
+from isc_research.assets import colour, latin_fonts, pick, words
+from isc_research.augment import ops
+from isc_research.augment.augly_compat import meme_format
 from isc_research.images import fit_long_side
 
 __all__ = [
@@ -60,12 +52,6 @@ class EditContext:
     box: Box | None = None
 
 
-def _F():
-    import augly.image.functional as F  # imported lazily: slow import, only the edits need it
-
-    return F
-
-
 def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi))
 
@@ -73,187 +59,98 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
 def _edit_crop(img, rng, ctx):
     fw, fh = _u(rng, 0.4, 0.9), _u(rng, 0.4, 0.9)
     x1, y1 = _u(rng, 0, 1 - fw), _u(rng, 0, 1 - fh)
-    return _F().crop(img, x1=x1, y1=y1, x2=x1 + fw, y2=y1 + fh)
+    return ops.crop_fractions(img, x1, y1, x1 + fw, y1 + fh)
 
 
 def _edit_rotate(img, rng, ctx):
     if rng.random() < 0.35:
         return img.transpose(pick(rng, (Image.ROTATE_90, Image.ROTATE_180, Image.ROTATE_270)))
-    out = _F().rotate(img, degrees=_u(rng, 5, 40) * pick(rng, (-1.0, 1.0)))
+    out = ops.rotate_and_crop(img, _u(rng, 5, 40) * pick(rng, (-1.0, 1.0)))
     return out if min(out.size) >= 8 else img.transpose(Image.ROTATE_90)
 
 
 def _edit_hflip(img, rng, ctx):
-    return _F().hflip(img)
+    return ImageOps.mirror(img)
 
 
 def _edit_vflip(img, rng, ctx):
-    return _F().vflip(img)
+    return ImageOps.flip(img)
 
 
 def _edit_perspective(img, rng, ctx):
-    """Random corner displacement (up to 20 % of each side), canvas grown to hold the warped image."""
-    import cv2
-
-    if cv2.getNumThreads() != 1:  # no OpenCV thread pool: one made before a fork (DataLoader workers) can hang
-        cv2.setNumThreads(1)  # the children; set once, before the first parallel call
-
-    w, h = img.size
-    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
-    dst = src + rng.uniform(-1, 1, (4, 2)).astype(np.float32) * np.float32(_u(rng, 0.05, 0.2)) * [w, h]
-    dst -= dst.min(axis=0)
-    out_w, out_h = (int(math.ceil(v)) for v in dst.max(axis=0))
-    m = cv2.getPerspectiveTransform(src, dst.astype(np.float32))
-    fill = colour(rng) if rng.random() < 0.3 else (0, 0, 0)
-    warped = cv2.warpPerspective(
-        np.asarray(img),
-        m,
-        (max(out_w, 8), max(out_h, 8)),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=fill,
-    )
-    return Image.fromarray(warped, "RGB")
+    """AugLy perspective_transform, each corner moved by N(0, σ) with σ 3–12 % of the short side."""
+    return ops.perspective_sigma(img, rng, _u(rng, 0.03, 0.12) * min(img.size))
 
 
 def _edit_pad(img, rng, ctx):
     fill = pick(rng, ((0, 0, 0), (255, 255, 255), colour(rng)))
-    return _F().pad(img, w_factor=_u(rng, 0.05, 0.35), h_factor=_u(rng, 0.05, 0.35), color=fill)
+    return ops.pad(img, _u(rng, 0.05, 0.35), _u(rng, 0.05, 0.35), fill)
 
 
 def _edit_meme(img, rng, ctx):
-    """Meme-style caption band above the image (AugLy's meme_format crashes on Pillow >= 10)."""
-    w, h = img.size
-    band = max(12, round(h * _u(rng, 0.18, 0.35)))
+    """AugLy meme_format: a caption band (18-35 % of the height, white or a random colour) above the image, one or
+    two lines of words in a bold font."""
+    band = max(12, round(img.height * _u(rng, 0.18, 0.35)))
     bg = (255, 255, 255) if rng.random() < 0.7 else colour(rng)
     fg = (0, 0, 0) if sum(bg) > 380 else (255, 255, 255)
     text = words(rng) if rng.random() < 0.6 else f"{words(rng, 2)}\n{words(rng, 2)}"
     text = text.upper() if rng.random() < 0.5 else text
     fonts = [f for f in latin_fonts() if "Impact" in f or "Bold" in f] or list(latin_fonts())
-    font_path = pick(rng, fonts) if fonts else None
-    out = Image.new("RGB", (w, h + band), bg)
-    out.paste(img, (0, band))
-    draw = ImageDraw.Draw(out)
-    size = max(6, round(band * 0.8 / (text.count("\n") + 1)))
-    while True:
-        font = load_font(font_path, size)
-        x0, y0, x1, y1 = draw.multiline_textbbox((0, 0), text, font=font, align="center")
-        if (x1 - x0 <= 0.94 * w and y1 - y0 <= 0.85 * band) or size <= 6:
-            break
-        size = max(6, int(size * 0.85))
-    draw.multiline_text(
-        ((w - (x1 - x0)) / 2 - x0, (band - (y1 - y0)) / 2 - y0), text, font=font, fill=fg, align="center"
-    )
-    return out
+    return meme_format(img, text=text, font_file=pick(rng, fonts), text_color=fg, caption_height=band, meme_bg_color=bg)
 
 
 def _edit_overlay_onto_background(img, rng, ctx):
-    """Paste the image, scaled to 30-80 % of a background's size, onto another image."""
+    """AugLy overlay_onto_background_image: the image, scaled to 30-80 % of another image's height (its width
+    kept inside too), pasted onto it at a random position; the box is where it landed."""
     bg = ctx.other(0)
     (bw, bh), (w, h) = bg.size, img.size
-    frac = _u(rng, 0.3, 0.8) * min(1.0, (bw / w) / (bh / h))  # keep the pasted width inside too
-    nh = max(1, int(bh * frac))  # AugLy's own arithmetic, so that the box is exact
+    frac = _u(rng, 0.3, 0.8) * min(1.0, (bw / w) / (bh / h))
+    nh = max(1, int(bh * frac))  # ops.paste's arithmetic, so that the box is exact
     nw = max(1, int(w * nh / h))
     x_pos, y_pos = _u(rng, 0, max(0.0, 1 - nw / bw)), _u(rng, 0, max(0.0, 1 - nh / bh))
-    out = _F().overlay_onto_background_image(img, background_image=bg, overlay_size=frac, x_pos=x_pos, y_pos=y_pos)
+    out = ops.paste(bg, img, frac, 1.0, x_pos, y_pos)
     x, y = int(bw * x_pos), int(bh * y_pos)
     ctx.box = (x, y, min(bw, x + nw), min(bh, y + nh))
-    return out.convert("RGB")
+    return out
 
 
 def _edit_screenshot(img, rng, ctx):
-    """AugLy overlay_onto_screenshot (web or mobile template); the box follows AugLy's arithmetic."""
-    tdir = augly_assets() / "screenshot_templates"
-    template = tdir / pick(rng, ("web.png", "mobile.png"))
-    bboxes = tdir / "bboxes.json"
-    bx0, by0, bx1, by1 = json.loads(bboxes.read_text())[template.name]
-    bw, bh = bx1 - bx0, by1 - by0
-    factor = min(bw / img.width, bh / img.height)
-    sw, sh = int(img.width * factor), int(img.height * factor)
-    if min(sw, sh) < 1:  # AugLy cannot scale a sliver this far; pad it first
-        img = ImageOps.pad(img, (max(img.size),) * 2, color=(0, 0, 0))
-        factor = min(bw / img.width, bh / img.height)
-        sw, sh = int(img.width * factor), int(img.height * factor)
-    out = _F().overlay_onto_screenshot(img, template_filepath=str(template), template_bboxes_filepath=str(bboxes))
-    dx, dy = max(0, (bw - sw) // 2), max(0, (bh - sh) // 2)
-    ctx.box = (bx0 + dx, by0 + dy, bx0 + dx + sw, by0 + dy + sh)
-    return out.convert("RGB")
+    """AugLy overlay_onto_screenshot, web or mobile template."""
+    out, ctx.box = ops.overlay_onto_screenshot(img, str(pick(rng, ops.SCREENSHOT_TEMPLATES)))
+    return out
 
 
 def _edit_overlay_text(img, rng, ctx):
-    """AugLy overlay_text: 1-2 lines of random glyphs of a random AugLy font."""
-    font_file = pick(rng, glyph_fonts())
-    glyphs = printable_glyphs(font_file)
-    lines = [
-        [int(glyphs[int(i)]) for i in rng.integers(0, len(glyphs), int(rng.integers(3, 11)))]
-        for _ in range(int(rng.integers(1, 3)))
-    ]
-    return (
-        _F()
-        .overlay_text(
-            img,
-            text=lines,
-            font_file=font_file,
-            font_size=_u(rng, 0.08, 0.22),
-            opacity=_u(rng, 0.6, 1.0),
-            color=colour(rng),
-            x_pos=_u(rng, 0, 0.5),
-            y_pos=_u(rng, 0, 0.8),
-        )
-        .convert("RGB")
-    )
+    """AugLy overlay_text: 1-2 lines of 3-10 random glyphs of a random AugLy font."""
+    return ops.text(img, rng, lines=(1, 2), glyphs=(3, 10), font_size=(0.08, 0.22), opacity=(0.6, 1.0), y=(0.0, 0.8))
 
 
 def _edit_overlay_emoji(img, rng, ctx):
-    return (
-        _F()
-        .overlay_emoji(
-            img,
-            emoji_path=pick(rng, emoji_files()),
-            opacity=_u(rng, 0.7, 1.0),
-            emoji_size=_u(rng, 0.15, 0.45),
-            x_pos=_u(rng, 0, 0.75),
-            y_pos=_u(rng, 0, 0.75),
-        )
-        .convert("RGB")
-    )
+    return ops.emoji(img, rng, size=(0.15, 0.45), opacity=(0.7, 1.0))
 
 
 def _edit_overlay_image(img, rng, ctx):
-    return (
-        _F()
-        .overlay_image(
-            img,
-            overlay=ctx.other(1),
-            opacity=_u(rng, 0.5, 1.0),
-            overlay_size=_u(rng, 0.2, 0.5),
-            x_pos=_u(rng, 0, 0.7),
-            y_pos=_u(rng, 0, 0.7),
-        )
-        .convert("RGB")
-    )
+    return ops.paste(img, ctx.other(1), _u(rng, 0.2, 0.5), _u(rng, 0.5, 1.0), _u(rng, 0, 0.7), _u(rng, 0, 0.7))
 
 
 def _edit_blur(img, rng, ctx):
-    return _F().blur(img, radius=_u(rng, 0.8, 3.5) * max(1.0, min(img.size) / 256))
+    return ops.blur(img, _u(rng, 0.8, 3.5) * max(1.0, min(img.size) / 256))
 
 
 def _edit_jpeg(img, rng, ctx):
-    return _F().encoding_quality(img, quality=int(rng.integers(5, 31)))
+    return ops.jpeg(img, int(rng.integers(5, 31)))
 
 
 def _edit_grayscale(img, rng, ctx):
-    return _F().grayscale(img).convert("RGB")
+    return ops.grayscale(img)
 
 
 def _edit_pixelize(img, rng, ctx):
-    return _F().pixelization(img, ratio=_u(rng, 0.12, 0.45))
+    return ops.pixelize(img, _u(rng, 0.12, 0.45))
 
 
 def _edit_color_jitter(img, rng, ctx):
-    return _F().color_jitter(
-        img, brightness_factor=_u(rng, 0.6, 1.5), contrast_factor=_u(rng, 0.6, 1.5), saturation_factor=_u(rng, 0.0, 2.0)
-    )
+    return ops.enhance(img, _u(rng, 0.6, 1.5), _u(rng, 0.6, 1.5), _u(rng, 0.0, 2.0))
 
 
 # the edit families, in application order: geometric, then compositing, then photometric (JPEG last)
