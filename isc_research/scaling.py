@@ -128,6 +128,11 @@ def configure_threads(setting: int | str | None, num_workers: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """'auto' → cuda when torch sees a GPU, else cpu; a named device must exist (a CUDA device asked for on a
+    machine without one is an error that says so, not a crash at the first tensor moved)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)  # raises on a malformed name
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: torch sees no CUDA device; use auto or cpu")
+    return device

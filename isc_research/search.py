@@ -36,7 +36,7 @@ import numpy as np
 
 from isc_research.metric import Predictions, _as_ids
 
-__all__ = ["CANDIDATE_RULES", "candidates", "global_candidates", "knn_candidates", "knn_rows", "resolve_device"]
+__all__ = ["CANDIDATE_RULES", "candidates", "global_candidates", "knn_candidates", "knn_rows"]
 
 _METRICS = ("l2", "ip")
 _U = 2.0**-24  # float32 unit roundoff
@@ -247,31 +247,18 @@ class _Torch:
         return scores, labels
 
 
-def resolve_device(device: str | None) -> str:
-    """'auto' → 'cuda' when torch sees a GPU, else 'cpu'; an explicit device that is absent is an error."""
-    device = "cpu" if device is None else str(device)  # None: the numpy path, as before devices existed
-    if device in ("cpu", "auto"):
-        if device == "auto":
-            try:
-                import torch
-
-                return "cuda" if torch.cuda.is_available() else "cpu"
-            except ImportError:
-                return "cpu"
-        return device
-    import torch
-
-    dev = torch.device(device)  # raises on a malformed name
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"search device {device!r}: torch sees no CUDA device; use search_device=auto or cpu")
-    return device
-
-
 def _backend(device):
     if isinstance(device, _Numpy | _Torch):  # the tests' way to run the torch path on the CPU
         return device
-    resolved = resolve_device(device)
-    return _Numpy() if resolved == "cpu" else _Torch(resolved)
+    if device is None or str(device) == "cpu":  # None: the numpy path, as before devices existed
+        return _Numpy()
+    from isc_research.scaling import resolve_device  # imports torch: only when a device is asked for
+
+    try:
+        resolved = resolve_device(str(device))
+    except ValueError as e:
+        raise ValueError(f"search {e}") from None
+    return _Numpy() if resolved.type == "cpu" else _Torch(str(resolved))
 
 
 # ------------------------------------------------------------------------------------------------ global

@@ -241,9 +241,13 @@ def test_knn_band_wider_than_the_preselection() -> None:
 def test_search_device_resolution(monkeypatch) -> None:
     import torch
 
-    assert search.resolve_device("cpu") == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert search.resolve_device("auto") == "cpu"
+    assert isinstance(search._backend("cpu"), search._Numpy)
+    assert isinstance(search._backend("auto"), search._Numpy)  # auto without a GPU: the numpy path
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    backend = search._backend("auto")
+    assert isinstance(backend, search._Torch) and str(backend.device) == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     q, r, qids, rids = make(3, 6, seed=15)
     with pytest.raises(ValueError, match="search device 'cuda': torch sees no CUDA device"):
         global_candidates(q, r, qids, rids, device="cuda")
