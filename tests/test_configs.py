@@ -199,5 +199,5 @@ def test_cpu_loss_experiments_select_their_loss_and_keep_the_recipe_values(exper
         cfg.loss._target_ == f"isc_research.losses.{loss}" and differing == changed and set(cfg.loss) == set(plain.loss)
     )
     assert cfg.optimizer._target_ == "torch.optim.AdamW" and cfg.optimizer.lr == pytest.approx(lr)
-    assert cfg.trainer.max_epochs == plain.trainer.max_epochs == 48
+    assert cfg.trainer.max_epochs == plain.trainer.max_epochs == 64
     assert cfg.trainer.gradient_clip_val == (1.0 if experiment == "cpu_arcface" else None)

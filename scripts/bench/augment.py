@@ -2,7 +2,7 @@
 straightforward AugLy/torchvision implementation of the same ops (full-resolution decode, one library call
 per op) run side by side in this process; then DataLoader scaling with W workers. Prints JSON.
 
-    .venv/bin/python scripts/bench/augment.py [--images 48] [--sizes 224 512] [--quick]
+    .venv/bin/python scripts/bench/augment.py [--images 48] [--sizes 224 512] [--policies NAME ...] [--workers 1 2]
     .venv/bin/python scripts/bench/augment.py --albumentations [--side 512]
 
 --albumentations: each hand-written op of isc_research/augment/ops.py (as it was before ops.py called albumentations
