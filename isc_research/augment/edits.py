@@ -105,8 +105,7 @@ def _edit_overlay_onto_background(img, rng, ctx):
     bg = ctx.other(0)
     (bw, bh), (w, h) = bg.size, img.size
     frac = _u(rng, 0.3, 0.8) * min(1.0, (bw / w) / (bh / h))
-    nh = max(1, int(bh * frac))  # ops.paste's arithmetic, so that the box is exact
-    nw = max(1, int(w * nh / h))
+    nw, nh = ops.pasted_size(bh, img.size, frac)  # the size ops.paste gives it, so that the box is exact
     x_pos, y_pos = _u(rng, 0, max(0.0, 1 - nw / bw)), _u(rng, 0, max(0.0, 1 - nh / bh))
     out = ops.paste(bg, img, frac, 1.0, x_pos, y_pos)
     x, y = int(bw * x_pos), int(bh * y_pos)

@@ -11,11 +11,13 @@ says why in its docstring. Deviations from the named op are stated in the docstr
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -176,14 +178,18 @@ def paste(base: Image.Image, top: Image.Image, size: float, opacity: float, x: f
     """AugLy `overlay_image`: `top` scaled to size·(base height) keeping its aspect ratio, pasted at
     (x·w, y·h) with its alpha × opacity."""
     w, h = base.size
-    new_h = max(1, int(h * size))
-    new_w = max(1, int(top.width * new_h / top.height))
-    top = top.resize((new_w, new_h), Image.BICUBIC)
+    top = top.resize(pasted_size(h, top.size, size), Image.BICUBIC)
     alpha = top.getchannel("A") if top.mode == "RGBA" else Image.new("L", top.size, 255)
     mask = alpha.point(lambda a: int(a * opacity))
     out = base.copy()
     out.paste(top.convert("RGB"), (int(w * x), int(h * y)), mask)
     return out
+
+
+def pasted_size(base_height: int, top_size: tuple[int, int], size: float) -> tuple[int, int]:
+    """(width, height) that `paste` scales `top` to: size·(base height), the aspect ratio kept, at least 1 px."""
+    new_h = max(1, int(base_height * size))
+    return max(1, int(top_size[0] * new_h / top_size[1])), new_h
 
 
 def emoji(
@@ -277,6 +283,12 @@ def screenshot(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 SCREENSHOT_TEMPLATES = ("web.png", "mobile.png")  # AugLy's screenshot templates
 
 
+@functools.cache
+def _screenshot_boxes(path: str) -> dict[str, list[int]]:
+    """AugLy's template content boxes, read once per process (the op runs per training view)."""
+    return json.loads(Path(path).read_text())
+
+
 def overlay_onto_screenshot(img: Image.Image, template: str) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """AugLy `overlay_onto_screenshot` (AugLy's own function) with one of its templates, and the box (x0, y0,
     x1, y1) the image occupies in the result, from AugLy's arithmetic (scaled to fit the template's content
@@ -285,7 +297,7 @@ def overlay_onto_screenshot(img: Image.Image, template: str) -> tuple[Image.Imag
 
     folder = assets.augly_assets() / "screenshot_templates"
     bboxes = folder / "bboxes.json"
-    bx0, by0, bx1, by1 = json.loads(bboxes.read_text())[template]
+    bx0, by0, bx1, by1 = _screenshot_boxes(str(bboxes))[template]
     bw, bh = bx1 - bx0, by1 - by0
     factor = min(bw / img.width, bh / img.height)
     if min(int(img.width * factor), int(img.height * factor)) < 1:
