@@ -206,7 +206,10 @@ class DescriptorModel(nn.Module):
     `features`: `forward_features` (timm's, with any final conv head) or `last_map` — the last feature map of the
     stages, as timm's `features_only=True` gives it (lyakaap pools EfficientNetV2-M's 512-channel map, not the
     1,280 channels after conv_head, RECIPES §2.1). `pooling`: `gem`, or `cls` — a ViT's class token (the
-    "separate" retriever, RECIPES §6)."""
+    "separate" retriever, RECIPES §6). `mirror_average`: at evaluation the descriptor is L2(d(x) + d(mirror of x)),
+    the same for an image and its mirror (lyakaap's flip TTA, RECIPES §2.4, made part of the descriptor, so that
+    every consumer of the model — the in-loop metric, isc-eval, search, export — computes the same one); training
+    is unchanged (its views are flipped at random)."""
 
     def __init__(
         self,
@@ -227,6 +230,7 @@ class DescriptorModel(nn.Module):
         head: str | None = None,
         head_hidden_dim: int = 4096,
         head_wide_dim: int = 8192,
+        mirror_average: bool = False,
     ):
         super().__init__()
         if features not in FEATURES:
@@ -257,8 +261,17 @@ class DescriptorModel(nn.Module):
         )
         self.embedding_dim = embedding_dim
         self.grayscale_input = grayscale_input
+        self.mirror_average = mirror_average
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        descriptor = self.descriptor(images)
+        if self.mirror_average and not self.training:
+            mirrored = self.descriptor(torch.flip(images, dims=[-1]))
+            descriptor = F.normalize(descriptor + mirrored, dim=-1)
+        return descriptor
+
+    def descriptor(self, images: torch.Tensor) -> torch.Tensor:
+        """The L2-normalised descriptor of the images as they are (no mirror averaging)."""
         pooled = self.pooled(images)
         with autocast_off(pooled):  # neck / head and L2 in float32 (see pooled)
             return F.normalize(self.projection(pooled), dim=-1)

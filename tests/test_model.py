@@ -101,6 +101,24 @@ def test_necks_and_evaluation_gem_p():
         assert torch.allclose(model(x), expected, atol=1e-6)
 
 
+def test_mirror_average_is_the_flip_tta_descriptor_and_mirror_invariant():
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 32, 40)
+    model = DescriptorModel("test_resnet", 16, mirror_average=True).eval()
+    with torch.no_grad():
+        plain, mirrored = model.descriptor(x), model.descriptor(x.flip(-1))
+        assert not torch.allclose(plain, mirrored, atol=1e-3)  # the backbone itself is not mirror-invariant
+        expected = torch.nn.functional.normalize(plain + mirrored, dim=-1)
+        assert torch.allclose(model(x), expected, atol=1e-6)
+        assert torch.allclose(model(x), model(x.flip(-1)), atol=1e-6)
+    model.train()  # training scores the views as they are: the loss sees the flips of the augmentation
+    torch.manual_seed(1)
+    a = model(x)
+    model.mirror_average = False
+    torch.manual_seed(1)
+    assert torch.allclose(a, model(x))
+
+
 def test_grayscale_input_greys_normalised_images():
     from isc_research.model import to_grayscale
     from isc_research.augment.policies import ToNormalisedTensor
