@@ -201,3 +201,12 @@ def test_cpu_loss_experiments_select_their_loss_and_keep_the_recipe_values(exper
     assert cfg.optimizer._target_ == "torch.optim.AdamW" and cfg.optimizer.lr == pytest.approx(lr)
     assert cfg.trainer.max_epochs == plain.trainer.max_epochs == 64
     assert cfg.trainer.gradient_clip_val == (1.0 if experiment == "cpu_arcface" else None)
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_only_the_cpu_experiments_mirror_average(experiment, tmp_path):
+    """The default descriptor averages each image with its mirror (model.mirror_average); a winner's recipe keeps
+    its source's model, which has no such step, and the CPU overlays keep the default's."""
+    cfg = compose_config("train", [f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
+    assert cfg.model.mirror_average is experiment.startswith("cpu_")
+    assert compose_config("train", [f"paths.output_dir={tmp_path}"]).model.mirror_average is True
