@@ -252,7 +252,9 @@ class ArcFaceDrip(L.Callback):
                 if "views" not in batch:
                     continue
                 b, v = batch["views"].shape[:2]
-                embeddings = model(batch["views"].flatten(0, 1).to(pl_module.device)).view(b, v, -1)
+                # descriptor(): the embedding the training step sees (no model.mirror_average, which applies to
+                # an eval-mode model like this one)
+                embeddings = model.descriptor(batch["views"].flatten(0, 1).to(pl_module.device)).view(b, v, -1)
                 local[batch["label"].to(local.device)] = embeddings.mean(dim=1).to(local)
         return gather_uneven(local)
 
