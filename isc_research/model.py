@@ -182,6 +182,12 @@ class WideHead(nn.Module):
 
 FEATURES = ("forward_features", "last_map")
 POOLINGS = ("gem", "cls")
+# model.flip_average: the flips (tensor dims reversed) whose descriptors are averaged with the image's at evaluation
+FLIP_AVERAGES = {
+    "none": (),
+    "horizontal": ((-1,),),
+    "horizontal_vertical": ((-1,), (-2,), (-2, -1)),  # the four flips: also the vertical mirror and the 180° turn
+}
 
 
 def make_neck(kind: str, in_features: int, embedding_dim: int) -> nn.Module:
@@ -206,10 +212,11 @@ class DescriptorModel(nn.Module):
     `features`: `forward_features` (timm's, with any final conv head) or `last_map` — the last feature map of the
     stages, as timm's `features_only=True` gives it (lyakaap pools EfficientNetV2-M's 512-channel map, not the
     1,280 channels after conv_head, RECIPES §2.1). `pooling`: `gem`, or `cls` — a ViT's class token (the
-    "separate" retriever, RECIPES §6). `mirror_average`: at evaluation the descriptor is L2(d(x) + d(mirror of x)),
-    the same for an image and its mirror (lyakaap's flip TTA, RECIPES §2.4, made part of the descriptor, so that
-    every consumer of the model — the in-loop metric, isc-eval, search, export — computes the same one); training
-    is unchanged (its views are flipped at random)."""
+    "separate" retriever, RECIPES §6). `flip_average`: at evaluation the descriptor is the L2-normalised sum of the
+    descriptors of the image and its flips — `horizontal`: L2(d(x) + d(mirror of x)), lyakaap's flip TTA (RECIPES
+    §2.4); `horizontal_vertical`: the four flips (x, its left-right and up-down mirrors, x turned 180°; source
+    silent, measured on the mini-DISC); `none`: d(x). It is part of the descriptor, so that every consumer of the
+    model — the in-loop metric, isc-eval, search, export — computes the same one; training is unchanged."""
 
     def __init__(
         self,
@@ -230,13 +237,15 @@ class DescriptorModel(nn.Module):
         head: str | None = None,
         head_hidden_dim: int = 4096,
         head_wide_dim: int = 8192,
-        mirror_average: bool = False,
+        flip_average: str = "none",
     ):
         super().__init__()
         if features not in FEATURES:
             raise ValueError(f"model.features={features!r} is unknown; use one of {FEATURES}")
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling={pooling!r} is unknown; use one of {POOLINGS}")
+        if flip_average not in FLIP_AVERAGES:
+            raise ValueError(f"model.flip_average={flip_average!r} is unknown; use one of {tuple(FLIP_AVERAGES)}")
         self.backbone = create_backbone(backbone, pretrained, weights_file, backbone_kwargs)
         self.features, self.pooling = features, pooling
         in_features = self.backbone.num_features
@@ -261,17 +270,18 @@ class DescriptorModel(nn.Module):
         )
         self.embedding_dim = embedding_dim
         self.grayscale_input = grayscale_input
-        self.mirror_average = mirror_average
+        self.flip_average = flip_average
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         descriptor = self.descriptor(images)
-        if self.mirror_average and not self.training:
-            mirrored = self.descriptor(torch.flip(images, dims=[-1]))
-            descriptor = F.normalize(descriptor + mirrored, dim=-1)
+        flips = () if self.training else FLIP_AVERAGES[self.flip_average]
+        if flips:
+            descriptor = descriptor + sum(self.descriptor(torch.flip(images, dims=dims)) for dims in flips)
+            descriptor = F.normalize(descriptor, dim=-1)
         return descriptor
 
     def descriptor(self, images: torch.Tensor) -> torch.Tensor:
-        """The L2-normalised descriptor of the images as they are (no mirror averaging)."""
+        """The L2-normalised descriptor of the images as they are (no flip averaging)."""
         pooled = self.pooled(images)
         with autocast_off(pooled):  # neck / head and L2 in float32 (see pooled)
             return F.normalize(self.projection(pooled), dim=-1)

@@ -204,9 +204,9 @@ def test_cpu_loss_experiments_select_their_loss_and_keep_the_recipe_values(exper
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
-def test_only_the_cpu_experiments_mirror_average(experiment, tmp_path):
-    """The default descriptor averages each image with its mirror (model.mirror_average); a winner's recipe keeps
+def test_only_the_cpu_experiments_flip_average(experiment, tmp_path):
+    """The default descriptor averages each image with its four flips (model.flip_average); a winner's recipe keeps
     its source's model, which has no such step, and the CPU overlays keep the default's."""
     cfg = compose_config("train", [f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
-    assert cfg.model.mirror_average is experiment.startswith("cpu_")
-    assert compose_config("train", [f"paths.output_dir={tmp_path}"]).model.mirror_average is True
+    assert cfg.model.flip_average == ("horizontal_vertical" if experiment.startswith("cpu_") else "none")
+    assert compose_config("train", [f"paths.output_dir={tmp_path}"]).model.flip_average == "horizontal_vertical"

@@ -27,8 +27,14 @@ from isc_research.model import DescriptorModel  # noqa: E402
 TINY = {"backbone": "test_resnet", "embedding_dim": 32, "gem_p": 3.0}
 VARIANTS = {
     "test_resnet": (TINY, 48),
-    "test_resnet_bn_neck_grey_gem_eval_p_mirror": (
-        {**TINY, "neck": "linear_bn", "grayscale_input": True, "gem_eval_p": 4.0, "mirror_average": True},
+    "test_resnet_bn_neck_grey_gem_eval_p_flips": (
+        {
+            **TINY,
+            "neck": "linear_bn",
+            "grayscale_input": True,
+            "gem_eval_p": 4.0,
+            "flip_average": "horizontal_vertical",
+        },
         40,
     ),
     "mobilenetv3_small_050": ({"backbone": "mobilenetv3_small_050", "embedding_dim": 64, "gem_p": 3.0}, 64),

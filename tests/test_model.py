@@ -101,22 +101,34 @@ def test_necks_and_evaluation_gem_p():
         assert torch.allclose(model(x), expected, atol=1e-6)
 
 
-def test_mirror_average_is_the_flip_tta_descriptor_and_mirror_invariant():
+@pytest.mark.parametrize(
+    "flip_average, flips",
+    [("horizontal", [(-1,)]), ("horizontal_vertical", [(-1,), (-2,), (-2, -1)])],
+)
+def test_flip_average_is_the_flip_tta_descriptor_and_flip_invariant(flip_average, flips):
     torch.manual_seed(0)
     x = torch.randn(3, 3, 32, 40)
-    model = DescriptorModel("test_resnet", 16, mirror_average=True).eval()
+    model = DescriptorModel("test_resnet", 16, flip_average=flip_average).eval()
     with torch.no_grad():
-        plain, mirrored = model.descriptor(x), model.descriptor(x.flip(-1))
-        assert not torch.allclose(plain, mirrored, atol=1e-3)  # the backbone itself is not mirror-invariant
-        expected = torch.nn.functional.normalize(plain + mirrored, dim=-1)
+        views = [model.descriptor(x)] + [model.descriptor(x.flip(dims)) for dims in flips]
+        for view in views[1:]:  # the backbone itself is not flip-invariant
+            assert not torch.allclose(views[0], view, atol=1e-3)
+        expected = torch.nn.functional.normalize(sum(views), dim=-1)
         assert torch.allclose(model(x), expected, atol=1e-6)
-        assert torch.allclose(model(x), model(x.flip(-1)), atol=1e-6)
+        for dims in flips:
+            assert torch.allclose(model(x), model(x.flip(dims)), atol=1e-6)
+        if flip_average == "horizontal":  # the left-right mirror only: an upside-down image is another one
+            assert not torch.allclose(model(x), model(x.flip(-2)), atol=1e-3)
     model.train()  # training scores the views as they are: the loss sees the flips of the augmentation
     torch.manual_seed(1)
     a = model(x)
-    model.mirror_average = False
+    model.flip_average = "none"
     torch.manual_seed(1)
     assert torch.allclose(a, model(x))
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), model.descriptor(x))
+    with pytest.raises(ValueError, match="model.flip_average='vertical' is unknown"):
+        DescriptorModel("test_resnet", 16, flip_average="vertical")
 
 
 def test_grayscale_input_greys_normalised_images():

@@ -252,7 +252,7 @@ class ArcFaceDrip(L.Callback):
                 if "views" not in batch:
                     continue
                 b, v = batch["views"].shape[:2]
-                # descriptor(): the embedding the training step sees (no model.mirror_average, which applies to
+                # descriptor(): the embedding the training step sees (no model.flip_average, which applies to
                 # an eval-mode model like this one)
                 embeddings = model.descriptor(batch["views"].flatten(0, 1).to(pl_module.device)).view(b, v, -1)
                 local[batch["label"].to(local.device)] = embeddings.mean(dim=1).to(local)
